@@ -1,0 +1,84 @@
+"""mlbook: a practitioner's habits for ML projects, turned into software.
+
+The public API is what ``__all__`` lists. Importing mlbook is cheap: heavy
+modules (and every optional framework) load only when an attribute needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from mlbook._version import __version__
+
+if TYPE_CHECKING:
+    from mlbook.boundaries import CheckReport, Violation, check_project
+    from mlbook.config import Config
+    from mlbook.errors import (
+        ConfigError,
+        DatasetError,
+        ExperimentError,
+        ExportError,
+        MlbookError,
+        ProjectError,
+        ProvenanceError,
+        RecordError,
+        StoreError,
+    )
+    from mlbook.project import Project, find_root
+    from mlbook.scaffold import InitResult, init_project
+
+__all__ = [
+    "CheckReport",
+    "Config",
+    "ConfigError",
+    "DatasetError",
+    "ExperimentError",
+    "ExportError",
+    "InitResult",
+    "MlbookError",
+    "Project",
+    "ProjectError",
+    "ProvenanceError",
+    "RecordError",
+    "StoreError",
+    "Violation",
+    "__version__",
+    "check_project",
+    "find_root",
+    "init_project",
+]
+
+# public name -> module that defines it; imported on first access
+_LAZY: dict[str, str] = {
+    "CheckReport": "mlbook.boundaries",
+    "Violation": "mlbook.boundaries",
+    "check_project": "mlbook.boundaries",
+    "Config": "mlbook.config",
+    "ConfigError": "mlbook.errors",
+    "DatasetError": "mlbook.errors",
+    "ExperimentError": "mlbook.errors",
+    "ExportError": "mlbook.errors",
+    "MlbookError": "mlbook.errors",
+    "ProjectError": "mlbook.errors",
+    "ProvenanceError": "mlbook.errors",
+    "RecordError": "mlbook.errors",
+    "StoreError": "mlbook.errors",
+    "Project": "mlbook.project",
+    "find_root": "mlbook.project",
+    "InitResult": "mlbook.scaffold",
+    "init_project": "mlbook.scaffold",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlbook' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,229 @@
+"""Read and validate ``mlbook.toml`` into typed settings.
+
+Every section is a :class:`msgspec.Struct` that refuses unknown keys, so a typo
+is caught with the file, the line and the keys that would have been accepted.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from mlbook.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "Config",
+    "DataSettings",
+    "ExperimentSettings",
+    "ExportSettings",
+    "GitSettings",
+    "LayoutSettings",
+    "ProjectSettings",
+    "RunnerSettings",
+    "load_config",
+    "parse_config",
+]
+
+CONFIG_FILE = "mlbook.toml"
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ProjectSettings(_Section):
+    """``[project]``: who the project is."""
+
+    name: str = ""
+    description: str = ""
+
+
+class LayoutSettings(_Section):
+    """``[layout]``: the four area directories, relative to the project root.
+
+    A name left unset falls back to its lower-case variant when only that exists.
+    """
+
+    datasets: str | None = None
+    models: str | None = None
+    deployment: str | None = None
+    data_processing: str | None = None
+
+
+class ExperimentSettings(_Section):
+    """``[experiments]``: which scripts are experiments and which `mlbook run` runs."""
+
+    id_pattern: str = r"[A-Z]\d+"
+    include: list[str] = msgspec.field(default_factory=list)
+    exclude: list[str] = msgspec.field(default_factory=list)
+    test_steps: int = 2
+    outputs: str = "outputs"
+
+
+class RunnerSettings(_Section):
+    """``[runner]``: where versions run."""
+
+    backend: Literal["local", "ray"] = "local"
+    jobs: int = 1
+    ray_address: str = ""
+
+
+class GitSettings(_Section):
+    """``[git]``: how each run's code is recorded."""
+
+    commits: Literal["refs", "branch", "off"] = "refs"
+    max_file_mb: float = 5.0
+
+
+class DataSettings(_Section):
+    """``[data]``: dataset hashing."""
+
+    hash_images: bool = False
+
+
+class ExportSettings(_Section):
+    """``[export]``: where bundles go, relative to the deployment area."""
+
+    dir: str = "exports"
+    onnx: bool = False
+
+
+class Config(_Section):
+    """The whole of ``mlbook.toml``."""
+
+    project: ProjectSettings = msgspec.field(default_factory=ProjectSettings)
+    layout: LayoutSettings = msgspec.field(default_factory=LayoutSettings)
+    experiments: ExperimentSettings = msgspec.field(default_factory=ExperimentSettings)
+    runner: RunnerSettings = msgspec.field(default_factory=RunnerSettings)
+    git: GitSettings = msgspec.field(default_factory=GitSettings)
+    data: DataSettings = msgspec.field(default_factory=DataSettings)
+    export: ExportSettings = msgspec.field(default_factory=ExportSettings)
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "project": ProjectSettings,
+    "layout": LayoutSettings,
+    "experiments": ExperimentSettings,
+    "runner": RunnerSettings,
+    "git": GitSettings,
+    "data": DataSettings,
+    "export": ExportSettings,
+}
+
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)` - at `\$(?P<at>[^`]*)`")
+_AT = re.compile(r" - at `\$(?P<at>[^`]*)`")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, an unknown key or a wrong type.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, f"cannot read the config ({exc}); check the file") from exc
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path | str = CONFIG_FILE) -> Config:
+    """Validate config text; ``path`` only names the file in errors."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _line_of_decode_error(str(exc))
+        detail = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(path, f"not valid TOML: {detail}", line) from exc
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise _explain(exc, text, path) from exc
+    _check_values(config, text, path)
+    return config
+
+
+def _check_values(config: Config, text: str, path: Path | str) -> None:
+    if config.runner.jobs < 1:
+        raise ConfigError(
+            path, "runner.jobs: expected a whole number >= 1", _find_line(text, "runner", "jobs")
+        )
+    if config.experiments.test_steps < 1:
+        raise ConfigError(
+            path,
+            "experiments.test_steps: expected a whole number >= 1",
+            _find_line(text, "experiments", "test_steps"),
+        )
+    try:
+        re.compile(config.experiments.id_pattern)
+    except re.error as exc:
+        raise ConfigError(
+            path,
+            f"experiments.id_pattern: not a valid regular expression ({exc})",
+            _find_line(text, "experiments", "id_pattern"),
+        ) from exc
+    if config.experiments.include and config.experiments.exclude:
+        raise ConfigError(
+            path,
+            "experiments: set include or exclude, not both",
+            _find_line(text, "experiments", "exclude"),
+        )
+
+
+def _explain(exc: msgspec.ValidationError, text: str, path: Path | str) -> ConfigError:
+    message = str(exc)
+    unknown = _UNKNOWN.search(message)
+    if unknown:
+        key = unknown["key"]
+        section = unknown["at"].lstrip(".")
+        if not section:
+            known = ", ".join(f"[{name}]" for name in _SECTIONS)
+            return ConfigError(
+                path,
+                f"unknown section [{key}]; expected one of {known}",
+                _find_line(text, key, None),
+            )
+        fields = ", ".join(_SECTIONS[section].__struct_fields__) if section in _SECTIONS else ""
+        return ConfigError(
+            path,
+            f"[{section}] unknown key '{key}'; expected one of: {fields}",
+            _find_line(text, section, key),
+        )
+    at = _AT.search(message)
+    dotted = at["at"].lstrip(".") if at else ""
+    problem = _AT.sub("", message)
+    problem = problem.replace("`", "")
+    section, _, key = dotted.partition(".")
+    line = _find_line(text, section, key or None) if section else None
+    return ConfigError(path, f"{dotted}: {problem.lower()}" if dotted else problem, line)
+
+
+def _find_line(text: str, section: str, key: str | None) -> int | None:
+    """Return the 1-based line of ``key`` in ``[section]`` (or of the header)."""
+    current = ""
+    header_line: int | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.match(r"^\[([^\]]+)\]", line)
+        if header:
+            current = header[1].strip()
+            if current == section:
+                header_line = number
+            continue
+        if key is None:
+            continue
+        if current == section and re.match(rf"^[\"']?{re.escape(key)}[\"']?\s*=", line):
+            return number
+        if current == "" and re.match(rf"^{re.escape(section)}\.{re.escape(key)}\s*=", line):
+            return number
+    return header_line
+
+
+def _line_of_decode_error(message: str) -> int | None:
+    found = re.search(r"at line (\d+)", message)
+    return int(found[1]) if found else None

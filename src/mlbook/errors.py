@@ -1,0 +1,101 @@
+"""The errors a user can cause, as one tree.
+
+Every error mlbook raises on purpose derives from :class:`MlbookError`; the CLI
+prints its message as one line (``error: ...``) and exits 1. Anything else is a
+bug and keeps its traceback.
+
+::
+
+    MlbookError
+     ├── ProjectError            not a project, a bad layout, an unreadable file
+     │    └── ConfigError        mlbook.toml is not valid (file, line, key, expected)
+     ├── DatasetError            dataset metadata or a conversion went wrong
+     │    └── RecordError        one bad record (file, line, field, value)
+     ├── ExperimentError         unknown experiment or version, a bad script
+     ├── StoreError              the run store cannot be read or written
+     ├── ProvenanceError         git snapshots, the journal, diffs
+     └── ExportError             an export cannot be written, verified or loaded
+
+Subclasses keep the facts (path, line, key) as attributes and build the message
+from them; the underlying error stays in ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "DatasetError",
+    "ExperimentError",
+    "ExportError",
+    "MlbookError",
+    "ProjectError",
+    "ProvenanceError",
+    "RecordError",
+    "StoreError",
+]
+
+
+class MlbookError(Exception):
+    """Root of every error a user can cause; its message is one line."""
+
+
+class ProjectError(MlbookError):
+    """The project cannot be found, read or laid out."""
+
+
+class ConfigError(ProjectError):
+    """A project config file is not valid.
+
+    Args:
+        path: the config file.
+        problem: what is wrong, including what is expected.
+        line: the 1-based line of the offending key when it can be found.
+    """
+
+    def __init__(self, path: Path | str, problem: str, line: int | None = None) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        self.line = line
+        where = f"{self.path}:{line}" if line else str(self.path)
+        super().__init__(f"{where}: {problem}")
+
+
+class DatasetError(MlbookError):
+    """Dataset metadata cannot be read, validated or converted."""
+
+
+class RecordError(DatasetError):
+    """One record is wrong.
+
+    Args:
+        path: the file holding the record.
+        line: 1-based line (JSON Lines) or record index (JSON array).
+        field: the field at fault, dotted for nested fields (``boxes[2].x1``).
+        problem: what is wrong, with the value.
+    """
+
+    def __init__(self, path: Path | str, line: int | None, field: str, problem: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.field = field
+        self.problem = problem
+        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
+
+
+class ExperimentError(MlbookError):
+    """An experiment script, its versions or a run request is wrong."""
+
+
+class StoreError(MlbookError):
+    """The run store cannot be opened, migrated, read or written."""
+
+
+class ProvenanceError(MlbookError):
+    """A git snapshot, the journal or a diff cannot be made."""
+
+
+class ExportError(MlbookError):
+    """An export cannot be written, verified or loaded."""

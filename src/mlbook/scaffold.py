@@ -1,0 +1,135 @@
+"""``mlbook init``: lay out a new project, or adopt an existing directory.
+
+Nothing that exists is ever overwritten: files already there are kept and
+reported, so ``mlbook init .`` is safe on a directory with work in it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from mlbook._fs import atomic_write_text
+from mlbook.config import CONFIG_FILE
+from mlbook.errors import ProjectError
+from mlbook.project import AREAS, DEFAULT_AREA_DIRS, Area, Project, find_root
+
+__all__ = ["InitResult", "init_project"]
+
+_TEMPLATE_PACKAGE = "mlbook.templates"
+# template path -> path in the project; area directories are mapped at render time
+_RENAMES = {"gitignore": ".gitignore"}
+
+
+@dataclass
+class InitResult:
+    """What ``init_project`` did."""
+
+    project: Project
+    created: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    git: str = ""  # "initialised", "existing repository at ...", or why not
+
+
+def init_project(path: Path | str, name: str | None = None) -> InitResult:
+    """Create the mlbook layout at ``path`` (created if missing) and return what was done.
+
+    Args:
+        path: the project directory; may exist and hold files.
+        name: the project name written to ``mlbook.toml`` (default: the directory name).
+
+    Raises:
+        ProjectError: ``path`` is a file, or lies inside another mlbook project.
+    """
+    root = Path(path).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise ProjectError(f"cannot create a project at {root}: it is a file")
+    _refuse_nested(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProjectError(f"cannot create {root}: {exc.strerror}") from exc
+
+    area_names = {area: _area_dir_for(root, area) for area in AREAS}
+    values = {"name": name or root.name, **area_names}
+    created: list[Path] = []
+    kept: list[Path] = []
+    template_root = resources.files(_TEMPLATE_PACKAGE).joinpath("project")
+    for relative, text in _walk_templates(template_root):
+        target = root / _map_path(relative, area_names)
+        if target.exists():
+            kept.append(target)
+            continue
+        if relative == CONFIG_FILE:
+            for key, value in values.items():
+                text = text.replace("{" + key + "}", value.replace('"', '\\"'))
+        try:
+            atomic_write_text(target, text)
+        except OSError as exc:
+            raise ProjectError(f"cannot write {target}: {exc.strerror}") from exc
+        created.append(target)
+
+    project = Project.open(root)
+    for area in AREAS:
+        project.area_dir(area).mkdir(parents=True, exist_ok=True)
+    return InitResult(project=project, created=created, kept=kept, git=_git_init(root))
+
+
+def _refuse_nested(root: Path) -> None:
+    try:
+        outer = find_root(root.parent)
+    except ProjectError:
+        return
+    if outer != root:
+        raise ProjectError(
+            f"{root} is inside the mlbook project at {outer}; "
+            "nested projects are not supported: choose a directory outside it"
+        )
+
+
+def _area_dir_for(root: Path, area: Area) -> str:
+    default = DEFAULT_AREA_DIRS[area]
+    if not (root / default).exists() and (root / default.lower()).is_dir():
+        return default.lower()
+    return default
+
+
+def _walk_templates(node: Traversable, prefix: str = "") -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for child in sorted(node.iterdir(), key=lambda c: c.name):
+        if child.name in {"__pycache__"} or child.name.endswith(".pyc"):
+            continue
+        relative = f"{prefix}{child.name}"
+        if child.is_dir():
+            found.extend(_walk_templates(child, relative + "/"))
+        else:
+            found.append((relative, child.read_text(encoding="utf-8")))
+    return found
+
+
+def _map_path(relative: str, area_names: dict[Area, str]) -> str:
+    first, _, rest = relative.partition("/")
+    for area, default in DEFAULT_AREA_DIRS.items():
+        if first == default:
+            first = area_names[area]
+    first = _RENAMES.get(first, first)
+    return f"{first}/{rest}" if rest else first
+
+
+def _git_init(root: Path) -> str:
+    git = shutil.which("git")
+    if git is None:
+        return "git not found: install git so that runs can record their code"
+    inside = subprocess.run(
+        [git, "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True
+    )
+    if inside.returncode == 0:
+        return f"existing repository at {inside.stdout.strip()}"
+    done = subprocess.run([git, "init", "-q"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"git init failed: {done.stderr.strip()}"
+    return "initialised"

@@ -1,0 +1,1 @@
+"""File templates used by ``mlbook init`` and ``mlbook new``."""

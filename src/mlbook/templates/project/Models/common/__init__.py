@@ -1,0 +1,1 @@
+"""Shared training and evaluation code, imported by the experiment scripts."""
