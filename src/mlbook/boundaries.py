@@ -149,9 +149,12 @@ class _Checker:
                 yield from self._check_from(area, relative, path, node, local)
             elif isinstance(node, ast.Call):
                 yield from self._check_call(area, relative, node, local)
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if id(node) not in docstrings:
-                    yield from self._check_literal(area, relative, node.lineno, node.value)
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+            ):
+                yield from self._check_literal(area, relative, node.lineno, node.value)
 
     def _violation_for(self, area: Area, target: Area) -> bool:
         return target not in ALLOWED[area]
@@ -161,7 +164,13 @@ class _Checker:
         return f"{_AREA_LABEL[area]} may use only {allowed}"
 
     def _check_import(
-        self, area: Area, relative: str, line: int, module: str, local: set[str]
+        self,
+        area: Area,
+        relative: str,
+        line: int,
+        module: str,
+        local: set[str],
+        shown: str | None = None,
     ) -> Iterator[Violation]:
         top = module.split(".", 1)[0]
         target = self._area_of_module(area, top, local)
@@ -171,7 +180,8 @@ class _Checker:
                 relative,
                 line,
                 "import-boundary",
-                f"imports '{module}' from {where}/ ({self._describe(area, target)})",
+                f"'{shown or 'import ' + module}' reaches into {where}/ "
+                f"({self._describe(area, target)})",
             )
 
     def _area_of_module(self, area: Area, top: str, local: set[str]) -> Area | None:
@@ -189,7 +199,11 @@ class _Checker:
     ) -> Iterator[Violation]:
         if node.level == 0:
             if node.module:
-                yield from self._check_import(area, relative, node.lineno, node.module, local)
+                names = ", ".join(alias.name for alias in node.names)
+                shown = f"from {node.module} import {names}"
+                yield from self._check_import(
+                    area, relative, node.lineno, node.module, local, shown
+                )
             return
         base = path.parent
         for _ in range(node.level - 1):
@@ -202,12 +216,13 @@ class _Checker:
             target = self.project.area_of(candidate)
             if target is not None and self._violation_for(area, target):
                 dotted = "." * node.level + (node.module or "")
+                names = ", ".join(alias.name for alias in node.names)
                 yield Violation(
                     relative,
                     node.lineno,
                     "import-boundary",
-                    f"relative import '{dotted}' reaches {self.project.area_name(target)}/ "
-                    f"({self._describe(area, target)})",
+                    f"'from {dotted} import {names}' reaches into "
+                    f"{self.project.area_name(target)}/ ({self._describe(area, target)})",
                 )
                 return
 
@@ -220,7 +235,8 @@ class _Checker:
             if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
                 continue
             if name in _IMPORT_CALLS:
-                yield from self._check_import(area, relative, node.lineno, arg.value, local)
+                shown = f"{name}({arg.value!r})"
+                yield from self._check_import(area, relative, node.lineno, arg.value, local, shown)
             elif arg.value in self.area_names:
                 target = self.area_names[arg.value]
                 if self._violation_for(area, target):
@@ -232,7 +248,9 @@ class _Checker:
                         f"({self._describe(area, target)})",
                     )
 
-    def _check_literal(self, area: Area, relative: str, line: int, text: str) -> Iterator[Violation]:
+    def _check_literal(
+        self, area: Area, relative: str, line: int, text: str
+    ) -> Iterator[Violation]:
         if len(text) > 400 or "\n" in text or ("/" not in text and "\\" not in text):
             return
         target = self._area_of_path(text)

@@ -115,7 +115,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "export": ExportSettings,
 }
 
-_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)` - at `\$(?P<at>[^`]*)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?")
 _AT = re.compile(r" - at `\$(?P<at>[^`]*)`")
 
 
@@ -180,7 +180,7 @@ def _explain(exc: msgspec.ValidationError, text: str, path: Path | str) -> Confi
     unknown = _UNKNOWN.search(message)
     if unknown:
         key = unknown["key"]
-        section = unknown["at"].lstrip(".")
+        section = (unknown["at"] or "").lstrip(".")
         if not section:
             known = ", ".join(f"[{name}]" for name in _SECTIONS)
             return ConfigError(

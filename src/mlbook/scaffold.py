@@ -55,7 +55,8 @@ def init_project(path: Path | str, name: str | None = None) -> InitResult:
         raise ProjectError(f"cannot create {root}: {exc.strerror}") from exc
 
     area_names = {area: _area_dir_for(root, area) for area in AREAS}
-    values = {"name": name or root.name, **area_names}
+    values: dict[str, str] = {"name": name or root.name}
+    values.update(area_names)
     created: list[Path] = []
     kept: list[Path] = []
     template_root = resources.files(_TEMPLATE_PACKAGE).joinpath("project")
