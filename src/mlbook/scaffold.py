@@ -56,7 +56,8 @@ def init_project(path: Path | str, name: str | None = None) -> InitResult:
 
     area_names = {area: _area_dir_for(root, area) for area in AREAS}
     values: dict[str, str] = {"name": name or root.name}
-    values.update(area_names)
+    for area, dirname in area_names.items():
+        values[area] = dirname
     created: list[Path] = []
     kept: list[Path] = []
     template_root = resources.files(_TEMPLATE_PACKAGE).joinpath("project")
