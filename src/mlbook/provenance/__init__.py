@@ -1,0 +1,13 @@
+"""Provenance: which code, files and data produced a run, and the journal that tells it.
+
+- :mod:`mlbook.provenance.git` — before/after snapshots of the code as git commits
+  (hidden refs or real commits), checkout of a snapshot, diffs between commits.
+- :mod:`mlbook.provenance.files` — the project files a run used (with sha256) and the
+  versions of the packages it imported.
+- :mod:`mlbook.provenance.data` — the version (content hash or DVC hash) of a dataset.
+- :mod:`mlbook.provenance.journal` — ``EXPERIMENT_LOG.md``: entries, steps, status, notes.
+- :mod:`mlbook.provenance.diff` — a structured diff of two runs (params, data, metrics, code).
+- :mod:`mlbook.provenance.stale` — which recorded files changed since a run.
+
+Each module is imported on its own; this package imports nothing.
+"""

@@ -1,0 +1,386 @@
+"""Snapshots of the project's code as git commits, made with the git CLI.
+
+:func:`snapshot` records the current state of the project's files (tracked and
+untracked, ``.gitignore`` honoured, files over a size limit left out) as a commit.
+
+- ``mode="refs"`` (the default): the commit is built with plumbing and a temporary
+  index (``GIT_INDEX_FILE``) and stored under ``refs/mlbook/runs/<run-id>/<stage>``.
+  The user's branch, index, stash and working tree are untouched; the parent is
+  ``HEAD`` when there is one (a detached HEAD works the same way).
+- ``mode="branch"``: a real commit on the current branch (``git add -A`` then
+  ``git commit``), like the manual practice. Refused during a merge, rebase,
+  cherry-pick or revert, and on a detached HEAD (:class:`ProvenanceError`). When
+  nothing changed, no commit is made and ``HEAD`` is recorded.
+
+Defined behaviour when git cannot help — the run must still run:
+
+- git missing from ``PATH`` or the project not in a repository: a :class:`Snapshot`
+  with ``commit=None`` and ``reason`` saying why.
+- An empty repository (no commit yet): the snapshot is a root commit.
+- A dirty index: refs mode starts from a copy of it, so staged changes are
+  snapshotted too and the user's index stays as it was.
+- Submodules: recorded as their checked-out commit (a gitlink), not their content.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mlbook.errors import ProvenanceError
+
+__all__ = [
+    "REF_PREFIX",
+    "GitInfo",
+    "Snapshot",
+    "checkout",
+    "current_commit",
+    "diff_commits",
+    "git_info",
+    "resolve",
+    "run_ref",
+    "snapshot",
+]
+
+REF_PREFIX = "refs/mlbook/runs"
+Mode = Literal["refs", "branch"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_IN_PROGRESS = {
+    "MERGE_HEAD": "a merge",
+    "rebase-merge": "a rebase",
+    "rebase-apply": "a rebase",
+    "CHERRY_PICK_HEAD": "a cherry-pick",
+    "REVERT_HEAD": "a revert",
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The result of :func:`snapshot`.
+
+    Attributes:
+        commit: the full hash of the recorded commit, or ``None`` when none could be made.
+        ref: the ref that points to it (``refs/mlbook/runs/<id>/<stage>``, or the branch ref).
+        reason: why there is no commit (empty when there is one), or a note
+            (``"nothing changed; HEAD recorded"``).
+        skipped: project-relative paths left out because they exceed the size limit.
+        mode: ``"refs"`` or ``"branch"``.
+    """
+
+    commit: str | None
+    ref: str | None = None
+    reason: str = ""
+    skipped: tuple[str, ...] = ()
+    mode: str = "refs"
+
+    @property
+    def short(self) -> str | None:
+        """The first 7 characters of the commit, or ``None``."""
+        return self.commit[:7] if self.commit else None
+
+
+@dataclass(frozen=True)
+class GitInfo:
+    """Where the project sits in git (see :func:`git_info`)."""
+
+    git: str
+    toplevel: Path
+    git_dir: Path
+    prefix: str  # the project's path inside the repository, "" or ending with "/"
+    head: str | None  # None in an empty repository
+    branch: str | None  # None on a detached HEAD
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+def _run(
+    git: str,
+    args: Sequence[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    done = subprocess.run(
+        [git, *args], cwd=cwd, env=env, input=stdin, capture_output=True, check=False
+    )
+    if check and done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = message[-1] if message else f"exit code {done.returncode}"
+        raise ProvenanceError(f"git {args[0]} failed in {cwd}: {detail}")
+    return done
+
+
+def _out(done: subprocess.CompletedProcess[bytes]) -> str:
+    return done.stdout.decode("utf-8", "replace").strip()
+
+
+def git_info(root: Path | str) -> GitInfo | str:
+    """Locate git and the repository holding ``root``.
+
+    Returns:
+        a :class:`GitInfo`, or a one-line reason when there is no usable git
+        (git not on ``PATH``, not a repository).
+    """
+    root = Path(root).resolve()
+    git = shutil.which("git")
+    if git is None:
+        return "git not found on PATH: install git to record each run's code"
+    env = {**os.environ, "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    env.pop("GIT_INDEX_FILE", None)
+    done = _run(
+        git,
+        ["rev-parse", "--show-toplevel", "--absolute-git-dir", "--show-prefix"],
+        root,
+        env,
+        check=False,
+    )
+    if done.returncode != 0:
+        return f"{root} is not in a git repository: run `git init` to record each run's code"
+    lines = done.stdout.decode("utf-8", "replace").splitlines()
+    toplevel, git_dir = Path(lines[0]), Path(lines[1])
+    prefix = lines[2] if len(lines) > 2 else ""
+    head = _run(git, ["rev-parse", "-q", "--verify", "HEAD^{commit}"], root, env, check=False)
+    branch = _run(git, ["symbolic-ref", "-q", "HEAD"], root, env, check=False)
+    return GitInfo(
+        git=git,
+        toplevel=toplevel,
+        git_dir=git_dir,
+        prefix=prefix,
+        head=_out(head) if head.returncode == 0 else None,
+        branch=_out(branch) if branch.returncode == 0 else None,
+        env=env,
+    )
+
+
+def run_ref(run_id: str, stage: str) -> str:
+    """The hidden ref of a run's snapshot: ``refs/mlbook/runs/<run_id>/<stage>``."""
+    for name, value in (("run id", run_id), ("stage", stage)):
+        if not _NAME.match(value) or ".." in value or value.endswith((".lock", ".")):
+            raise ProvenanceError(
+                f"{name} {value!r} cannot be part of a git ref; use letters, digits, '.', '_', '-'"
+            )
+    return f"{REF_PREFIX}/{run_id}/{stage}"
+
+
+def snapshot(
+    root: Path | str,
+    run_id: str,
+    stage: str,
+    message: str,
+    max_file_mb: float = 5.0,
+    mode: Mode = "refs",
+) -> Snapshot:
+    """Record the project's files as a commit.
+
+    Args:
+        root: the project root (it may be a sub-directory of the repository; only
+            its files are updated, the rest of the tree is taken from ``HEAD``).
+        run_id: the run, e.g. ``20261124-1616-ab12``.
+        stage: ``before`` or ``after`` (any ref-safe word).
+        message: the commit message, e.g. ``[E012.1] before run small``.
+        max_file_mb: new or changed files larger than this are left out.
+        mode: ``"refs"`` (hidden ref, nothing of the user's touched) or ``"branch"``.
+
+    Returns:
+        the :class:`Snapshot`; ``commit`` is ``None`` (with ``reason``) without git.
+
+    Raises:
+        ProvenanceError: branch mode during a merge/rebase or on a detached HEAD;
+            a bad run id or stage; git failing unexpectedly.
+    """
+    ref = run_ref(run_id, stage)
+    info = git_info(root)
+    if isinstance(info, str):
+        return Snapshot(commit=None, reason=info, mode=mode)
+    cwd = Path(root).resolve()
+    if mode == "branch":
+        skipped = _large_files(info, cwd, max_file_mb)
+        return _branch_commit(info, cwd, message, _pathspec(skipped), skipped)
+    tree, skipped = _build_tree(info, cwd, max_file_mb)
+    parents = ["-p", info.head] if info.head else []
+    commit = _out(_run(info.git, ["commit-tree", tree, *parents], cwd, info.env, message.encode()))
+    _run(info.git, ["update-ref", "-m", f"mlbook: {message}", ref, commit], cwd, info.env)
+    return Snapshot(commit=commit, ref=ref, skipped=skipped, mode="refs")
+
+
+def _build_tree(info: GitInfo, cwd: Path, max_file_mb: float) -> tuple[str, tuple[str, ...]]:
+    """Write the tree of the working files (temporary index) and return its hash."""
+    skipped = _large_files(info, cwd, max_file_mb)
+    with tempfile.TemporaryDirectory(prefix="mlbook-index-") as tmp:
+        index = Path(tmp) / "index"
+        user_index = info.git_dir / "index"
+        env = {**info.env, "GIT_INDEX_FILE": str(index)}
+        if user_index.is_file():
+            shutil.copyfile(user_index, index)  # keeps git's stat cache: add -A stays fast
+        elif info.head:
+            _run(info.git, ["read-tree", info.head], cwd, env)
+        _add_all(info, cwd, env, _pathspec(skipped))
+        tree = _out(_run(info.git, ["write-tree"], cwd, env))
+    return tree, skipped
+
+
+def _add_all(info: GitInfo, cwd: Path, env: dict[str, str], pathspec: bytes) -> None:
+    args = ["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"]
+    _run(info.git, args, cwd, env, pathspec)
+
+
+def _large_files(info: GitInfo, cwd: Path, max_file_mb: float) -> tuple[str, ...]:
+    """New or modified files under ``cwd`` over the limit, relative to ``cwd``."""
+    if max_file_mb == float("inf"):
+        return ()
+    limit = max_file_mb * 1024 * 1024
+    done = _run(info.git, ["ls-files", "-z", "-m", "-o", "--exclude-standard"], cwd, info.env)
+    big: set[str] = set()
+    for name in done.stdout.decode("utf-8", "surrogateescape").split("\0"):
+        if not name:
+            continue
+        try:
+            size = (cwd / name).lstat().st_size
+        except OSError:
+            continue  # deleted: git add -A records the deletion
+        if size > limit:
+            big.add(name)
+    return tuple(sorted(big))
+
+
+def _pathspec(skipped: tuple[str, ...]) -> bytes:
+    specs = [".", *(f":(exclude,literal){name}" for name in skipped)]
+    return "\0".join(specs).encode("utf-8", "surrogateescape")
+
+
+def _refuse_in_progress(info: GitInfo) -> None:
+    for marker, what in _IN_PROGRESS.items():
+        if (info.git_dir / marker).exists():
+            raise ProvenanceError(
+                f"cannot commit on the branch: {info.toplevel} is in the middle of {what}; "
+                'finish or abort it first, or set [git] commits = "refs" in mlbook.toml'
+            )
+    if info.branch is None and info.head is not None:
+        raise ProvenanceError(
+            f"cannot commit on the branch: HEAD is detached in {info.toplevel}; "
+            'switch to a branch, or set [git] commits = "refs" in mlbook.toml'
+        )
+
+
+def _branch_commit(
+    info: GitInfo, cwd: Path, message: str, pathspec: bytes, skipped: tuple[str, ...]
+) -> Snapshot:
+    _refuse_in_progress(info)
+    _add_all(info, cwd, info.env, pathspec)
+    staged = _run(info.git, ["diff", "--cached", "--quiet"], cwd, info.env, check=False)
+    if info.head is not None and staged.returncode == 0:
+        return Snapshot(
+            commit=info.head,
+            ref=info.branch,
+            reason="nothing changed; HEAD recorded",
+            skipped=skipped,
+            mode="branch",
+        )
+    _run(info.git, ["commit", "-q", "--no-verify", "-m", message], cwd, info.env)
+    head = _out(_run(info.git, ["rev-parse", "HEAD"], cwd, info.env))
+    return Snapshot(commit=head, ref=info.branch, skipped=skipped, mode="branch")
+
+
+def _require(root: Path | str) -> tuple[GitInfo, Path]:
+    info = git_info(root)
+    if isinstance(info, str):
+        raise ProvenanceError(info)
+    return info, Path(root).resolve()
+
+
+def resolve(root: Path | str, target: str, stage: str = "before") -> str:
+    """Resolve a commit, a ref, or a run id (via its hidden ref) to a full commit hash.
+
+    A run id resolves through ``refs/mlbook/runs/<run_id>/<stage>``.
+
+    Raises:
+        ProvenanceError: nothing of that name; no git.
+    """
+    info, cwd = _require(root)
+    candidates = [target]
+    if _NAME.match(target):
+        candidates.insert(0, f"{REF_PREFIX}/{target}/{stage}")
+    for candidate in candidates:
+        done = _run(
+            info.git,
+            ["rev-parse", "-q", "--verify", f"{candidate}^{{commit}}"],
+            cwd,
+            info.env,
+            check=False,
+        )
+        if done.returncode == 0:
+            return _out(done)
+    raise ProvenanceError(
+        f"no commit, ref or run called {target!r} in {info.toplevel}; "
+        f"list run snapshots with `git for-each-ref {REF_PREFIX}`"
+    )
+
+
+def current_commit(root: Path | str) -> str | None:
+    """The full hash of ``HEAD``, or ``None`` (no git, no repository, no commit yet)."""
+    info = git_info(root)
+    return None if isinstance(info, str) else info.head
+
+
+def checkout(root: Path | str, commit: str, dest: Path | str) -> Path:
+    """Write the project's files as of ``commit`` into ``dest`` (a plain export).
+
+    ``dest`` must not exist or be an empty directory. Only the project's part of
+    the repository is written, so ``dest`` looks like the project root.
+
+    Raises:
+        ProvenanceError: unknown commit, ``dest`` not empty, no git.
+    """
+    info, cwd = _require(root)
+    full = resolve(cwd, commit)
+    target = Path(dest).resolve()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ProvenanceError(f"{target} exists and is not an empty directory; choose a new one")
+    treeish = f"{full}:{info.prefix}" if info.prefix else full
+    archive = _run(info.git, ["archive", "--format=tar", treeish], info.toplevel, info.env)
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def diff_commits(
+    root: Path | str, a: str, b: str | None = None, paths: Sequence[str] | None = None
+) -> str:
+    """A unified diff from commit ``a`` to ``b`` (``None``: the working tree now).
+
+    The working tree means every file a snapshot would record: tracked and
+    untracked, ``.gitignore`` honoured.
+
+    Args:
+        root: the project root; paths in the diff are relative to it.
+        a, b: commits, refs or run ids (see :func:`resolve`).
+        paths: limit the diff to these project-relative paths (``None``: everything;
+            an empty list gives an empty diff).
+
+    Raises:
+        ProvenanceError: unknown commit; no git.
+    """
+    if paths is not None and not paths:
+        return ""
+    info, cwd = _require(root)
+    # the working tree is snapshotted into a tree object, so untracked files count too
+    right = resolve(cwd, b) if b is not None else _build_tree(info, cwd, float("inf"))[0]
+    revs = [resolve(cwd, a), right]
+    spec = [f":(literal){p}" for p in paths] if paths is not None else ["."]
+    done = _run(
+        info.git,
+        ["diff", "--no-color", "--no-ext-diff", "--relative", *revs, "--", *spec],
+        cwd,
+        info.env,
+    )
+    return done.stdout.decode("utf-8", "replace")
