@@ -14,6 +14,7 @@ from mlbook._version import __version__
 if TYPE_CHECKING:
     from mlbook.boundaries import CheckReport, Violation, check_project
     from mlbook.config import Config
+    from mlbook.datasets import Box, ClassEncoding, Dataset, Record, open_dataset
     from mlbook.errors import (
         ConfigError,
         DatasetError,
@@ -29,9 +30,12 @@ if TYPE_CHECKING:
     from mlbook.scaffold import InitResult, init_project
 
 __all__ = [
+    "Box",
     "CheckReport",
+    "ClassEncoding",
     "Config",
     "ConfigError",
+    "Dataset",
     "DatasetError",
     "ExperimentError",
     "ExportError",
@@ -40,6 +44,7 @@ __all__ = [
     "Project",
     "ProjectError",
     "ProvenanceError",
+    "Record",
     "RecordError",
     "StoreError",
     "Violation",
@@ -47,6 +52,7 @@ __all__ = [
     "check_project",
     "find_root",
     "init_project",
+    "open_dataset",
 ]
 
 # public name -> module that defines it; imported on first access
@@ -68,6 +74,11 @@ _LAZY: dict[str, str] = {
     "find_root": "mlbook.project",
     "InitResult": "mlbook.scaffold",
     "init_project": "mlbook.scaffold",
+    "Box": "mlbook.datasets",
+    "ClassEncoding": "mlbook.datasets",
+    "Dataset": "mlbook.datasets",
+    "Record": "mlbook.datasets",
+    "open_dataset": "mlbook.datasets",
 }
 
 

@@ -1,0 +1,37 @@
+"""Datasets: the mlbook metadata format, validation, converters, statistics and loaders.
+
+``open_dataset(path)`` reads a dataset directory; :func:`convert` reads or writes the
+other formats (COCO, Pascal VOC, YOLO, LabelMe, CSV); :func:`validate_dataset` reports
+every problem in one pass.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mlbook.datasets.dataset import ClassSubset, Dataset, open_dataset
+from mlbook.datasets.metadata import Box, ClassInfo, DatasetInfo, Record
+from mlbook.datasets.subsets import ClassEncoding
+
+__all__ = [
+    "Box",
+    "ClassEncoding",
+    "ClassInfo",
+    "ClassSubset",
+    "Dataset",
+    "DatasetInfo",
+    "Record",
+    "open_dataset",
+]
+
+_LAZY: dict[str, str] = {}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlbook.datasets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,210 @@
+"""A dataset on disk: its description, its records, and the ways to read them.
+
+``open_dataset(path)`` is what experiments call; ``Dataset.records(split=..., classes=...)``
+filters by split and class subset; ``Dataset.samples(...)`` and ``Dataset.torch(...)``
+are the loaders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from mlbook.datasets.metadata import (
+    DATASET_FILE,
+    ClassInfo,
+    DatasetInfo,
+    Record,
+    load_info,
+    load_records,
+    records_path,
+    save_dataset,
+)
+from mlbook.datasets.subsets import ClassEncoding
+from mlbook.errors import DatasetError
+
+if TYPE_CHECKING:
+    from mlbook.datasets.loaders import Sample
+    from mlbook.datasets.torch import TorchDataset
+
+__all__ = ["ClassSubset", "Dataset", "open_dataset"]
+
+#: What ``classes=`` accepts: an encoding, a name -> id mapping, or a list of names.
+ClassSubset = ClassEncoding | Iterable[str] | dict[str, int]
+
+
+def _classes_from_records(records: Iterable[Record]) -> list[ClassInfo]:
+    names: set[str] = set()
+    for record in records:
+        names.update(record.labels)
+        names.update(record.counts)
+        names.update(box.name for box in record.boxes)
+    return [ClassInfo(id=index, name=name) for index, name in enumerate(sorted(names))]
+
+
+class Dataset:
+    """Records plus their description; ``root`` is where relative files resolve.
+
+    Args:
+        info: the description and class encoding (``dataset.json``).
+        records: one per image.
+        root: the dataset directory (``None`` for a dataset not on disk yet).
+    """
+
+    def __init__(self, info: DatasetInfo, records: list[Record], root: Path | None = None) -> None:
+        self.info = info
+        self._records = records
+        self.root = root
+
+    @classmethod
+    def from_records(
+        cls, records: list[Record], name: str = "dataset", root: Path | None = None, **info: Any
+    ) -> Dataset:
+        """A dataset whose classes are the names found in the records (sorted, ids from 0)."""
+        described = DatasetInfo(name=name, classes=_classes_from_records(records), **info)
+        return cls(described, records, root)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self._records)
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.info.name!r}, {len(self)} records, {len(self.info.classes)} classes)"
+
+    @property
+    def name(self) -> str:
+        """The dataset's name."""
+        return self.info.name
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in id order."""
+        return self.info.class_names
+
+    @property
+    def encoding(self) -> ClassEncoding:
+        """The dataset's fixed class encoding (ids from ``dataset.json``)."""
+        return ClassEncoding({c.name: c.id for c in self.info.classes})
+
+    @property
+    def splits(self) -> list[str]:
+        """Split names used by the records, sorted."""
+        return sorted({r.split for r in self._records if r.split is not None})
+
+    def subset(self, classes: ClassSubset, start: int = 0) -> ClassEncoding:
+        """A contiguous encoding of some classes (see :meth:`ClassEncoding.subset`)."""
+        if isinstance(classes, ClassEncoding):
+            return classes
+        if isinstance(classes, dict):
+            return ClassEncoding(classes)
+        names = [classes] if isinstance(classes, str) else list(classes)
+        return self.encoding.subset(names, start=start)
+
+    def records(
+        self,
+        split: str | Iterable[str] | None = None,
+        classes: ClassSubset | None = None,
+        keep_empty: bool = False,
+    ) -> list[Record]:
+        """The records of ``split`` (one name or several; ``None``: all).
+
+        With ``classes``, labels, counts and boxes of other classes are removed, and
+        records left with no annotation at all are dropped unless ``keep_empty``.
+
+        Raises:
+            DatasetError: an unknown split or class.
+        """
+        chosen = self._select_split(split)
+        if classes is None:
+            return chosen
+        encoding = self.subset(classes)
+        kept: list[Record] = []
+        for record in chosen:
+            labels = [name for name in record.labels if name in encoding]
+            counts = {k: v for k, v in record.counts.items() if k in encoding}
+            boxes = [box for box in record.boxes if box.name in encoding]
+            if not (labels or counts or boxes) and not keep_empty:
+                continue
+            kept.append(msgspec.structs.replace(record, labels=labels, counts=counts, boxes=boxes))
+        return kept
+
+    def _select_split(self, split: str | Iterable[str] | None) -> list[Record]:
+        if split is None:
+            return list(self._records)
+        wanted = {split} if isinstance(split, str) else set(split)
+        known = set(self.splits)
+        missing = wanted - known
+        if missing:
+            have = ", ".join(sorted(known)) or "none (assign them with `mlbook data split`)"
+            raise DatasetError(
+                f"dataset {self.name!r} has no split {', '.join(map(repr, sorted(missing)))}; "
+                f"splits: {have}"
+            )
+        return [r for r in self._records if r.split in wanted]
+
+    def path_of(self, relative: str) -> Path:
+        """Resolve a record's ``file`` or ``mask`` against the dataset directory."""
+        base = self.root if self.root is not None else Path.cwd()
+        return base / relative
+
+    def samples(
+        self,
+        split: str | Iterable[str] | None = None,
+        classes: ClassSubset | None = None,
+        images: bool = False,
+    ) -> Iterator[Sample]:
+        """Iterate :class:`~mlbook.datasets.loaders.Sample` (decoded images with ``images``)."""
+        from mlbook.datasets.loaders import iter_samples
+
+        return iter_samples(self, split=split, classes=classes, images=images)
+
+    def torch(
+        self,
+        split: str | Iterable[str] | None = None,
+        classes: ClassSubset | None = None,
+        start: int = 1,
+        transform: Any = None,
+    ) -> TorchDataset:
+        """A ``torch.utils.data.Dataset`` for torchvision detection models (extra ``torch``)."""
+        from mlbook.datasets.torch import TorchDataset
+
+        return TorchDataset(self, split=split, classes=classes, start=start, transform=transform)
+
+    def save(self, root: Path | str | None = None) -> Path:
+        """Write ``dataset.json`` and ``records.jsonl`` (canonical form) atomically."""
+        target = Path(root) if root is not None else self.root
+        if target is None:
+            raise DatasetError("dataset has no directory; pass one to save()")
+        saved = save_dataset(target, self.info, self._records)
+        self.root = saved
+        return saved
+
+
+def open_dataset(path: Path | str) -> Dataset:
+    """Open the dataset directory ``path`` (``dataset.json`` + ``records.jsonl``).
+
+    Without ``dataset.json`` the classes are the names found in the records.
+
+    Raises:
+        DatasetError: not a dataset directory; RecordError: a bad record.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(
+            f"{root}: not a dataset directory; expected {DATASET_FILE} and records.jsonl in it"
+        )
+    info = load_info(root)
+    if info is None and not records_path(root).exists():
+        raise DatasetError(
+            f"{root}: no {DATASET_FILE} or records.jsonl; import one with "
+            "`mlbook data convert SRC DST --from coco`"
+        )
+    records = load_records(root)
+    if info is None:
+        info = DatasetInfo(name=root.resolve().name, classes=_classes_from_records(records))
+    return Dataset(info, records, root)

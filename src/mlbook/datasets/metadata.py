@@ -1,0 +1,329 @@
+"""The one dataset metadata model: records, boxes, the dataset description; load and save.
+
+A dataset directory holds ``dataset.json`` (:class:`DatasetInfo`) and ``records.jsonl``
+(one :class:`Record` per line; a ``records.json`` array is accepted on input). Input may
+use the loose forms people write by hand (``labels`` as one string, ``counts`` as a list
+of one-key objects, an integer ``id``); :func:`save_dataset` always writes the canonical
+form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from mlbook._fs import atomic_write_bytes, atomic_writer
+from mlbook.errors import DatasetError, RecordError
+
+__all__ = [
+    "DATASET_FILE",
+    "RECORDS_ARRAY_FILE",
+    "RECORDS_FILE",
+    "SCHEMA_VERSION",
+    "Box",
+    "ClassInfo",
+    "DatasetInfo",
+    "Record",
+    "decode_record",
+    "encode_records",
+    "iter_lines",
+    "load_info",
+    "load_records",
+    "parse_records",
+    "records_path",
+    "save_dataset",
+]
+
+SCHEMA_VERSION = 1
+DATASET_FILE = "dataset.json"
+RECORDS_FILE = "records.jsonl"
+RECORDS_ARRAY_FILE = "records.json"
+
+#: COCO polygons (a list of flat ``[x, y, x, y, ...]`` lists) or RLE (``{"counts", "size"}``).
+Segmentation = list[list[float]] | dict[str, Any]
+
+
+class Box(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """An object's box in absolute pixel corners; may carry its segmentation."""
+
+    name: str
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    iscrowd: bool = False
+    segmentation: Segmentation | None = None
+    attributes: dict[str, Any] = {}
+
+    @property
+    def width(self) -> float:
+        """``x2 - x1``."""
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        """``y2 - y1``."""
+        return self.y2 - self.y1
+
+
+class Record(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """One image (or sample) and what is in it; ``file`` and ``mask`` are relative paths."""
+
+    id: str
+    file: str
+    width: int | None = None
+    height: int | None = None
+    labels: list[str] = []
+    counts: dict[str, int] = {}
+    boxes: list[Box] = []
+    mask: str | None = None
+    split: str | None = None
+    attributes: dict[str, Any] = {}
+
+
+class _LooseRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The forms accepted on input; normalised into a :class:`Record`."""
+
+    id: str | int
+    file: str
+    width: int | None = None
+    height: int | None = None
+    labels: str | list[str] = []
+    counts: dict[str, int] | list[dict[str, int]] = {}
+    boxes: list[Box] = []
+    mask: str | None = None
+    split: str | None = None
+    attributes: dict[str, Any] = {}
+
+
+class ClassInfo(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A class and its fixed integer id (COCO category ids are kept as they are)."""
+
+    id: int
+    name: str
+    attributes: dict[str, Any] = {}
+
+
+class DatasetInfo(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """The content of ``dataset.json``: what the dataset is and its class encoding."""
+
+    name: str
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    classes: list[ClassInfo] = []
+    splits: dict[str, int] = {}
+    attributes: dict[str, Any] = {}
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in id order."""
+        return [c.name for c in sorted(self.classes, key=lambda c: c.id)]
+
+
+_RECORD_DECODER = msgspec.json.Decoder(Record)
+_RECORDS_ARRAY_DECODER = msgspec.json.Decoder(list[Record])
+_INFO_DECODER = msgspec.json.Decoder(DatasetInfo)
+_ENCODER = msgspec.json.Encoder()
+
+
+def _normalise(loose: _LooseRecord) -> Record:
+    labels = [loose.labels] if isinstance(loose.labels, str) else loose.labels
+    if isinstance(loose.counts, list):
+        counts: dict[str, int] = {}
+        for item in loose.counts:
+            for key, value in item.items():
+                counts[key] = counts.get(key, 0) + value
+    else:
+        counts = loose.counts
+    return Record(
+        id=str(loose.id),
+        file=loose.file,
+        width=loose.width,
+        height=loose.height,
+        labels=labels,
+        counts=counts,
+        boxes=loose.boxes,
+        mask=loose.mask,
+        split=loose.split,
+        attributes=loose.attributes,
+    )
+
+
+def _value_at(obj: Any, path: str) -> Any:
+    """The value at a msgspec error path like ``$.boxes[0].x1`` (``...`` when absent)."""
+    import re
+
+    current = obj
+    for key, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path.removeprefix("$")):
+        try:
+            current = current[int(index)] if index else current[key]
+        except (KeyError, IndexError, TypeError):
+            return ...
+    return current
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def decode_record(data: bytes | str | Any, path: Path | str = "<record>", line: int = 1) -> Record:
+    """Parse one record (JSON text or an already decoded object), loose forms accepted.
+
+    Raises:
+        RecordError: naming ``path:line``, the field and the bad value.
+    """
+    if isinstance(data, bytes | str):
+        try:
+            obj = msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise RecordError(path, line, "", _json_problem(exc, data)) from exc
+    else:
+        obj = data
+    if not isinstance(obj, dict):
+        raise RecordError(path, line, "", f"a record must be a JSON object, got {_short(obj)}")
+    try:
+        loose = msgspec.convert(obj, _LooseRecord)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        problem, _, where = message.partition(" - at `")
+        where = where.rstrip("`")
+        field = where.removeprefix("$").lstrip(".")
+        if problem.startswith("Object contains unknown field"):
+            name = problem.split("`")[1]
+            field = f"{field}.{name}" if field else name
+            problem = "unknown field (put free data under `attributes`)"
+        elif problem.startswith("Object missing required field"):
+            name = problem.split("`")[1]
+            field = f"{field}.{name}" if field else name
+            problem = "required field is missing"
+        else:
+            problem = f"{problem[0].lower()}{problem[1:]} ({_short(_value_at(obj, where))})"
+        raise RecordError(path, line, field, problem) from exc
+    return _normalise(loose)
+
+
+def _json_problem(exc: msgspec.DecodeError, data: bytes | str) -> str:
+    """Turn msgspec's ``(byte N)`` position into a 1-based column."""
+    import re
+
+    message = str(exc)
+    match = re.search(r"\(byte (\d+)\)", message)
+    if match:
+        raw = data.encode() if isinstance(data, str) else data
+        offset = int(match.group(1))
+        before = raw[:offset]
+        line_in = before.count(b"\n")
+        column = offset - (before.rfind(b"\n") + 1) + 1
+        where = f"column {column}" if not line_in else f"line +{line_in}, column {column}"
+        return f"bad JSON at {where}: {message.split(' (byte')[0].lower()}"
+    return f"bad JSON: {message.lower()}"
+
+
+def iter_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Yield (1-based line number, line) for non-blank lines of JSON Lines data."""
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if raw.strip():
+            yield number, raw
+
+
+def parse_records(data: bytes, path: Path | str = "<records>") -> list[Record]:
+    """Parse JSON Lines (or a JSON array when the data starts with ``[``) into records.
+
+    The canonical form takes a fast typed path; anything else is parsed record by
+    record so that the first problem is reported with its line.
+
+    Raises:
+        RecordError: the first bad record, with file, line, field and value.
+    """
+    stripped = data.lstrip()
+    if stripped.startswith(b"["):
+        try:
+            return _RECORDS_ARRAY_DECODER.decode(data)
+        except msgspec.DecodeError:
+            pass
+        try:
+            items = msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise RecordError(path, None, "", _json_problem(exc, data)) from exc
+        return [decode_record(item, path, index) for index, item in enumerate(items, 1)]
+    try:
+        return _RECORD_DECODER.decode_lines(data)
+    except msgspec.DecodeError:
+        pass
+    return [decode_record(raw, path, number) for number, raw in iter_lines(data)]
+
+
+def records_path(root: Path) -> Path:
+    """``records.jsonl`` in ``root``, or ``records.json`` when only that exists."""
+    jsonl = root / RECORDS_FILE
+    if not jsonl.exists() and (root / RECORDS_ARRAY_FILE).exists():
+        return root / RECORDS_ARRAY_FILE
+    return jsonl
+
+
+def load_records(root: Path | str) -> list[Record]:
+    """Read the records of the dataset directory ``root``.
+
+    Raises:
+        DatasetError: no records file; RecordError: a bad record.
+    """
+    path = records_path(Path(root))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{path}: no records file; write {RECORDS_FILE} (or convert with `mlbook data convert`)"
+        ) from None
+    return parse_records(data, path)
+
+
+def load_info(root: Path | str) -> DatasetInfo | None:
+    """Read ``dataset.json`` of ``root``; ``None`` when there is none.
+
+    Raises:
+        DatasetError: the file is not valid JSON or has wrong fields.
+    """
+    path = Path(root) / DATASET_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return _INFO_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        message = str(exc)
+        if isinstance(exc, msgspec.ValidationError):
+            problem, _, where = message.partition(" - at `")
+            field = where.rstrip("`").removeprefix("$").lstrip(".")
+            raise RecordError(path, None, field, problem) from exc
+        raise RecordError(path, None, "", _json_problem(exc, data)) from exc
+
+
+def encode_records(records: Iterable[Record]) -> Iterator[bytes]:
+    """Yield each record as one canonical JSON line (with its newline)."""
+    encode = _ENCODER.encode
+    for record in records:
+        yield encode(record) + b"\n"
+
+
+def save_dataset(root: Path | str, info: DatasetInfo, records: list[Record]) -> Path:
+    """Write ``dataset.json`` and ``records.jsonl`` into ``root`` atomically, canonical form.
+
+    ``info.splits`` is recomputed from the records. Returns the dataset directory.
+    """
+    target = Path(root)
+    splits: dict[str, int] = {}
+    for record in records:
+        if record.split is not None:
+            splits[record.split] = splits.get(record.split, 0) + 1
+    info = msgspec.structs.replace(info, splits=dict(sorted(splits.items())))
+    with atomic_writer(target / RECORDS_FILE) as handle:
+        handle.writelines(encode_records(records))
+    atomic_write_bytes(target / DATASET_FILE, msgspec.json.format(_ENCODER.encode(info)) + b"\n")
+    return target
