@@ -75,6 +75,8 @@ def init_project(path: Path | str, name: str | None = None) -> InitResult:
             raise ProjectError(f"cannot write {target}: {exc.strerror}") from exc
         created.append(target)
 
+    created.sort(key=lambda p: (len(p.relative_to(root).parts) > 1, p.relative_to(root).as_posix()))
+    kept.sort(key=lambda p: (len(p.relative_to(root).parts) > 1, p.relative_to(root).as_posix()))
     project = Project.open(root)
     for area in AREAS:
         project.area_dir(area).mkdir(parents=True, exist_ok=True)
