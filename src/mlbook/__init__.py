@@ -26,6 +26,8 @@ if TYPE_CHECKING:
         RecordError,
         StoreError,
     )
+    from mlbook.experiments.api import Experiment
+    from mlbook.experiments.query import runs
     from mlbook.project import Project, find_root
     from mlbook.scaffold import InitResult, init_project
 
@@ -37,6 +39,7 @@ __all__ = [
     "ConfigError",
     "Dataset",
     "DatasetError",
+    "Experiment",
     "ExperimentError",
     "ExportError",
     "InitResult",
@@ -53,6 +56,7 @@ __all__ = [
     "find_root",
     "init_project",
     "open_dataset",
+    "runs",
 ]
 
 # public name -> module that defines it; imported on first access
@@ -70,6 +74,8 @@ _LAZY: dict[str, str] = {
     "ProvenanceError": "mlbook.errors",
     "RecordError": "mlbook.errors",
     "StoreError": "mlbook.errors",
+    "Experiment": "mlbook.experiments.api",
+    "runs": "mlbook.experiments.query",
     "Project": "mlbook.project",
     "find_root": "mlbook.project",
     "InitResult": "mlbook.scaffold",

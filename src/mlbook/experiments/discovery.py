@@ -1,0 +1,173 @@
+"""Find experiment scripts (``Models/<ID>_<name>.py``) and load their :class:`Experiment`.
+
+The ID pattern and the include/exclude lists come from ``[experiments]`` in
+``mlbook.toml``. Loading a script imports it with ``Models/`` on ``sys.path``,
+as the runner's child process does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlbook.errors import ExperimentError
+
+if TYPE_CHECKING:
+    from mlbook.experiments.api import Experiment
+    from mlbook.project import Project
+
+__all__ = [
+    "Script",
+    "find_experiment",
+    "find_scripts",
+    "load_experiment",
+    "load_script",
+    "select_scripts",
+    "select_versions",
+]
+
+
+@dataclass(frozen=True)
+class Script:
+    """An experiment script on disk: ``Models/E012_digits_cnn.py`` has id ``E012``."""
+
+    id: str
+    name: str
+    path: Path
+
+
+def find_scripts(project: Project) -> list[Script]:
+    """All experiment scripts in ``Models/``, sorted by ID.
+
+    Raises:
+        ExperimentError: two scripts share an ID.
+    """
+    id_pattern = project.config.experiments.id_pattern
+    pattern = re.compile(rf"^(?P<id>{id_pattern})_(?P<name>\w[\w.-]*)\.py$")
+    models = project.models_dir
+    found: dict[str, Script] = {}
+    if not models.is_dir():
+        return []
+    for path in sorted(models.iterdir()):
+        match = pattern.match(path.name)
+        if not match or not path.is_file():
+            continue
+        script = Script(id=match["id"], name=match["name"], path=path)
+        if script.id in found:
+            raise ExperimentError(
+                f"{project.relative(path)}: ID {script.id} is also used by "
+                f"{project.relative(found[script.id].path)}; rename one of them"
+            )
+        found[script.id] = script
+    return sorted(found.values(), key=lambda s: _id_key(s.id))
+
+
+def _id_key(ident: str) -> tuple[str, int, str]:
+    match = re.match(r"^(\D*)(\d+)(.*)$", ident)
+    if match:
+        return (match[1], int(match[2]), match[3])
+    return (ident, 0, "")
+
+
+def select_scripts(project: Project, ids: tuple[str, ...] | list[str] = ()) -> list[Script]:
+    """The scripts to run: ``ids`` in the given order, or the config's include/exclude lists.
+
+    Raises:
+        ExperimentError: an unknown ID (the message lists the IDs that exist).
+    """
+    scripts = {s.id: s for s in find_scripts(project)}
+    settings = project.config.experiments
+    if ids:
+        wanted = list(ids)
+    elif settings.include:
+        wanted = list(settings.include)
+    else:
+        excluded = set(settings.exclude)
+        return [s for s in scripts.values() if s.id not in excluded]
+    unknown = [i for i in wanted if i not in scripts]
+    if unknown:
+        source = "" if ids else " (listed in mlbook.toml [experiments] include)"
+        known = ", ".join(scripts) or 'none; create one with `mlbook new E001 "title"`'
+        raise ExperimentError(
+            f"unknown experiment {', '.join(unknown)}{source}; experiments in "
+            f"{project.relative(project.models_dir)}/: {known}"
+        )
+    return [scripts[i] for i in dict.fromkeys(wanted)]
+
+
+def find_experiment(project: Project, ident: str) -> Script:
+    """The script of experiment ``ident``; unknown IDs raise :class:`ExperimentError`."""
+    return select_scripts(project, [ident])[0]
+
+
+def load_script(path: Path, models_dir: Path) -> Experiment:
+    """Import the script at ``path`` (``models_dir`` on ``sys.path``); return its experiment.
+
+    Raises:
+        ExperimentError: the script fails to import, or does not define exactly one
+            :class:`~mlbook.Experiment` at module level.
+    """
+    from mlbook.experiments.api import Experiment
+
+    models = str(models_dir)
+    if models not in sys.path:
+        sys.path.insert(0, models)
+    module_name = f"_mlbook_script_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ExperimentError(f"{path}: cannot be imported as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except ExperimentError as exc:
+        raise ExperimentError(f"{path}: {exc}") from exc
+    except Exception as exc:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+        line = f":{frames[-1].lineno}" if frames else ""
+        raise ExperimentError(
+            f"{path}{line}: the script failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
+    found = [v for v in vars(module).values() if isinstance(v, Experiment)]
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)}"
+        raise ExperimentError(
+            f"{path}: defines {what} mlbook.Experiment at module level; "
+            "expected exactly one (exp = mlbook.Experiment(...))"
+        )
+    exp = found[0]
+    if "train" not in exp.hooks:
+        raise ExperimentError(f"{path}: no train hook; decorate a function with @exp.train")
+    return exp
+
+
+def load_experiment(project: Project, ident: str) -> Experiment:
+    """Find and import experiment ``ident`` of ``project``."""
+    return load_script(find_experiment(project, ident).path, project.models_dir)
+
+
+def select_versions(
+    exp: Experiment,
+    versions: tuple[str, ...] | list[str] = (),
+    skip: tuple[str, ...] | list[str] = (),
+    where: str = "",
+) -> list[str]:
+    """The version names to run: ``versions`` (default: all) minus ``skip``.
+
+    Raises:
+        ExperimentError: an unknown version name (the message lists the versions).
+    """
+    known = list(exp.versions)
+    unknown = [v for v in (*versions, *skip) if v not in exp.versions]
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        raise ExperimentError(
+            f"{prefix}unknown version {', '.join(unknown)}; versions: {', '.join(known)}"
+        )
+    chosen = list(dict.fromkeys(versions)) if versions else known
+    return [v for v in chosen if v not in set(skip)]

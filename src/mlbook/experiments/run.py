@@ -1,0 +1,258 @@
+"""The :class:`Run` context a train hook receives: params, directories, logging, weights.
+
+A ``Run`` lives in the child process that runs one version. Everything it
+records (metrics, artifacts, weights) goes to the runner as events; the runner
+owns the store. In ``test`` mode :meth:`Run.iterate` stops after a few steps.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlbook._fs import atomic_writer, sha256_file
+from mlbook.errors import ExperimentError
+from mlbook.experiments.api import Params
+from mlbook.experiments.metrics import Channel, MetricBuffer
+
+__all__ = ["Run", "load_weights"]
+
+T = TypeVar("T")
+
+_PROGRESS_SECONDS = 0.25
+
+
+class Run:
+    """What a hook gets about the run it is part of.
+
+    Attributes:
+        id: the run ID (``20261125-110000-3fa2c1``); in test mode a throw-away ID.
+        experiment: the experiment ID (``E012``).
+        version: the version name.
+        mode: ``test``, ``run`` or ``export``.
+        params: the version's hyper-parameters (attribute access: ``run.params.lr``).
+        dir: this run's output directory (``Models/outputs/<ID>/<version>/<run-id>/``,
+            a temporary directory in test mode).
+        project_root: the project root.
+        models_dir: ``Models/`` (also the working directory of the run).
+        dataset_dir: ``Datasets/<dataset>`` when the experiment names a dataset, else ``None``.
+        resume_dir: the output directory of the run being resumed, else ``None``.
+        source_weights: in export mode, the weights of the newest completed run of
+            this version, else ``None``.
+        test_steps: in test mode, how many steps :meth:`iterate` yields.
+    """
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        experiment: str,
+        version: str,
+        mode: str,
+        params: Params,
+        dir: Path,
+        project_root: Path,
+        models_dir: Path,
+        dataset_dir: Path | None = None,
+        resume_dir: Path | None = None,
+        source_weights: Path | None = None,
+        test_steps: int = 2,
+        channel: Channel | None = None,
+        run_pk: int = 0,
+    ) -> None:
+        self.id = id
+        self.experiment = experiment
+        self.version = version
+        self.mode = mode
+        self.params = params
+        self.dir = dir
+        self.project_root = project_root
+        self.models_dir = models_dir
+        self.dataset_dir = dataset_dir
+        self.resume_dir = resume_dir
+        self.source_weights = source_weights
+        self.test_steps = test_steps
+        self._channel = channel or Channel(None)
+        self._metrics = MetricBuffer(self._channel, run_pk)
+        self._last_progress = 0.0
+        self.weights_path: Path | None = None
+
+    @property
+    def is_test(self) -> bool:
+        """True in ``test`` mode (nothing is recorded; loops are cut short)."""
+        return self.mode == "test"
+
+    # -- metrics -------------------------------------------------------------------
+
+    def log(self, step: int | None = None, **metrics: Any) -> None:
+        """Record metric values at ``step`` (default: the previous step + 1).
+
+        Values must convert with ``float()`` (numbers, 0-d arrays and tensors).
+        Buffered: costs about a microsecond; sent to the runner in batches.
+        """
+        self._metrics.log(step, metrics)
+
+    def flush(self) -> None:
+        """Send buffered metrics to the runner now (the runner also does this at the end)."""
+        self._metrics.flush()
+
+    def iterate(self, iterable: Iterable[T], total: int | None = None) -> Iterator[T]:
+        """Yield from ``iterable``, reporting progress; stops after ``test_steps`` in test mode."""
+        if total is None:
+            try:
+                total = len(iterable)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        limit = self.test_steps if self.is_test else None
+        if limit is not None and total is not None:
+            total = min(total, limit)
+        send = self._channel.send
+        done = 0
+        for item in iterable:
+            if limit is not None and done >= limit:
+                break
+            now = time.monotonic()
+            if now - self._last_progress >= _PROGRESS_SECONDS:
+                self._last_progress = now
+                send(["progress", done, total])
+            yield item
+            done += 1
+        send(["progress", done, total])
+
+    # -- data ----------------------------------------------------------------------
+
+    def data(self, split: str | None = None, classes: list[str] | None = None) -> Any:
+        """Records of the experiment's dataset, filtered by split and class subset.
+
+        Goes through :func:`mlbook.datasets.open_dataset`.
+
+        Raises:
+            ExperimentError: the experiment names no dataset.
+        """
+        if self.dataset_dir is None:
+            raise ExperimentError(
+                f"{self.experiment}: run.data() needs a dataset; "
+                "pass dataset='name' to mlbook.Experiment(...)"
+            )
+        import importlib
+
+        datasets: Any = importlib.import_module("mlbook.datasets")
+        opened = datasets.open_dataset(self.dataset_dir)
+        return opened.records(split=split, classes=classes)
+
+    # -- files -----------------------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        """A path inside this run's output directory (parents created)."""
+        target = self.dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def save_weights(self, model: Any, name: str = "model") -> Path:
+        """Save a model's weights under ``weights/`` and record them as the run's weights.
+
+        A PyTorch module (anything with ``state_dict()``) is saved with ``torch.save``
+        as ``weights/<name>.pt``; anything else is pickled to ``weights/<name>.pkl``.
+        Returns the path written.
+        """
+        if hasattr(model, "state_dict"):
+            import torch
+
+            target = self.path(f"weights/{name}.pt")
+            with atomic_writer(target) as handle:
+                torch.save(model.state_dict(), handle)
+        else:
+            target = self.path(f"weights/{name}.pkl")
+            with atomic_writer(target) as handle:
+                pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        self.weights_path = target
+        self._record(target, "weights")
+        return target
+
+    def artifact(self, path: Path | str, kind: str = "file") -> Path:
+        """Record a file this run wrote (relative paths are inside :attr:`dir`)."""
+        target = Path(path)
+        if not target.is_absolute():
+            target = self.dir / target
+        if not target.is_file():
+            raise ExperimentError(f"run.artifact({str(path)!r}): no such file {target}")
+        self._record(target, kind)
+        return target
+
+    def _record(self, path: Path, kind: str) -> None:
+        if self.is_test:
+            return
+        self._channel.send(["artifact", str(path), path.stat().st_size, sha256_file(path), kind])
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def save_checkpoint(self, state: Any, step: int, keep: int = 3) -> Path:
+        """Save ``state`` (a picklable object or a dict of tensors) as the checkpoint of ``step``.
+
+        Only the newest ``keep`` checkpoints are kept. Use :meth:`load_checkpoint`
+        to continue from the newest one (also across ``mlbook run --resume``).
+        """
+        target = self.path(f"checkpoints/step-{step:08d}.ckpt")
+        with atomic_writer(target) as handle:
+            _dump(state, handle)
+        existing = sorted((self.dir / "checkpoints").glob("step-*.ckpt"))
+        for old in existing[:-keep] if keep > 0 else []:
+            old.unlink(missing_ok=True)
+        return target
+
+    def load_checkpoint(self) -> tuple[Any, int] | None:
+        """The newest checkpoint ``(state, step)`` of this run or the resumed one, else ``None``."""
+        for directory in (self.dir, self.resume_dir):
+            if directory is None:
+                continue
+            found = sorted((directory / "checkpoints").glob("step-*.ckpt"))
+            if found:
+                step = int(found[-1].stem.split("-")[1])
+                with open(found[-1], "rb") as handle:
+                    return _load(handle), step
+        return None
+
+    def __repr__(self) -> str:
+        return f"Run({self.experiment}/{self.version} {self.mode} id={self.id})"
+
+
+def _dump(state: Any, handle: Any) -> None:
+    if "torch" in sys.modules:
+        import torch
+
+        torch.save(state, handle)
+    else:
+        pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _load(handle: Any) -> Any:
+    head = handle.read(2)
+    handle.seek(0)
+    if head == b"PK":  # torch's zip format
+        import torch
+
+        return torch.load(handle, weights_only=False)
+    return pickle.load(handle)
+
+
+def load_weights(path: Path | str, model: Any = None) -> Any:
+    """Load weights saved by :meth:`Run.save_weights`.
+
+    With a ``.pt`` file and a ``model``, loads the state dict into the model and
+    returns the model; with a ``.pkl`` file returns the pickled object.
+    """
+    target = Path(path)
+    if target.suffix == ".pt":
+        import torch
+
+        state = torch.load(target, map_location="cpu", weights_only=True)
+        if model is None:
+            return state
+        model.load_state_dict(state)
+        return model
+    with open(target, "rb") as handle:
+        return pickle.load(handle)
