@@ -1,0 +1,174 @@
+"""What differs between two runs: params, data version, final metrics, code.
+
+The run store is not needed here: the caller describes each run as a plain
+:class:`RunSide` (its params, metrics, data version, before-commit and the
+files it used) and :func:`diff_runs` returns a renderer-neutral :class:`RunDiff`.
+Comparing a run with the working tree now: pass ``b=None``.
+
+The code diff is between the two runs' ``before`` commits, limited to the files
+either run used (``all_files=True``: the whole tree).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlbook.errors import ProvenanceError
+from mlbook.provenance.git import diff_commits
+
+__all__ = ["MetricDelta", "ParamChange", "RunDiff", "RunSide", "diff_runs"]
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class RunSide:
+    """One run as :func:`diff_runs` sees it.
+
+    Attributes:
+        label: how to name the run in the output (its run id).
+        params: the run's hyper-parameters (nested dicts are compared by dotted key).
+        metrics: final metrics.
+        data_version: the dataset version string, or ``None``.
+        before: the commit of the code before the run, or ``None`` (no git).
+        files: project-relative paths of the files the run used.
+        no_commit_reason: why ``before`` is ``None``, when known.
+    """
+
+    label: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    data_version: str | None = None
+    before: str | None = None
+    files: Sequence[str] = ()
+    no_commit_reason: str = ""
+
+
+@dataclass(frozen=True)
+class ParamChange:
+    """A param that differs; ``None`` with ``present_*=False`` means it is missing on that side."""
+
+    key: str
+    a: Any
+    b: Any
+    present_a: bool = True
+    present_b: bool = True
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    """A final metric on both sides; ``delta`` is ``b - a`` when both are numbers."""
+
+    key: str
+    a: float | None
+    b: float | None
+    delta: float | None
+
+
+@dataclass(frozen=True)
+class RunDiff:
+    """The difference between run ``a`` and run ``b`` (or the working tree)."""
+
+    a: str
+    b: str
+    params: list[ParamChange]
+    data: tuple[str | None, str | None] | None  # None when both versions are equal
+    metrics: list[MetricDelta]
+    code: str  # a unified diff ("" when the code is the same, or cannot be compared)
+    code_paths: list[str] | None  # the files the code diff was limited to (None: all)
+    code_note: str = ""  # why there is no code diff, when there is none for a reason
+
+    @property
+    def same(self) -> bool:
+        """True when nothing differs (metrics aside)."""
+        return not self.params and self.data is None and not self.code
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _param_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[ParamChange]:
+    left, right = _flatten(a), _flatten(b)
+    changes = []
+    for key in sorted(set(left) | set(right)):
+        va, vb = left.get(key, _MISSING), right.get(key, _MISSING)
+        if va is _MISSING or vb is _MISSING or va != vb:
+            changes.append(
+                ParamChange(
+                    key,
+                    None if va is _MISSING else va,
+                    None if vb is _MISSING else vb,
+                    va is not _MISSING,
+                    vb is not _MISSING,
+                )
+            )
+    return changes
+
+
+def _metric_deltas(a: Mapping[str, float], b: Mapping[str, float]) -> list[MetricDelta]:
+    deltas = []
+    for key in [*a, *(k for k in b if k not in a)]:
+        va, vb = a.get(key), b.get(key)
+        both = isinstance(va, int | float) and isinstance(vb, int | float)
+        delta = float(vb) - float(va) if both else None  # type: ignore[arg-type]
+        if delta is not None and math.isnan(delta):
+            delta = None
+        deltas.append(MetricDelta(key, va, vb, delta))
+    return deltas
+
+
+def diff_runs(
+    root: Path | str, a: RunSide, b: RunSide | None = None, all_files: bool = False
+) -> RunDiff:
+    """Compare run ``a`` with run ``b``, or with the working tree now when ``b`` is ``None``.
+
+    Args:
+        root: the project root (for the code diff).
+        a, b: the runs; with ``b=None`` only the code is compared (params, data and
+            metrics have nothing to compare against).
+        all_files: diff the whole tree instead of the files the runs used.
+
+    Raises:
+        ProvenanceError: git fails on a recorded commit (e.g. the ref was deleted).
+    """
+    paths = None if all_files else sorted({*a.files, *(b.files if b else ())})
+    note = ""
+    code = ""
+    if a.before is None:
+        note = f"run {a.label} has no commit" + (
+            f" ({a.no_commit_reason})" if a.no_commit_reason else ""
+        )
+    elif b is not None and b.before is None:
+        note = f"run {b.label} has no commit" + (
+            f" ({b.no_commit_reason})" if b.no_commit_reason else ""
+        )
+    else:
+        try:
+            code = diff_commits(root, a.before, b.before if b else None, paths)
+        except ProvenanceError as exc:
+            raise ProvenanceError(f"cannot diff the code of {a.label}: {exc}") from exc
+    if b is None:
+        return RunDiff(a.label, "working tree", [], None, [], code, paths, note)
+    data = None if a.data_version == b.data_version else (a.data_version, b.data_version)
+    return RunDiff(
+        a.label,
+        b.label,
+        _param_changes(a.params, b.params),
+        data,
+        _metric_deltas(a.metrics, b.metrics),
+        code,
+        paths,
+        note,
+    )

@@ -1,0 +1,161 @@
+"""Files a run used, package versions, dataset versions and stale-weights detection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlbook.errors import DatasetError
+from mlbook.provenance.data import dataset_version, dvc_hash
+from mlbook.provenance.files import UsedFile, environment, package_versions, used_files
+from mlbook.provenance.stale import stale_files, stale_summary
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    m = root / "Models"
+    write(m / "common" / "__init__.py", "")
+    write(m / "common" / "training.py", "from .metrics import accuracy\n")
+    write(m / "common" / "metrics.py", "def accuracy(): return 1\n")
+    write(m / "common" / "lazy.py", "X = 1\n")
+    write(m / "common" / "unused.py", "Y = 1\n")
+    write(m / "nets" / "__init__.py", "")
+    write(m / "nets" / "cnn.py", "import os\n")
+    write(
+        m / "E012_cnn.py",
+        "import json\nimport mlbook\nfrom common.training import fit\nfrom nets import cnn\n"
+        "def build():\n    from common import lazy\n    return lazy.X\n",
+    )
+    write(root / ".venv" / "lib" / "site-packages" / "dep.py", "")
+    return root
+
+
+def test_static_walk_finds_shared_code_relative_and_lazy_imports(models: Path) -> None:
+    files = used_files(
+        models, script=models / "Models" / "E012_cnn.py", search_path=[models / "Models"]
+    )
+    assert [f.path for f in files] == [
+        "Models/E012_cnn.py",
+        "Models/common/__init__.py",
+        "Models/common/lazy.py",
+        "Models/common/metrics.py",
+        "Models/common/training.py",
+        "Models/nets/__init__.py",
+        "Models/nets/cnn.py",
+    ]
+    script = files[0]
+    data = (models / "Models" / "E012_cnn.py").read_bytes()
+    assert (script.size, script.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_loaded_modules_are_merged_and_outside_files_dropped(models: Path) -> None:
+    loaded = [
+        str(models / "Models" / "common" / "unused.py"),
+        str(models / ".venv" / "lib" / "site-packages" / "dep.py"),
+        json.__file__,
+        "",
+    ]
+    files = used_files(models, loaded)
+    assert [f.path for f in files] == ["Models/common/unused.py"]
+
+
+def test_sys_modules_of_a_real_child(models: Path) -> None:
+    code = (
+        "import sys; sys.path.insert(0, 'Models'); import common.training\n"
+        "print('\\n'.join(getattr(m, '__file__', None) or '' for m in list(sys.modules.values())))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=models, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    paths = [f.path for f in used_files(models, out)]
+    assert paths == [
+        "Models/common/__init__.py",
+        "Models/common/metrics.py",
+        "Models/common/training.py",
+    ]
+
+
+def test_package_versions_skip_stdlib_and_unknown() -> None:
+    import msgspec
+
+    versions = package_versions(["msgspec", "json", "os.path", "no_such_module", "msgspec.json"])
+    assert versions == {"msgspec": msgspec.__version__}
+    assert environment()["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_dataset_metadata_hash_ignores_images_unless_asked(tmp_path: Path) -> None:
+    ds = tmp_path / "digits"
+    write(ds / "dataset.json", '{"name": "digits"}')
+    write(ds / "records.jsonl", '{"id": "1"}\n')
+    write(ds / "images" / "1.png", "pixels")
+    first = dataset_version(ds)
+    assert (first.kind, first.files) == ("metadata", 2)
+    assert first.hash.startswith("sha256:")
+    write(ds / "images" / "1.png", "other pixels")
+    assert dataset_version(ds) == first
+    full = dataset_version(ds, hash_images=True)
+    assert (full.kind, full.files) == ("files", 3)
+    write(ds / "records.jsonl", '{"id": "2"}\n')
+    assert dataset_version(ds).hash != first.hash
+    assert str(first).startswith("metadata:")
+
+
+def test_dataset_dvc_hash_from_sidecar_and_lock(tmp_path: Path) -> None:
+    ds = tmp_path / "Datasets" / "digits"
+    ds.mkdir(parents=True)
+    write(
+        tmp_path / "Datasets" / "digits.dvc",
+        "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  size: 10\n  path: digits\n",
+    )
+    assert dataset_version(ds).hash == "md5:0123456789abcdef0123456789abcdef.dir"
+    (tmp_path / "Datasets" / "digits.dvc").unlink()
+    (tmp_path / ".git").mkdir()
+    write(
+        tmp_path / "dvc.lock",
+        "schema: '2.0'\nstages:\n  prep:\n    cmd: python prep.py\n    outs:\n"
+        "    - path: Datasets/other\n      md5: ffffffffffffffffffffffffffffffff.dir\n"
+        "    - path: Datasets/digits\n      md5: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.dir\n",
+    )
+    assert dvc_hash(ds) == "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.dir"
+    assert dataset_version(ds).kind == "dvc"
+
+
+def test_dataset_errors_name_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no such dataset directory"):
+        dataset_version(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"empty: no dataset.json or records file to hash"):
+        dataset_version(tmp_path / "empty")
+
+
+def test_stale_files_reports_modified_and_deleted(models: Path) -> None:
+    recorded = used_files(
+        models, script=models / "Models" / "E012_cnn.py", search_path=[models / "Models"]
+    )
+    assert stale_files(recorded, models) == []
+    assert stale_summary([], "r1") is None
+    write(models / "Models" / "common" / "metrics.py", "def accuracy(): return 2\n")
+    (models / "Models" / "nets" / "cnn.py").unlink()
+    changes = stale_files(recorded, models)
+    assert [(c.path, c.kind) for c in changes] == [
+        ("Models/common/metrics.py", "modified"),
+        ("Models/nets/cnn.py", "deleted"),
+    ]
+    assert changes[1].current_sha256 is None
+    assert stale_summary(changes, "r1") == (
+        "the code changed since run r1 wrote these weights: Models/common/metrics.py (modified), "
+        "Models/nets/cnn.py (deleted); see `mlbook diff r1`"
+    )
+    assert stale_files([UsedFile("gone.py", 1, "0" * 64)], models)[0].kind == "deleted"
