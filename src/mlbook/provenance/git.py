@@ -331,17 +331,18 @@ def current_commit(root: Path | str) -> str | None:
     return None if isinstance(info, str) else info.head
 
 
-def checkout(root: Path | str, commit: str, dest: Path | str) -> Path:
+def checkout(root: Path | str, commit: str, dest: Path | str, stage: str = "before") -> Path:
     """Write the project's files as of ``commit`` into ``dest`` (a plain export).
 
-    ``dest`` must not exist or be an empty directory. Only the project's part of
-    the repository is written, so ``dest`` looks like the project root.
+    ``commit`` may be a commit, a ref, or a run id (its ``stage`` snapshot, see
+    :func:`resolve`). ``dest`` must not exist or be an empty directory. Only the
+    project's part of the repository is written, so ``dest`` looks like the project root.
 
     Raises:
         ProvenanceError: unknown commit, ``dest`` not empty, no git.
     """
     info, cwd = _require(root)
-    full = resolve(cwd, commit)
+    full = resolve(cwd, commit, stage)
     target = Path(dest).resolve()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ProvenanceError(f"{target} exists and is not an empty directory; choose a new one")

@@ -1,0 +1,164 @@
+"""Journal commands: ``mlbook log``, ``mlbook note`` and ``mlbook checkout``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mlbook.cli._options import format_option
+
+__all__ = ["checkout", "log", "note"]
+
+
+@click.command()
+@click.argument("exp_id", required=False, metavar="[EXP_ID]")
+@click.option(
+    "--status",
+    metavar="STATUS",
+    help="Set the status of EXP_ID: todo, in-progress or done.",
+)
+@format_option("json")
+def log(exp_id: str | None, status: str | None, output_format: str) -> None:
+    """Show the experiment journal (EXPERIMENT_LOG.md) as a table, or one experiment's steps.
+
+    With EXP_ID, lists that experiment's steps (version, run, status, metrics,
+    commits before → after); with --status, changes its status instead.
+
+    Example:
+
+        mlbook log
+        mlbook log E012
+        mlbook log E012 --status done
+    """
+    from mlbook.cli._render import console, print_json, print_table
+    from mlbook.project import Project
+    from mlbook.provenance.journal import best_metric, read_journal, set_status
+
+    project = Project.find()
+    path = project.journal_path
+    if status is not None:
+        if exp_id is None:
+            raise click.UsageError("--status needs an EXP_ID, e.g. `mlbook log E012 --status done`")
+        written = set_status(path, exp_id, status)
+        console.print(f"{exp_id}: status {written}")
+        return
+    entries = read_journal(path)
+    if exp_id is not None:
+        entries = [e for e in entries if e.id == exp_id]
+        if not entries:
+            from mlbook.errors import ProvenanceError
+
+            raise ProvenanceError(
+                f"{path}: no entry for {exp_id}; create it with `mlbook new {exp_id} TITLE`"
+            )
+    if output_format == "json":
+        print_json(
+            [
+                {
+                    "id": e.id,
+                    "title": e.title,
+                    "status": e.status,
+                    "created": e.created,
+                    "line": e.line,
+                    "steps": [
+                        {
+                            "number": s.number,
+                            "version": s.version,
+                            "run_id": s.run_id,
+                            "done": s.done,
+                            "status": s.status,
+                            "metrics": s.metrics,
+                            "before": s.before,
+                            "after": s.after,
+                        }
+                        for s in e.steps
+                    ],
+                    "notes": e.notes,
+                }
+                for e in entries
+            ]
+        )
+        return
+    if exp_id is not None:
+        [entry] = entries
+        console.print(f"[bold][{entry.id}] {entry.title}[/] · {entry.status}")
+        print_table(
+            ["#", "version", "run", "status", "metrics", "commits"],
+            [
+                (
+                    s.number,
+                    s.version,
+                    s.run_id,
+                    s.status,
+                    " ".join(f"{k} {v:.4g}" for k, v in s.metrics.items()) or None,
+                    f"{s.before or '?'} → {s.after or '?'}" if s.before or s.after else None,
+                )
+                for s in entry.steps
+            ],
+            justify={"#": "right"},
+        )
+        for line in entry.notes:
+            console.print(f"  note {line}")
+        return
+    if not entries:
+        console.print(f"no experiments in {project.relative(path)} yet; add one with `mlbook new`")
+        return
+    rows = []
+    for e in entries:
+        best = best_metric(e)
+        rows.append(
+            (
+                e.id,
+                e.title,
+                e.status,
+                f"{sum(s.done for s in e.steps)}/{len(e.steps)}",
+                f"{best[0]} {best[1]:.4g}" if best else None,
+            )
+        )
+    print_table(["id", "title", "status", "steps", "best"], rows, justify={"steps": "right"})
+
+
+@click.command()
+@click.argument("exp_id")
+@click.argument("text")
+def note(exp_id: str, text: str) -> None:
+    """Add a dated note, with the current commit, to experiment EXP_ID in the journal.
+
+    Example:
+
+        mlbook note E012 "wider is not better past 64 channels"
+    """
+    from mlbook.cli._render import console
+    from mlbook.project import Project
+    from mlbook.provenance.git import current_commit
+    from mlbook.provenance.journal import add_note
+
+    project = Project.find()
+    written = add_note(project.journal_path, exp_id, text, current_commit(project.root))
+    console.print(f"{exp_id}: noted {written}", markup=False)
+
+
+@click.command()
+@click.argument("target", metavar="COMMIT_OR_RUN")
+@click.argument("dest", type=click.Path(path_type=Path), metavar="DIR")
+@click.option("--after", is_flag=True, help="For a run: its code after the run (with results).")
+def checkout(target: str, dest: Path, after: bool) -> None:
+    """Write the project's code as of a commit, a ref, or a run into DIR.
+
+    For a run id, the snapshot taken before the run (refs/mlbook/runs/RUN/before),
+    or after it with --after. DIR must be new or empty; the project's own files
+    (working tree, branch, index) are not touched.
+
+    Example:
+
+        mlbook checkout 20261124-1616-ab12 /tmp/e012-small
+        mlbook checkout 20261124-1616-ab12 --after /tmp/e012-small-results
+    """
+    from mlbook.cli._render import console
+    from mlbook.project import Project
+    from mlbook.provenance.git import checkout as export
+
+    project = Project.find()
+    written = export(project.root, target, dest, stage="after" if after else "before")
+    console.print(f"wrote {target} to {written}", markup=False)
