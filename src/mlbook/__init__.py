@@ -14,7 +14,7 @@ from mlbook._version import __version__
 if TYPE_CHECKING:
     from mlbook.boundaries import CheckReport, Violation, check_project
     from mlbook.config import Config
-    from mlbook.datasets import Box, ClassEncoding, Dataset, Record, open_dataset
+    from mlbook.datasets import Box, ClassEncoding, Dataset, Record, convert, open_dataset
     from mlbook.errors import (
         ConfigError,
         DatasetError,
@@ -53,6 +53,7 @@ __all__ = [
     "Violation",
     "__version__",
     "check_project",
+    "convert",
     "find_root",
     "init_project",
     "open_dataset",
@@ -85,6 +86,7 @@ _LAZY: dict[str, str] = {
     "Dataset": "mlbook.datasets",
     "Record": "mlbook.datasets",
     "open_dataset": "mlbook.datasets",
+    "convert": "mlbook.datasets",
 }
 
 

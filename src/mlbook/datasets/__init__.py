@@ -8,11 +8,14 @@ every problem in one pass.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbook.datasets.dataset import ClassSubset, Dataset, open_dataset
 from mlbook.datasets.metadata import Box, ClassInfo, DatasetInfo, Record
 from mlbook.datasets.subsets import ClassEncoding
+
+if TYPE_CHECKING:
+    from mlbook.datasets.convert import convert, read_dataset, write_dataset
 
 __all__ = [
     "Box",
@@ -22,10 +25,17 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "Record",
+    "convert",
     "open_dataset",
+    "read_dataset",
+    "write_dataset",
 ]
 
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "convert": "mlbook.datasets.convert",
+    "read_dataset": "mlbook.datasets.convert",
+    "write_dataset": "mlbook.datasets.convert",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ are the loaders.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,9 +181,30 @@ class Dataset:
         target = Path(root) if root is not None else self.root
         if target is None:
             raise DatasetError("dataset has no directory; pass one to save()")
+        if self.root is not None and self.root.resolve() != target.resolve():
+            self._records = self.rebased(target)
         saved = save_dataset(target, self.info, self._records)
         self.root = saved
         return saved
+
+    def rebased(self, target: Path) -> list[Record]:
+        """The records with ``file`` and ``mask`` made relative to ``target`` instead of root."""
+        if self.root is None:
+            return list(self._records)
+        source = self.root.resolve()
+        destination = target.resolve()
+        if source == destination:
+            return list(self._records)
+
+        def move(relative: str) -> str:
+            return Path(os.path.relpath(source / relative, destination)).as_posix()
+
+        return [
+            msgspec.structs.replace(
+                r, file=move(r.file), mask=move(r.mask) if r.mask is not None else None
+            )
+            for r in self._records
+        ]
 
 
 def open_dataset(path: Path | str) -> Dataset:

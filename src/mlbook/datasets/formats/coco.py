@@ -1,0 +1,366 @@
+"""COCO instances (object detection) JSON, both ways.
+
+Import: ``bbox`` ``[x, y, w, h]`` becomes corners; categories keep their ids as the
+class encoding (``supercategory`` kept in the class attributes); every image is kept,
+also those without annotations; each box keeps its ``segmentation`` (polygons or RLE),
+``iscrowd``, and the annotation ``id`` and ``area`` (in ``attributes``). The file's
+``info`` and ``licenses`` travel in the dataset attributes so an export gives them back.
+
+Layouts read: one ``instances_<split>.json`` file, or a directory holding
+``annotations/instances_*.json`` (one split per file). Images are looked up in
+``images/<split>/``, ``<split>/``, ``images/`` or beside the annotations.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from mlbook._fs import atomic_writer
+from mlbook.datasets.dataset import Dataset
+from mlbook.datasets.metadata import Box, ClassInfo, DatasetInfo, Record, no_gc
+from mlbook.errors import DatasetError, RecordError
+from mlbook.progress import NullReporter, Reporter
+
+__all__ = ["NAME", "detect", "read", "render_masks", "write"]
+
+NAME = "coco"
+
+_IMAGE_EXTRAS = ("license", "coco_url", "flickr_url", "date_captured")
+
+
+class _Image(msgspec.Struct, gc=False):
+    id: int
+    file_name: str
+    width: int | None = None
+    height: int | None = None
+    license: Any = None
+    coco_url: Any = None
+    flickr_url: Any = None
+    date_captured: Any = None
+
+
+class _Annotation(msgspec.Struct, gc=False):
+    id: int
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    iscrowd: int = 0
+    segmentation: list[list[float]] | dict[str, Any] | None = None
+    area: float | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class _Category(msgspec.Struct):
+    id: int
+    name: str
+    supercategory: str | None = None
+
+
+class _File(msgspec.Struct):
+    images: list[_Image]
+    annotations: list[_Annotation] = []
+    categories: list[_Category] = []
+    info: dict[str, Any] | None = None
+    licenses: list[Any] | None = None
+
+
+_DECODER = msgspec.json.Decoder(_File)
+
+
+def _annotation_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    folder = path / "annotations" if (path / "annotations").is_dir() else path
+    return sorted(folder.glob("instances_*.json")) or sorted(folder.glob("*.json"))
+
+
+def detect(path: Path) -> bool:
+    """True when ``path`` is a COCO instances file or a folder of them."""
+    files = _annotation_files(path)
+    if not files:
+        return False
+    with open(files[0], "rb") as handle:
+        head = handle.read(4096)
+    return b'"images"' in head or b'"annotations"' in head or b'"categories"' in head
+
+
+def _split_of(path: Path) -> str | None:
+    match = re.match(r"instances_([A-Za-z]+)", path.stem)
+    return match.group(1) if match else None
+
+
+def _image_dir(root: Path, json_path: Path, split: str | None, first: str | None) -> Path:
+    names = [split, f"{split}2017", f"{split}2014"] if split else []
+    candidates = [root / "images" / n for n in names] + [root / n for n in names]
+    candidates += [root / "images", root, json_path.parent]
+    if first is not None:
+        for candidate in candidates:
+            if (candidate / first).exists():
+                return candidate
+    for candidate in candidates:
+        if candidate.is_dir() and candidate != json_path.parent:
+            return candidate
+    return json_path.parent
+
+
+def read(path: Path, reporter: Reporter | None = None) -> Dataset:
+    """Read COCO instances from a file or a folder of ``instances_<split>.json`` files.
+
+    Raises:
+        DatasetError: nothing to read, bad JSON; RecordError: an annotation that points
+        to an unknown image or category.
+    """
+    reporter = reporter or NullReporter()
+    files = _annotation_files(path)
+    if not files:
+        raise DatasetError(f"{path}: no COCO annotation file (annotations/instances_*.json)")
+    root = path.parent.parent if path.is_file() and path.parent.name == "annotations" else path
+    if path.is_file() and path.parent.name != "annotations":
+        root = path.parent
+    classes: dict[int, ClassInfo] = {}
+    records: list[Record] = []
+    attributes: dict[str, Any] = {}
+    with reporter.task("Reading COCO", total=len(files)) as task:
+        for json_path in files:
+            split = _split_of(json_path) if len(files) > 1 or path.is_dir() else _split_of(path)
+            parsed = _decode(json_path)
+            if parsed.info is not None and "info" not in attributes:
+                attributes["info"] = parsed.info
+            if parsed.licenses is not None and "licenses" not in attributes:
+                attributes["licenses"] = parsed.licenses
+            for category in parsed.categories:
+                extra = (
+                    {"supercategory": category.supercategory}
+                    if category.supercategory is not None
+                    else {}
+                )
+                classes.setdefault(
+                    category.id, ClassInfo(id=category.id, name=category.name, attributes=extra)
+                )
+            first = parsed.images[0].file_name if parsed.images else None
+            image_dir = _image_dir(root, json_path, split, first)
+            prefix = image_dir.relative_to(root).as_posix() if image_dir != root else ""
+            prefix = f"{prefix}/" if prefix and prefix != "." else ""
+            with no_gc():
+                records.extend(_records(parsed, json_path, split, prefix, classes))
+            task.advance()
+    info = DatasetInfo(
+        name=root.resolve().name,
+        source=f"COCO instances: {', '.join(p.name for p in files)}",
+        classes=sorted(classes.values(), key=lambda c: c.id),
+        attributes={"coco": attributes} if attributes else {},
+    )
+    return Dataset(info, records, root)
+
+
+def _decode(json_path: Path) -> _File:
+    data = json_path.read_bytes()
+    with no_gc():
+        try:
+            return _DECODER.decode(data)
+        except msgspec.ValidationError as exc:
+            problem, _, where = str(exc).partition(" - at `")
+            field = where.rstrip("`").removeprefix("$").lstrip(".")
+            raise RecordError(json_path, None, field, f"not COCO instances: {problem}") from exc
+        except msgspec.DecodeError as exc:
+            raise RecordError(json_path, None, "", f"bad JSON: {exc}") from exc
+
+
+def _records(
+    parsed: _File, json_path: Path, split: str | None, prefix: str, classes: dict[int, ClassInfo]
+) -> list[Record]:
+    by_id: dict[int, list[Box]] = {}
+    records: list[Record] = []
+    for image in parsed.images:
+        boxes: list[Box] = []
+        by_id[image.id] = boxes
+        extras = {k: getattr(image, k) for k in _IMAGE_EXTRAS if getattr(image, k) is not None}
+        records.append(
+            Record(
+                id=str(image.id),
+                file=prefix + image.file_name,
+                width=image.width,
+                height=image.height,
+                boxes=boxes,
+                split=split,
+                attributes=extras,
+            )
+        )
+    names = {cid: info.name for cid, info in classes.items()}
+    for index, ann in enumerate(parsed.annotations):
+        boxes_of = by_id.get(ann.image_id)
+        if boxes_of is None:
+            raise RecordError(
+                json_path, None, f"annotations[{index}].image_id", f"no image has id {ann.image_id}"
+            )
+        name = names.get(ann.category_id)
+        if name is None:
+            raise RecordError(
+                json_path,
+                None,
+                f"annotations[{index}].category_id",
+                f"no category has id {ann.category_id}",
+            )
+        x, y, w, h = ann.bbox
+        extra: dict[str, Any] = dict(ann.attributes) if ann.attributes else {}
+        extra["id"] = ann.id
+        if ann.area is not None:
+            extra["area"] = ann.area
+        boxes_of.append(
+            Box(
+                name=name,
+                x1=x,
+                y1=y,
+                x2=x + w,
+                y2=y + h,
+                iscrowd=bool(ann.iscrowd),
+                segmentation=ann.segmentation,
+                attributes=extra,
+            )
+        )
+    return records
+
+
+def _coco_document(dataset: Dataset, records: list[Record]) -> dict[str, Any]:
+    class_ids = {c.name: c.id for c in dataset.info.classes}
+    numeric = all(r.id.isdigit() for r in records) and len({r.id for r in records}) == len(records)
+    box_ids = [b.attributes.get("id") for r in records for b in r.boxes]
+    keep_box_ids = all(isinstance(i, int) for i in box_ids) and len(set(box_ids)) == len(box_ids)
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    next_box = 1
+    for index, record in enumerate(records, start=1):
+        image_id = int(record.id) if numeric else index
+        image: dict[str, Any] = {"id": image_id, "file_name": Path(record.file).name}
+        if record.width is not None:
+            image["width"] = record.width
+        if record.height is not None:
+            image["height"] = record.height
+        image.update({k: record.attributes[k] for k in _IMAGE_EXTRAS if k in record.attributes})
+        images.append(image)
+        for box in record.boxes:
+            if box.name not in class_ids:
+                raise DatasetError(
+                    f"record {record.id!r}: box class {box.name!r} is not in dataset.json; "
+                    "add it to the classes or run `mlbook data validate`"
+                )
+            extra = dict(box.attributes)
+            ann_id = extra.pop("id") if keep_box_ids else next_box
+            next_box += 1
+            width, height = box.x2 - box.x1, box.y2 - box.y1
+            area = extra.pop("area", None)
+            ann: dict[str, Any] = {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": class_ids[box.name],
+                "segmentation": box.segmentation if box.segmentation is not None else [],
+                "area": area if area is not None else width * height,
+                "bbox": [box.x1, box.y1, width, height],
+                "iscrowd": int(box.iscrowd),
+            }
+            if not keep_box_ids:
+                extra.pop("id", None)
+            if extra:
+                ann["attributes"] = extra
+            annotations.append(ann)
+    categories = []
+    for info in sorted(dataset.info.classes, key=lambda c: c.id):
+        category: dict[str, Any] = {"id": info.id, "name": info.name}
+        if "supercategory" in info.attributes:
+            category["supercategory"] = info.attributes["supercategory"]
+        categories.append(category)
+    coco = dataset.info.attributes.get("coco", {})
+    document: dict[str, Any] = {}
+    if "info" in coco:
+        document["info"] = coco["info"]
+    if "licenses" in coco:
+        document["licenses"] = coco["licenses"]
+    document.update({"images": images, "annotations": annotations, "categories": categories})
+    return document
+
+
+def write(dataset: Dataset, path: Path, reporter: Reporter | None = None) -> Path:
+    """Write COCO instances: to ``path`` when it ends in ``.json``, else one
+    ``annotations/instances_<split>.json`` per split under the folder ``path``.
+
+    ``file_name`` is the base name of each record's file (images are not copied).
+    """
+    reporter = reporter or NullReporter()
+    records = list(dataset)
+    if path.suffix == ".json":
+        groups = {path: records}
+    else:
+        by_split: dict[str, list[Record]] = {}
+        for record in records:
+            by_split.setdefault(record.split or "default", []).append(record)
+        groups = {
+            path / "annotations" / f"instances_{split}.json": group
+            for split, group in sorted(by_split.items())
+        }
+    encoder = msgspec.json.Encoder()
+    with reporter.task("Writing COCO", total=len(groups)) as task:
+        for target, group in groups.items():
+            with atomic_writer(target) as handle:
+                handle.write(encoder.encode(_coco_document(dataset, group)))
+            task.advance()
+    return path
+
+
+def render_masks(dataset: Dataset, out_dir: str = "masks", reporter: Reporter | None = None) -> int:
+    """Render one class-id mask PNG per record from the boxes' segmentations (polygons
+    or RLE) into ``<dataset root>/<out_dir>/`` and set each record's ``mask``.
+
+    Pixel value = class id (0 = background); crowd regions are drawn first, objects on top.
+    Needs pycocotools, numpy and Pillow (extra ``coco``). Returns the number of masks.
+    """
+    try:
+        import numpy as np
+        from PIL import Image
+        from pycocotools import mask as mask_utils
+    except ImportError:
+        raise DatasetError(
+            "rendering masks needs pycocotools, numpy and Pillow; "
+            "install them with `pip install mlbook[coco]`"
+        ) from None
+    if dataset.root is None:
+        raise DatasetError("rendering masks needs a dataset directory")
+    reporter = reporter or NullReporter()
+    class_ids = {c.name: c.id for c in dataset.info.classes}
+    if max(class_ids.values(), default=0) > 255:
+        raise DatasetError("class ids above 255 do not fit an 8-bit mask")
+    count = 0
+    records = list(dataset)
+    with reporter.task("Rendering masks", total=len(records)) as task:
+        for record in records:
+            task.advance()
+            if record.width is None or record.height is None:
+                continue
+            height, width = record.height, record.width
+            canvas = np.zeros((height, width), dtype=np.uint8)
+            drawn = False
+            for box in sorted(record.boxes, key=lambda b: not b.iscrowd):  # crowds first
+                segmentation = box.segmentation
+                if not segmentation:
+                    continue
+                if isinstance(segmentation, list):
+                    rles = mask_utils.frPyObjects(segmentation, height, width)
+                    rle = mask_utils.merge(rles)
+                elif isinstance(segmentation.get("counts"), list):
+                    rle = mask_utils.frPyObjects(segmentation, height, width)
+                else:
+                    rle = segmentation
+                pixels = mask_utils.decode(rle).astype(bool)
+                canvas[pixels] = class_ids[box.name]
+                drawn = True
+            if not drawn:
+                continue
+            relative = f"{out_dir}/{record.id}.png"
+            with atomic_writer(dataset.root / relative) as handle:
+                Image.fromarray(canvas).save(handle, format="PNG")
+            record.mask = relative
+            count += 1
+    return count
