@@ -1,0 +1,156 @@
+"""Provenance around each run: snapshots, data version, environment and the journal step.
+
+:class:`ProvenanceObserver` has the runner's observer hooks (``before_run``,
+``after_run``, ``experiment_created``); it needs nothing from the runner but
+the attributes listed in :class:`RunLike`, and a store with ``set_provenance``.
+For each ``run``-mode run it:
+
+1. adds the run's step line to ``EXPERIMENT_LOG.md`` (status ``running``);
+2. snapshots the code before the run (``[git] commits`` in ``mlbook.toml``:
+   hidden refs, real commits on the branch, or off), records the commit (or why
+   there is none), the dataset version and the Python version in the store;
+3. after the run, completes the step line with the final status and metrics,
+   snapshots the code with its results (and that line), then adds the after
+   commit to the line.
+
+``test`` runs and runs without a store are left alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from mlbook.project import Project
+from mlbook.provenance.data import dataset_version
+from mlbook.provenance.files import environment
+from mlbook.provenance.git import Snapshot, snapshot
+from mlbook.provenance.journal import add_entry, read_journal, record_step
+
+__all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "observer"]
+
+
+class RunLike(Protocol):
+    """What the observer reads from a run (the runner's ``RunInfo`` has it all)."""
+
+    run_id: str
+    experiment: str
+    version: str
+    mode: str
+    status: str
+    metrics: dict[str, Any]
+
+
+class StoreLike(Protocol):
+    """What the observer writes to (the run store's ``set_provenance``)."""
+
+    def set_provenance(self, run_id: str, **fields: Any) -> None:
+        """Set provenance columns of a run."""
+
+
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+def _step_status(status: str) -> str:
+    return "done" if status == "completed" else status
+
+
+class ProvenanceObserver:
+    """Run hooks that record provenance and keep the journal in step (see the module doc)."""
+
+    def __init__(self, project: Project) -> None:
+        self.project = project
+        self._before: dict[str, Snapshot] = {}
+
+    def _snapshot(self, info: RunLike, stage: str, message: str) -> Snapshot:
+        settings = self.project.config.git
+        if settings.commits == "off":
+            return Snapshot(commit=None, reason='[git] commits = "off" in mlbook.toml')
+        return snapshot(
+            self.project.root, info.run_id, stage, message, settings.max_file_mb, settings.commits
+        )
+
+    def _number(self, info: RunLike) -> int:
+        for entry in read_journal(self.project.journal_path):
+            if entry.id == info.experiment:
+                for step in entry.steps:
+                    if step.run_id == info.run_id:
+                        return step.number
+        return 0
+
+    def before_run(self, info: RunLike, store: StoreLike | None) -> None:
+        """Journal step ``running``, the before snapshot, data version and Python version."""
+        if store is None or info.mode != "run":
+            return
+        journal = self.project.journal_path
+        record_step(journal, info.experiment, info.version, info.run_id, "running", {}, None, None)
+        tag = f"[{info.experiment}.{self._number(info)}]"
+        shot = self._snapshot(info, "before", f"{tag} before run {info.version}")
+        self._before[info.run_id] = shot
+        fields: dict[str, Any] = {
+            "commit_before": shot.commit,
+            "commit_reason": shot.reason or None,
+            "python": environment()["python"],
+        }
+        dataset = getattr(info, "dataset_dir", None)
+        if dataset:
+            fields["data_version"] = str(
+                dataset_version(Path(dataset), self.project.config.data.hash_images).hash
+            )
+        store.set_provenance(info.run_id, **fields)
+        if shot.commit:
+            record_step(
+                journal,
+                info.experiment,
+                info.version,
+                info.run_id,
+                "running",
+                {},
+                shot.commit,
+                None,
+            )
+
+    def after_run(self, info: RunLike, store: StoreLike | None) -> None:
+        """The after snapshot (results included) and the completed journal step."""
+        if store is None or info.mode != "run":
+            return
+        metrics = _numbers(info.metrics)
+        tag = f"[{info.experiment}.{self._number(info)}]"
+        if info.status == "completed" and metrics:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:3])
+            message = f"{tag} results: {shown}"
+        else:
+            message = f"{tag} after run {info.version} ({info.status})"
+        before = self._before.pop(info.run_id, None)
+        step = partial(
+            record_step,
+            self.project.journal_path,
+            info.experiment,
+            info.version,
+            info.run_id,
+            _step_status(info.status),
+            metrics,
+            before.commit if before else None,
+        )
+        step(None)  # the after snapshot holds the final step line...
+        after = self._snapshot(info, "after", message)
+        store.set_provenance(info.run_id, commit_after=after.commit)
+        if after.commit:
+            step(after.commit)  # ...and the journal then names it
+
+    def experiment_created(self, project: Project, ident: str, title: str, path: Path) -> None:
+        """Add the journal entry of a new experiment."""
+        add_entry(project.journal_path, ident, title)
+
+
+def observer(project: Project) -> ProvenanceObserver:
+    """Factory for the runner's ``OBSERVER_FACTORIES`` (``mlbook.provenance.observer:observer``)."""
+    return ProvenanceObserver(project)
