@@ -1,14 +1,18 @@
-"""Journal commands: ``mlbook log``, ``mlbook note`` and ``mlbook checkout``."""
+"""Journal commands: ``mlbook log``, ``mlbook note``, ``mlbook checkout`` and ``mlbook diff``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mlbook.cli._options import format_option
 
-__all__ = ["checkout", "log", "note"]
+if TYPE_CHECKING:
+    from mlbook.provenance.diff import RunDiff
+
+__all__ = ["checkout", "diff", "log", "note", "print_run_diff"]
 
 
 @click.command()
@@ -162,3 +166,96 @@ def checkout(target: str, dest: Path, after: bool) -> None:
     project = Project.find()
     written = export(project.root, target, dest, stage="after" if after else "before")
     console.print(f"wrote {target} to {written}", markup=False)
+
+
+def print_run_diff(result: RunDiff, color: bool | None = None) -> None:
+    """Print a :class:`~mlbook.provenance.diff.RunDiff`: params, data, metrics, then code.
+
+    Colours follow the terminal (``color=None``); ``False`` prints plain text.
+    """
+    from rich.text import Text
+
+    from mlbook.cli._render import console, print_table
+
+    def say(text: str, style: str = "") -> None:
+        console.print(Text(text, style=style if color is not False else ""))
+
+    say(f"{result.a} → {result.b}", "bold")
+    if result.params:
+        print_table(
+            ["param", result.a, result.b],
+            [
+                (
+                    c.key,
+                    repr(c.a) if c.present_a else "(missing)",
+                    repr(c.b) if c.present_b else "(missing)",
+                )
+                for c in result.params
+            ],
+        )
+    elif result.b != "working tree":
+        say("params: same")
+    if result.data is not None:
+        say(f"data: {result.data[0] or '(none)'} → {result.data[1] or '(none)'}", "yellow")
+    elif result.b != "working tree":
+        say("data: same")
+    if result.metrics:
+        print_table(
+            ["metric", result.a, result.b, "delta"],
+            [
+                (m.key, m.a, m.b, f"{m.delta:+.4g}" if m.delta is not None else None)
+                for m in result.metrics
+            ],
+            justify={result.a: "right", result.b: "right", "delta": "right"},
+        )
+    if result.code_note:
+        say(f"code: {result.code_note}", "yellow")
+    elif not result.code:
+        scope = "the files the runs used" if result.code_paths is not None else "the tree"
+        say(f"code: no change in {scope}")
+    else:
+        for line in result.code.splitlines():
+            style = ""
+            if line.startswith(("+++", "---", "diff --git", "index ")):
+                style = "bold"
+            elif line.startswith("@@"):
+                style = "cyan"
+            elif line.startswith("+"):
+                style = "green"
+            elif line.startswith("-"):
+                style = "red"
+            say(line, style)
+
+
+@click.command()
+@click.argument("run_a", metavar="RUN_A")
+@click.argument("run_b", metavar="[RUN_B]", required=False)
+@click.option("--all", "all_files", is_flag=True, help="Diff the whole tree, not only used files.")
+@click.option("--no-color", is_flag=True, help="Plain text, even in a terminal.")
+def diff(run_a: str, run_b: str | None, all_files: bool, no_color: bool) -> None:
+    """Show what differs between two runs: params, data version, final metrics, code.
+
+    The code diff is between the runs' `before` commits, limited to the files either
+    run used (--all: the whole tree). With one run, compares it with the working
+    tree now.
+
+    Example:
+
+        mlbook diff 20261124-1616-ab12 20261124-1700-cd34
+        mlbook diff 20261124-1616-ab12 --all
+    """
+    from mlbook.experiments.query import get_run, run_files
+    from mlbook.experiments.store import Store
+    from mlbook.project import Project
+    from mlbook.provenance.diff import diff_runs, run_side
+
+    project = Project.find()
+    with Store.for_project(project) as store:
+        a = get_run(store, run_a)
+        side_a = run_side(a, run_files(store, a.id))
+        side_b = None
+        if run_b is not None:
+            b = get_run(store, run_b)
+            side_b = run_side(b, run_files(store, b.id))
+    result = diff_runs(project.root, side_a, side_b, all_files=all_files)
+    print_run_diff(result, color=False if no_color else None)

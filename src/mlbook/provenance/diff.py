@@ -12,7 +12,7 @@ either run used (``all_files=True``: the whole tree).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from mlbook.errors import ProvenanceError
 from mlbook.provenance.git import diff_commits
 
-__all__ = ["MetricDelta", "ParamChange", "RunDiff", "RunSide", "diff_runs"]
+__all__ = ["MetricDelta", "ParamChange", "RunDiff", "RunSide", "diff_runs", "run_side"]
 
 _MISSING = object()
 
@@ -86,6 +86,31 @@ class RunDiff:
     def same(self) -> bool:
         """True when nothing differs (metrics aside)."""
         return not self.params and self.data is None and not self.code
+
+
+def run_side(record: Any, files: Iterable[str | Sequence[Any]] = ()) -> RunSide:
+    """A :class:`RunSide` from a stored run and its files.
+
+    Args:
+        record: anything with ``id``, ``params``, ``metrics``, ``data_version``,
+            ``commit_before`` and ``commit_reason`` (the run store's ``RunRecord``).
+        files: the run's files, as paths or as ``(path, size, sha256)`` rows.
+    """
+    paths = [f if isinstance(f, str) else str(f[0]) for f in files]
+    metrics = {
+        key: value
+        for key, value in (getattr(record, "metrics", None) or {}).items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    return RunSide(
+        label=str(record.id),
+        params=getattr(record, "params", None) or {},
+        metrics=metrics,
+        data_version=getattr(record, "data_version", None),
+        before=getattr(record, "commit_before", None),
+        files=paths,
+        no_commit_reason=getattr(record, "commit_reason", None) or "",
+    )
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
