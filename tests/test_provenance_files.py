@@ -159,3 +159,20 @@ def test_stale_files_reports_modified_and_deleted(models: Path) -> None:
         "Models/nets/cnn.py (deleted); see `mlbook diff r1`"
     )
     assert stale_files([UsedFile("gone.py", 1, "0" * 64)], models)[0].kind == "deleted"
+
+
+def test_imports_nested_in_classes_try_with_and_if_are_found(models: Path) -> None:
+    script = write(
+        models / "Models" / "E013_nested.py",
+        "class A:\n    def m(self):\n        try:\n            pass\n"
+        "        except ImportError:\n            import common.unused\n"
+        "        with open('x') as f:\n            if f:\n                from nets import cnn\n",
+    )
+    paths = [f.path for f in used_files(models, script=script, search_path=[models / "Models"])]
+    assert paths == [
+        "Models/E013_nested.py",
+        "Models/common/__init__.py",
+        "Models/common/unused.py",
+        "Models/nets/__init__.py",
+        "Models/nets/cnn.py",
+    ]

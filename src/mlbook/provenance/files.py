@@ -15,10 +15,11 @@ import functools
 import os
 import platform
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from mlbook._fs import sha256_file
 
@@ -65,6 +66,23 @@ def _module_file(base: Path, dotted: str) -> Path | None:
     return module if module.is_file() else None
 
 
+def _statements(tree: ast.AST) -> Iterator[ast.stmt]:
+    """Every statement, at any depth (function bodies too), skipping expressions.
+
+    Imports are statements, so this finds them all while visiting a fraction of
+    the nodes :func:`ast.walk` would.
+    """
+    todo: list[Any] = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.stmt):
+            yield node
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            children = getattr(node, name, None)
+            if isinstance(children, list):
+                todo.extend(children)
+
+
 def _imports_of(path: Path, search_path: Sequence[Path]) -> set[Path]:
     """Files that ``path`` imports (any depth in the file), resolved where they exist."""
     try:
@@ -81,7 +99,7 @@ def _imports_of(path: Path, search_path: Sequence[Path]) -> set[Path]:
             if hit is not None:
                 found.add(hit)
 
-    for node in ast.walk(tree):
+    for node in _statements(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 for base in search_path:
