@@ -21,6 +21,11 @@ __all__ = ["COMMANDS", "cli", "main"]
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("Project", "mlbook.cli.project:init", "Create a project, or adopt a directory."),
     "check": ("Project", "mlbook.cli.project:check", "Check that each area keeps to its boundaries."),
+    "new": ("Experiments", "mlbook.cli.experiments:new", "Write a new experiment script."),
+    "ls": ("Experiments", "mlbook.cli.experiments:ls", "List experiments and their versions."),
+    "run": ("Experiments", "mlbook.cli.experiments:run", "Run experiments (test, run, export)."),
+    "runs": ("Experiments", "mlbook.cli.experiments:runs", "List and filter recorded runs."),
+    "show": ("Experiments", "mlbook.cli.experiments:show", "Show one run in detail."),
 }
 
 _DEBUG_KEY = "mlbook.debug"

@@ -1,0 +1,410 @@
+"""Experiment commands: ``new``, ``ls``, ``run``, ``runs``, ``show``."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from mlbook.cli._options import format_option, quiet_option
+
+if TYPE_CHECKING:
+    from mlbook.experiments.runner import RunInfo
+
+__all__ = ["ls", "new", "run", "runs", "show"]
+
+_STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "crashed": "red",
+    "interrupted": "yellow",
+    "running": "cyan",
+}
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def _status(status: str) -> str:
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else "-"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}s" if value < 120 else f"{value / 60:.1f}m"
+
+
+def _metrics_text(metrics: dict[str, Any], limit: int = 4) -> str:
+    items = list(metrics.items())[:limit]
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
+
+
+def _table(columns: list[str], rows: list[tuple[Any, ...]], title: str | None = None) -> None:
+    """A rich table on a terminal; plain aligned columns (never truncated) otherwise."""
+    from mlbook.cli._render import console, print_table
+
+    if console.is_terminal:
+        print_table(columns, rows, title=title)
+        return
+    import re
+
+    cells = [columns] + [
+        ["-" if v is None else re.sub(r"\[/?[a-z ]*\]", "", str(v)) for v in row] for row in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    if title:
+        click.echo(title)
+    for row in cells:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """Values as a row of block characters (downsampled to ``width``)."""
+    if not values:
+        return ""
+    if len(values) > width:
+        step = len(values) / width
+        values = [values[int(i * step)] for i in range(width - 1)] + [values[-1]]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(_BLOCKS[int((v - low) / span * (len(_BLOCKS) - 1))] for v in values)
+
+
+@click.command()
+@click.argument("ident", metavar="ID")
+@click.argument("title")
+@click.option("--name", help="File name part (default: the title in snake case).")
+def new(ident: str, title: str, name: str | None) -> None:
+    """Write a new experiment script Models/<ID>_<name>.py from the template.
+
+    Example:
+
+        mlbook new E013 "wider CNN"
+    """
+    from mlbook.cli._render import console
+    from mlbook.experiments.runner import new_experiment
+    from mlbook.project import Project
+
+    project = Project.find()
+    path = new_experiment(project, ident, title, name=name)
+    console.print(f"[green]created[/]  {project.relative(path)}")
+    console.print(f"Next: edit it, then `mlbook run {ident} --mode test`")
+
+
+@click.command(name="ls")
+@format_option("json")
+def ls(output_format: str) -> None:
+    """List the experiments in Models/ and their versions.
+
+    Example:
+
+        mlbook ls --format json
+    """
+    from mlbook.cli._render import print_json
+    from mlbook.experiments.discovery import find_scripts, load_script
+    from mlbook.project import Project
+
+    project = Project.find()
+    rows: list[dict[str, Any]] = []
+    for script in find_scripts(project):
+        try:
+            exp = load_script(script.path, project.models_dir)
+        except Exception as exc:  # one broken script must not hide the others
+            rows.append(
+                {"id": script.id, "script": project.relative(script.path), "error": str(exc)}
+            )
+            continue
+        rows.append(
+            {
+                "id": script.id,
+                "script": project.relative(script.path),
+                "title": exp.title,
+                "dataset": exp.dataset,
+                "hooks": sorted(exp.hooks),
+                "versions": {name: params.to_dict() for name, params in exp.versions.items()},
+            }
+        )
+    if output_format == "json":
+        print_json(rows)
+        return
+    _table(
+        ["id", "script", "versions", "hooks"],
+        [
+            (
+                r["id"],
+                r["script"],
+                f"[red]error: {r['error']}[/]" if "error" in r else ", ".join(r["versions"]),
+                ", ".join(r.get("hooks", [])),
+            )
+            for r in rows
+        ],
+    )
+
+
+class _Live:
+    """Progress of the running versions: a one-line status on a TTY, plain lines otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        from mlbook.cli._render import err_console
+
+        self.console = err_console
+        self.quiet = quiet
+        self.tty = err_console.is_terminal
+        self.active: dict[str, RunInfo] = {}
+        self.status: Any = None
+        self.last = 0.0
+
+    def __enter__(self) -> _Live:
+        if self.tty and not self.quiet:
+            self.status = self.console.status("starting")
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def _line(self, info: RunInfo) -> str:
+        step = f"step {info.step}" + (f"/{info.total}" if info.total else "")
+        metrics = _metrics_text(info.latest)
+        return f"{info.experiment}/{info.version} {step} {metrics} {_seconds(info.elapsed)}"
+
+    def run_started(self, info: RunInfo) -> None:
+        self.active[info.run_id] = info
+        if not self.quiet and not self.tty:
+            click.echo(f"start  {info.experiment}/{info.version} {info.run_id}", err=True)
+        self.run_progress(info)
+
+    def run_progress(self, info: RunInfo) -> None:
+        now = time.monotonic()
+        if self.status is None or now - self.last < 0.1:
+            return
+        self.last = now
+        self.status.update(" | ".join(self._line(i) for i in self.active.values()))
+
+    def run_finished(self, info: RunInfo) -> None:
+        self.active.pop(info.run_id, None)
+        if self.quiet:
+            return
+        head = f"{info.experiment}/{info.version}"
+        text = f"{info.status:<11} {head} {info.run_id} {_seconds(info.elapsed)}"
+        text += f" {_metrics_text(info.metrics)}" if info.metrics else ""
+        if self.tty:
+            self.console.print(f"{_status(info.status)} {text[12:]}")
+        else:
+            click.echo(text, err=True)
+        if info.error:
+            last = info.error.strip().splitlines()[-1]
+            click.echo(f"    {last}", err=True)
+
+
+@click.command()
+@click.argument("ids", nargs=-1, metavar="[ID]...")
+@click.option(
+    "--mode",
+    type=click.Choice(["test", "run", "export"]),
+    default="run",
+    show_default=True,
+    help="test: temporary outputs, nothing recorded, loops cut short.",
+)
+@click.option("--version", "-v", "versions", multiple=True, help="Only this version (repeat).")
+@click.option("--skip-version", "skip", multiple=True, help="Not this version (repeat).")
+@click.option("--jobs", "-j", type=int, help="Versions run at once (default: [runner] jobs).")
+@click.option("--resume", metavar="RUN_ID", help="Continue a run from its checkpoints.")
+@click.option("--steps", type=int, help="Steps run.iterate() yields in test mode.")
+@quiet_option
+def run(
+    ids: tuple[str, ...],
+    mode: str,
+    versions: tuple[str, ...],
+    skip: tuple[str, ...],
+    jobs: int | None,
+    resume: str | None,
+    steps: int | None,
+    quiet: bool,
+) -> None:
+    """Run experiments: each version in its own process, recorded in the run store.
+
+    Without IDs, runs the experiments listed in mlbook.toml [experiments]
+    (include, or all but exclude). Exits 1 when a version failed, 130 on Ctrl-C.
+
+    Example:
+
+        mlbook run E012 --mode test && mlbook run E012 --version small -j 2
+    """
+    from mlbook.cli._render import console
+    from mlbook.experiments.runner import run_experiments
+    from mlbook.project import Project
+
+    project = Project.find()
+    with _Live(quiet) as live:
+        result = run_experiments(
+            project,
+            ids,
+            versions=versions,
+            skip_versions=skip,
+            mode=mode,
+            jobs=jobs,
+            resume=resume,
+            test_steps=steps,
+            listener=live,
+        )
+    counts: dict[str, int] = {}
+    for info in result.runs:
+        counts[info.status] = counts.get(info.status, 0) + 1
+    summary = ", ".join(f"{n} {_status(s)}" for s, n in counts.items()) or "nothing ran"
+    where = " (test mode: nothing recorded)" if mode == "test" else ""
+    console.print(f"{len(result.runs)} run(s): {summary}{where}")
+    if result.interrupted:
+        console.print("[yellow]Aborted![/] (Ctrl-C): no further versions started")
+    raise SystemExit(result.exit_code)
+
+
+@click.command()
+@click.argument("filters", nargs=-1, metavar="[FILTER]...")
+@click.option("--experiment", "-e", "experiments", multiple=True, help="Only this experiment.")
+@click.option("--version", "-v", "versions", multiple=True, help="Only this version.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["running", "completed", "failed", "interrupted", "crashed"]),
+    help="Only runs with this status.",
+)
+@click.option("--sort", help="Sort by a field (acc, created, params.lr); -acc: descending.")
+@click.option("--limit", "-n", type=int, default=50, show_default=True, help="0: all.")
+@format_option("json", "csv")
+def runs(
+    filters: tuple[str, ...],
+    experiments: tuple[str, ...],
+    versions: tuple[str, ...],
+    statuses: tuple[str, ...],
+    sort: str | None,
+    limit: int,
+    output_format: str,
+) -> None:
+    """List recorded runs, newest first, filtered by FILTER expressions.
+
+    A FILTER is NAME OP VALUE: a final metric (acc>0.9), params.NAME, or a run
+    field (status=failed). Quote it so the shell leaves > and < alone.
+
+    Example:
+
+        mlbook runs -e E012 'acc>0.9' --sort -acc --format csv
+    """
+    from mlbook.cli._render import console, print_json
+    from mlbook.experiments.query import runs as query_runs
+    from mlbook.project import Project
+
+    found = query_runs(
+        Project.find(),
+        experiment=list(experiments) or None,
+        version=list(versions) or None,
+        status=list(statuses) or None,
+        filters=filters,
+        sort=sort,
+        limit=limit or None,
+    )
+    if output_format == "json":
+        print_json([r.to_dict() for r in found])
+        return
+    if output_format == "csv":
+        params = sorted({k for r in found for k in r.params})
+        metrics = sorted({k for r in found for k in r.metrics})
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        base = ["id", "experiment", "version", "mode", "status", "created", "duration"]
+        writer.writerow(base + [f"params.{k}" for k in params] + [f"metrics.{k}" for k in metrics])
+        for r in found:
+            writer.writerow(
+                [r.id, r.experiment, r.version, r.mode, r.status, r.created, r.duration]
+                + [r.params.get(k, "") for k in params]
+                + [r.metrics.get(k, "") for k in metrics]
+            )
+        return
+    if not found:
+        console.print("no runs match")
+        return
+    _table(
+        ["id", "experiment", "version", "status", "started", "time", "metrics"],
+        [
+            (
+                r.id,
+                r.experiment,
+                r.version,
+                _status(r.status),
+                _when(r.started),
+                _seconds(r.duration),
+                _metrics_text(r.metrics),
+            )
+            for r in found
+        ],
+    )
+
+
+@click.command()
+@click.argument("run_id", metavar="RUN_ID")
+@format_option("json")
+def show(run_id: str, output_format: str) -> None:
+    """Show one run: params, final metrics, metric series, files and error.
+
+    A unique prefix of the run ID is enough.
+
+    Example:
+
+        mlbook show 20261125-110407-8b3a63
+    """
+    from mlbook.cli._render import console, print_json
+    from mlbook.experiments.query import get_run, metric_series, run_artifacts, run_files
+    from mlbook.experiments.store import Store
+    from mlbook.project import Project
+
+    with Store.for_project(Project.find()) as store:
+        record = get_run(store, run_id)
+        series = metric_series(store, record)
+        artifacts = run_artifacts(store, record.id)
+        files = run_files(store, record.id)
+    if output_format == "json":
+        data = record.to_dict()
+        data["series"] = {k: [[s, v] for s, v in points] for k, points in series.items()}
+        data["artifacts"] = [
+            dict(zip(("path", "size", "sha256", "kind"), a, strict=True)) for a in artifacts
+        ]
+        data["files"] = [dict(zip(("path", "size", "sha256"), f, strict=True)) for f in files]
+        print_json(data)
+        return
+    console.print(
+        f"[bold]{record.id}[/]  {record.experiment}/{record.version}  {record.mode}  "
+        f"{_status(record.status)}  started {_when(record.started)}  {_seconds(record.duration)}"
+    )
+    console.print(f"outputs: {record.outputs or '-'}   weights: {record.weights or '-'}")
+    if record.resumed_from:
+        console.print(f"resumed from: {record.resumed_from}")
+    if record.commit_before or record.commit_after or record.commit_reason:
+        console.print(
+            f"commits: before {record.commit_before or '-'}  after {record.commit_after or '-'}"
+            + (f"  ({record.commit_reason})" if record.commit_reason else "")
+        )
+    _table(["param", "value"], sorted(record.params.items()), title="params")
+    if record.metrics:
+        _table(["metric", "value"], list(record.metrics.items()), title="final metrics")
+    if series:
+        trend = [
+            (key, len(points), points[-1][1], sparkline([v for _, v in points]))
+            for key, points in series.items()
+        ]
+        _table(["series", "points", "last", "trend"], trend, title="metric series")
+    if files or artifacts:
+        rows = [(p, "code", size, digest[:12]) for p, size, digest in files]
+        rows += [(p, kind, size, digest[:12]) for p, size, digest, kind in artifacts]
+        _table(["path", "kind", "size", "sha256"], rows, title="files")
+    if record.error:
+        console.print("[red]error:[/]")
+        click.echo(record.error)
