@@ -14,7 +14,15 @@ from mlbook._version import __version__
 if TYPE_CHECKING:
     from mlbook.boundaries import CheckReport, Violation, check_project
     from mlbook.config import Config
-    from mlbook.datasets import Box, ClassEncoding, Dataset, Record, convert, open_dataset
+    from mlbook.datasets import (
+        Box,
+        ClassEncoding,
+        Dataset,
+        Record,
+        convert,
+        open_dataset,
+        validate_dataset,
+    )
     from mlbook.errors import (
         ConfigError,
         DatasetError,
@@ -58,6 +66,7 @@ __all__ = [
     "init_project",
     "open_dataset",
     "runs",
+    "validate_dataset",
 ]
 
 # public name -> module that defines it; imported on first access
@@ -87,6 +96,7 @@ _LAZY: dict[str, str] = {
     "Record": "mlbook.datasets",
     "open_dataset": "mlbook.datasets",
     "convert": "mlbook.datasets",
+    "validate_dataset": "mlbook.datasets",
 }
 
 

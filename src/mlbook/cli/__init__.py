@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("Experiments", "mlbook.cli.experiments:run", "Run experiments (test, run, export)."),
     "runs": ("Experiments", "mlbook.cli.experiments:runs", "List and filter recorded runs."),
     "show": ("Experiments", "mlbook.cli.experiments:show", "Show one run in detail."),
+    "data": ("Data", "mlbook.cli.datasets:data", "Validate, convert, describe, split datasets."),
 }
 
 _DEBUG_KEY = "mlbook.debug"

@@ -16,6 +16,9 @@ from mlbook.datasets.subsets import ClassEncoding
 
 if TYPE_CHECKING:
     from mlbook.datasets.convert import convert, read_dataset, write_dataset
+    from mlbook.datasets.split import assign_splits
+    from mlbook.datasets.stats import DatasetStats, compute_stats
+    from mlbook.datasets.validate import Problem, ValidationReport, validate_dataset
 
 __all__ = [
     "Box",
@@ -24,10 +27,16 @@ __all__ = [
     "ClassSubset",
     "Dataset",
     "DatasetInfo",
+    "DatasetStats",
+    "Problem",
     "Record",
+    "ValidationReport",
+    "assign_splits",
+    "compute_stats",
     "convert",
     "open_dataset",
     "read_dataset",
+    "validate_dataset",
     "write_dataset",
 ]
 
@@ -35,6 +44,12 @@ _LAZY: dict[str, str] = {
     "convert": "mlbook.datasets.convert",
     "read_dataset": "mlbook.datasets.convert",
     "write_dataset": "mlbook.datasets.convert",
+    "assign_splits": "mlbook.datasets.split",
+    "DatasetStats": "mlbook.datasets.stats",
+    "compute_stats": "mlbook.datasets.stats",
+    "Problem": "mlbook.datasets.validate",
+    "ValidationReport": "mlbook.datasets.validate",
+    "validate_dataset": "mlbook.datasets.validate",
 }
 
 

@@ -232,6 +232,10 @@ def decode_record(data: bytes | str | Any, path: Path | str = "<record>", line: 
 def _json_problem(exc: msgspec.DecodeError, data: bytes | str) -> str:
     """Turn msgspec's ``(byte N)`` position into a 1-based column."""
     message = str(exc)
+    if "truncated" in message:
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        column = len(text.rstrip("\r\n").rsplit("\n", 1)[-1]) + 1
+        return f"bad JSON at column {column}: the line ends inside an object, list or string"
     match = re.search(r"\(byte (\d+)\)", message)
     if match:
         raw = data.encode() if isinstance(data, str) else data

@@ -1,0 +1,210 @@
+"""Dataset commands: ``mlbook data validate | convert | stats | split``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mlbook.cli._options import format_option, quiet_option
+
+__all__ = ["data"]
+
+_READ = ["mlbook", "coco", "voc", "yolo", "labelme", "csv"]
+_WRITE = ["mlbook", "coco", "voc", "yolo", "csv"]
+
+
+@click.group()
+def data() -> None:
+    """Datasets: validate, convert, describe and split them.
+
+    A dataset is a directory with dataset.json (name, classes and their ids) and
+    records.jsonl (one image per line). See docs/datasets.md for the format.
+    """
+
+
+@data.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--no-files", is_flag=True, help="Do not check that image and mask files exist.")
+@format_option("json")
+@quiet_option
+def validate(path: Path, no_files: bool, output_format: str, quiet: bool) -> None:
+    """Check PATH and report every problem, one per line.
+
+    PATH is a dataset directory or a records file. Problems read
+    `file:line: field: what is wrong (value)`: bad JSON, wrong types, unknown classes,
+    boxes with x1 >= x2 or outside the image, counts that disagree with the boxes,
+    duplicate ids, missing image or mask files. Exit code 1 when anything is wrong.
+
+    Example:
+
+        mlbook data validate Datasets/digits --format json
+    """
+    from mlbook.cli._render import RichReporter, console, print_json
+    from mlbook.datasets.validate import validate_dataset
+
+    report = validate_dataset(path, check_files=not no_files, reporter=RichReporter(quiet=quiet))
+    if output_format == "json":
+        print_json(report.to_dict())
+    else:
+        for problem in report.problems:
+            click.echo(str(problem))
+        if report.ok:
+            console.print(f"[green]valid[/]: {report.records} records, no problems")
+        else:
+            console.print(
+                f"[red]{len(report.problems)} problem(s)[/] in {report.path} "
+                f"({report.records} records parsed)"
+            )
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@data.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option(
+    "--from",
+    "src_format",
+    type=click.Choice(_READ),
+    help="Format of SRC (default: detected).",
+)
+@click.option(
+    "--to",
+    "dst_format",
+    type=click.Choice(_WRITE),
+    default="mlbook",
+    show_default=True,
+    help="Format of DST.",
+)
+@click.option("--masks", is_flag=True, help="COCO only: render a mask PNG per image.")
+@click.option("--name", help="Dataset name (default: DST's directory name).")
+@quiet_option
+def convert(
+    src: Path,
+    dst: Path,
+    src_format: str | None,
+    dst_format: str,
+    masks: bool,
+    name: str | None,
+    quiet: bool,
+) -> None:
+    """Convert the dataset SRC into DST.
+
+    Reads COCO instances, Pascal VOC, YOLO, LabelMe, CSV or mlbook; writes mlbook,
+    COCO, VOC, YOLO or CSV. Images are not copied: the output refers to them. Every
+    file is written to a temporary name and renamed, so a failure leaves no half output.
+
+    Example:
+
+        mlbook data convert annotations/instances_val2017.json Datasets/coco --from coco
+    """
+    from mlbook.cli._render import RichReporter, console
+    from mlbook.datasets.convert import convert as run_convert
+
+    dataset = run_convert(
+        src,
+        dst,
+        src_format=src_format,
+        dst_format=dst_format,
+        masks=masks,
+        name=name,
+        reporter=RichReporter(quiet=quiet),
+    )
+    boxes = sum(len(r.boxes) for r in dataset)
+    console.print(
+        f"converted {len(dataset)} records, {boxes} boxes, {len(dataset.classes)} classes "
+        f"-> {dst} ({dst_format})"
+    )
+
+
+@data.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--from",
+    "src_format",
+    type=click.Choice(_READ),
+    help="Format of PATH (default: detected).",
+)
+@click.option("--plot", type=click.Path(path_type=Path), help="Also draw the statistics to a PNG.")
+@format_option("json")
+def stats(path: Path, src_format: str | None, plot: Path | None, output_format: str) -> None:
+    """Describe PATH: images per split, boxes and labels per class, box sizes.
+
+    Also box aspect ratios and images without annotations; PATH may be in any
+    readable format.
+
+    Example:
+
+        mlbook data stats Datasets/coco --plot coco.png
+    """
+    from mlbook.cli._render import console, print_json, print_table
+    from mlbook.datasets.convert import read_dataset
+    from mlbook.datasets.stats import compute_stats, plot_stats
+
+    result = compute_stats(read_dataset(path, src_format))
+    if plot is not None:
+        plot_stats(result, plot)
+    if output_format == "json":
+        print_json(result.to_dict())
+        return
+    console.print(
+        f"[bold]{result.name}[/]: {result.records} images, {result.boxes} boxes "
+        f"({result.crowd_boxes} crowd), {result.without_annotations} without annotations"
+    )
+    right = {"images": "right", "boxes": "right", "labels": "right", "count": "right"}
+    print_table(("split", "images"), result.images_per_split.items(), "Images per split", right)
+    rows = [
+        (name, images, result.boxes_per_class.get(name, 0), result.labels_per_class.get(name, 0))
+        for name, images in result.images_per_class.items()
+    ]
+    print_table(("class", "images", "boxes", "labels"), rows, "Per class", right)
+    if result.boxes:
+        print_table(("sqrt(area) px", "count"), result.box_sizes.items(), "Box sizes", right)
+        print_table(("width/height", "count"), result.box_aspects.items(), "Box aspects", right)
+    if plot is not None:
+        console.print(f"plot: {plot}")
+
+
+@data.command()
+@click.argument("path", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--ratios",
+    default="train=0.8,val=0.1,test=0.1",
+    show_default=True,
+    help="Split names and weights.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--stratify", is_flag=True, help="Keep each label's share in every split.")
+@click.option("--keep-existing", is_flag=True, help="Only assign records without a split.")
+def split(path: Path, ratios: str, seed: int, stratify: bool, keep_existing: bool) -> None:
+    """Assign a split to each record of PATH, deterministically.
+
+    The same records, ratios and seed always give the same splits. The dataset is
+    rewritten in place (atomically).
+
+    Example:
+
+        mlbook data split Datasets/digits --ratios train=0.7,val=0.15,test=0.15 --stratify
+    """
+    from mlbook.cli._render import print_table
+    from mlbook.datasets.dataset import open_dataset
+    from mlbook.datasets.split import assign_splits, parse_ratios
+
+    dataset = assign_splits(
+        open_dataset(path),
+        parse_ratios(ratios),
+        seed=seed,
+        stratify=stratify,
+        keep_existing=keep_existing,
+    )
+    dataset.save(path)
+    counts: dict[str, int] = {}
+    for record in dataset:
+        counts[record.split or "(none)"] = counts.get(record.split or "(none)", 0) + 1
+    print_table(
+        ("split", "images"),
+        sorted(counts.items()),
+        f"Splits of {dataset.name}",
+        {"images": "right"},
+    )
