@@ -20,12 +20,19 @@ __all__ = ["COMMANDS", "cli", "main"]
 # name -> (section, "module:attribute", short help). Keep in the order shown by --help.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("Project", "mlbook.cli.project:init", "Create a project, or adopt a directory."),
-    "check": ("Project", "mlbook.cli.project:check", "Check that each area keeps to its boundaries."),
+    "check": (
+        "Project",
+        "mlbook.cli.project:check",
+        "Check that each area keeps to its boundaries.",
+    ),
     "new": ("Experiments", "mlbook.cli.experiments:new", "Write a new experiment script."),
     "ls": ("Experiments", "mlbook.cli.experiments:ls", "List experiments and their versions."),
     "run": ("Experiments", "mlbook.cli.experiments:run", "Run experiments (test, run, export)."),
     "runs": ("Experiments", "mlbook.cli.experiments:runs", "List and filter recorded runs."),
     "show": ("Experiments", "mlbook.cli.experiments:show", "Show one run in detail."),
+    "log": ("Journal", "mlbook.cli.provenance:log", "Show the experiment journal; set a status."),
+    "note": ("Journal", "mlbook.cli.provenance:note", "Add a dated note to an experiment."),
+    "checkout": ("Journal", "mlbook.cli.provenance:checkout", "Write a run's code to a directory."),
     "data": ("Data", "mlbook.cli.datasets:data", "Validate, convert, describe, split datasets."),
 }
 
