@@ -33,7 +33,7 @@ __all__ = ["HOOKS", "Experiment", "Params"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The hooks a script may register, in the order the runner uses them.
-HOOKS = ("model", "train", "evaluate", "export", "predict")
+HOOKS = ("model", "train", "evaluate", "export", "predict", "sample")
 
 _VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
 
@@ -137,6 +137,10 @@ class Experiment:
     def predict(self, func: F) -> F:
         """Register ``predict(model, inputs) -> outputs``: used by exports and serving."""
         return self._hook("predict", func)
+
+    def sample(self, func: F) -> F:
+        """Register ``sample(params) -> inputs``: one input an export is verified with."""
+        return self._hook("sample", func)
 
     def _hook(self, name: str, func: F) -> F:
         if not callable(func):
