@@ -73,14 +73,14 @@ def parse_filter(text: str) -> Filter:
         ExperimentError: not of the form NAME OP VALUE (OP one of = != < <= > >=).
     """
     match = _FILTER.match(text)
-    if not match or not match[3]:
+    if not match or not match[3] or match[3][0] in "<>=!":
         raise ExperimentError(
             f"filter {text!r}: expected NAME OP VALUE with OP one of = != < <= > >= "
             "(e.g. acc>0.9, params.lr=0.001, status=failed)"
         )
     name, op, raw = match[1], match[2], match[3]
     source, _, rest = name.partition(".")
-    if rest and (source not in ("params", "metrics") or not _NAME.match(rest)):
+    if "." in name and (source not in ("params", "metrics") or not _NAME.match(rest)):
         raise ExperimentError(
             f"filter {text!r}: {name!r} is not a field; use a metric name, "
             "params.NAME or metrics.NAME"
