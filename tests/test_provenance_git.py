@@ -217,3 +217,16 @@ def test_diff_commits_limited_to_paths_and_working_tree(repo: Path) -> None:
     (repo / "fresh.py").write_text("f = 1\n")  # untracked: part of the working tree
     now = diff_commits(repo, "r2", None, ["fresh.py", "train.py"])
     assert "+f = 1" in now and "train.py" not in now
+
+
+def test_include_records_ignored_outputs_within_the_limit(repo: Path) -> None:
+    out = repo / "data" / "run1"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text("{}\n")
+    (out / "weights.bin").write_bytes(b"w" * 300_000)
+    (repo / "data" / "other.txt").write_text("not included\n")
+    before = state(repo)
+    shot = snapshot(repo, "r1", "after", "after", 0.1, include=[out, repo / "missing"])
+    assert state(repo) == before
+    assert files_in(repo, shot.commit or "") == {".gitignore", "train.py", "data/run1/metrics.json"}
+    assert shot.skipped == ("data/run1/weights.bin",)

@@ -178,6 +178,7 @@ def snapshot(
     message: str,
     max_file_mb: float = 5.0,
     mode: Mode = "refs",
+    include: Sequence[Path | str] = (),
 ) -> Snapshot:
     """Record the project's files as a commit.
 
@@ -189,6 +190,10 @@ def snapshot(
         message: the commit message, e.g. ``[E012.1] before run small``.
         max_file_mb: new or changed files larger than this are left out.
         mode: ``"refs"`` (hidden ref, nothing of the user's touched) or ``"branch"``.
+        include: directories or files inside ``root`` recorded even when
+            ``.gitignore`` ignores them (a run's output directory, for the
+            ``after`` snapshot); the size limit applies. Refs mode only: branch
+            mode never starts tracking ignored files.
 
     Returns:
         the :class:`Snapshot`; ``commit`` is ``None`` (with ``reason``) without git.
@@ -205,16 +210,19 @@ def snapshot(
     if mode == "branch":
         skipped = _large_files(info, cwd, max_file_mb)
         return _branch_commit(info, cwd, message, _pathspec(skipped), skipped)
-    tree, skipped = _build_tree(info, cwd, max_file_mb)
+    tree, skipped = _build_tree(info, cwd, max_file_mb, include)
     parents = ["-p", info.head] if info.head else []
     commit = _out(_run(info.git, ["commit-tree", tree, *parents], cwd, info.env, message.encode()))
     _run(info.git, ["update-ref", "-m", f"mlbook: {message}", ref, commit], cwd, info.env)
     return Snapshot(commit=commit, ref=ref, skipped=skipped, mode="refs")
 
 
-def _build_tree(info: GitInfo, cwd: Path, max_file_mb: float) -> tuple[str, tuple[str, ...]]:
+def _build_tree(
+    info: GitInfo, cwd: Path, max_file_mb: float, include: Sequence[Path | str] = ()
+) -> tuple[str, tuple[str, ...]]:
     """Write the tree of the working files (temporary index) and return its hash."""
-    skipped = _large_files(info, cwd, max_file_mb)
+    large = _large_files(info, cwd, max_file_mb)
+    forced, too_big = _included_files(cwd, include, max_file_mb)
     with tempfile.TemporaryDirectory(prefix="mlbook-index-") as tmp:
         index = Path(tmp) / "index"
         user_index = info.git_dir / "index"
@@ -223,9 +231,33 @@ def _build_tree(info: GitInfo, cwd: Path, max_file_mb: float) -> tuple[str, tupl
             shutil.copyfile(user_index, index)  # keeps git's stat cache: add -A stays fast
         elif info.head:
             _run(info.git, ["read-tree", info.head], cwd, env)
-        _add_all(info, cwd, env, _pathspec(skipped))
+        _add_all(info, cwd, env, _pathspec(large))
+        if forced:
+            spec = "\0".join(f":(literal){name}" for name in forced)
+            args = ["add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul"]
+            _run(info.git, args, cwd, env, spec.encode("utf-8", "surrogateescape"))
         tree = _out(_run(info.git, ["write-tree"], cwd, env))
-    return tree, skipped
+    return tree, tuple(sorted({*large, *too_big}))
+
+
+def _included_files(
+    cwd: Path, include: Sequence[Path | str], max_file_mb: float
+) -> tuple[list[str], list[str]]:
+    """Files under the ``include`` paths, relative to ``cwd``: (within the limit, over it)."""
+    limit = max_file_mb * 1024 * 1024
+    small: list[str] = []
+    big: list[str] = []
+    for entry in include:
+        start = (cwd / entry).resolve()
+        if not start.is_relative_to(cwd) or not start.exists():
+            continue
+        paths = [start] if start.is_file() else sorted(start.rglob("*"))
+        for path in paths:
+            if path.is_symlink() or not path.is_file():
+                continue
+            name = path.relative_to(cwd).as_posix()
+            (big if path.stat().st_size > limit else small).append(name)
+    return small, big
 
 
 def _add_all(info: GitInfo, cwd: Path, env: dict[str, str], pathspec: bytes) -> None:

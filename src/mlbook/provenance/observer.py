@@ -10,8 +10,9 @@ For each ``run``-mode run it:
    hidden refs, real commits on the branch, or off), records the commit (or why
    there is none), the dataset version and the Python version in the store;
 3. after the run, completes the step line with the final status and metrics,
-   snapshots the code with its results (and that line), then adds the after
-   commit to the line.
+   snapshots the code with its results (the run's output directory ``info.dir``
+   is included although ``Models/outputs/`` is git-ignored; files over
+   ``[git] max_file_mb`` are left out), then adds the after commit to the line.
 
 ``test`` runs and runs without a store are left alone.
 """
@@ -74,8 +75,16 @@ class ProvenanceObserver:
         settings = self.project.config.git
         if settings.commits == "off":
             return Snapshot(commit=None, reason='[git] commits = "off" in mlbook.toml')
+        out_dir = getattr(info, "dir", None)
+        include = [out_dir] if stage == "after" and out_dir else []
         return snapshot(
-            self.project.root, info.run_id, stage, message, settings.max_file_mb, settings.commits
+            self.project.root,
+            info.run_id,
+            stage,
+            message,
+            settings.max_file_mb,
+            settings.commits,
+            include=include,
         )
 
     def _number(self, info: RunLike) -> int:
