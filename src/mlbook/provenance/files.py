@@ -190,19 +190,41 @@ def package_versions(module_names: Iterable[str]) -> dict[str, str]:
     """Installed distributions providing ``module_names``, as ``{distribution: version}``.
 
     Standard-library and project modules (no distribution) are left out; names may
-    be dotted (``torch.nn``): the top-level package decides.
+    be dotted (``torch.nn``): the top-level package decides. A distribution named
+    like its package (``numpy``, ``torch``) is found directly; the full module →
+    distribution map (slow: it reads every installed distribution's file list) is
+    built only for a loaded module installed under another name (``PIL`` → Pillow).
     """
-    owners = _distributions()
     versions: dict[str, str] = {}
-    for name in module_names:
-        top = name.partition(".")[0]
-        if not top or top in sys.stdlib_module_names:
+    for top in sorted({name.partition(".")[0] for name in module_names}):
+        if not top or top in sys.stdlib_module_names or top.startswith("_"):
             continue
-        for distribution in owners.get(top, ()):
+        direct = _version(top) or _version(top.replace("_", "-"))
+        if direct is not None:
+            versions[_canonical(top)] = direct
+            continue
+        if not _installed_module(top):
+            continue
+        for distribution in _distributions().get(top, ()):
             version = _version(distribution)
             if version is not None:
-                versions[distribution] = version
+                versions[_canonical(distribution)] = version
     return dict(sorted(versions.items(), key=lambda item: item[0].lower()))
+
+
+@functools.lru_cache(maxsize=512)
+def _canonical(name: str) -> str:
+    try:
+        return str(metadata.metadata(name)["Name"] or name)
+    except metadata.PackageNotFoundError:
+        return name
+
+
+def _installed_module(top: str) -> bool:
+    """True when ``top`` is loaded here from an installed location (not the project)."""
+    module = sys.modules.get(top)
+    filename = getattr(module, "__file__", None) or ""
+    return "site-packages" in filename or "dist-packages" in filename
 
 
 def environment() -> dict[str, str]:
