@@ -176,3 +176,13 @@ def test_imports_nested_in_classes_try_with_and_if_are_found(models: Path) -> No
         "Models/nets/__init__.py",
         "Models/nets/cnn.py",
     ]
+
+
+def test_package_versions_maps_import_names_to_distributions() -> None:
+    from importlib import metadata
+
+    import PIL
+
+    assert PIL.__file__
+    versions = package_versions(["PIL.Image", "common", "E001_demo"])
+    assert {k.lower(): v for k, v in versions.items()} == {"pillow": metadata.version("Pillow")}
