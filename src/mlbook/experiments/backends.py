@@ -76,6 +76,10 @@ class LocalBackend:
         """Spawn the child; its stdout and stderr go to ``job.log_path``."""
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
+        with contextlib.suppress(OSError, ImportError):  # a 1 MiB pipe: the loop rarely waits
+            import fcntl
+
+            fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
         job.spec["fd"] = write_fd
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the child ends

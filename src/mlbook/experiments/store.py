@@ -12,13 +12,14 @@ marks them ``crashed``, keeping every metric that was committed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -200,6 +201,17 @@ class Store:
     ) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One short write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
     def _write(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         try:
             return self.db.execute(sql, args)
@@ -260,7 +272,7 @@ class Store:
     def add_metrics(self, rows: Iterable[Sequence[Any]]) -> None:
         """Insert metric points ``(run_pk, key, step, value, time)`` in one transaction."""
         try:
-            with self.db:
+            with self.transaction():
                 self.db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", rows)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: writing metrics failed ({exc})") from exc
@@ -277,7 +289,7 @@ class Store:
     def add_files(self, run_id: str, files: Iterable[tuple[str, int, str]]) -> None:
         """Record the project files a run used: ``(path, size, sha256)``, paths root-relative."""
         try:
-            with self.db:
+            with self.transaction():
                 self.db.executemany(
                     "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?)",
                     [(run_id, *row) for row in files],
