@@ -95,7 +95,7 @@ def run_child(spec: dict[str, Any]) -> int:
     status, metrics, error = "failed", {}, None
     run: Run | None = None
     try:
-        exp = load_script(Path(spec["script"]), models_dir)
+        exp = load_script(Path(spec["script"]), models_dir, isolate=False)
         run = Run(
             id=spec["run_id"],
             experiment=spec["experiment"],

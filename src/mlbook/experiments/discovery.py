@@ -105,13 +105,39 @@ def find_experiment(project: Project, ident: str) -> Script:
     return select_scripts(project, [ident])[0]
 
 
-def load_script(path: Path, models_dir: Path) -> Experiment:
+def load_script(path: Path, models_dir: Path, *, isolate: bool = True) -> Experiment:
     """Import the script at ``path`` (``models_dir`` on ``sys.path``); return its experiment.
+
+    With ``isolate`` (the default) the import leaves no trace: ``sys.path`` is
+    restored and the modules imported from ``models_dir`` are dropped again, so
+    scripts of several projects (or an edited ``Models/common``) can be loaded in
+    one process. The runner's child loads with ``isolate=False``.
 
     Raises:
         ExperimentError: the script fails to import, or does not define exactly one
             :class:`~mlbook.Experiment` at module level.
     """
+    saved_path = list(sys.path)
+    _forget_modules(models_dir)
+    try:
+        return _load(path, models_dir)
+    finally:
+        if isolate:
+            sys.path[:] = saved_path
+            _forget_modules(models_dir)
+
+
+def _forget_modules(models_dir: Path) -> None:
+    """Drop cached modules that ``models_dir`` provides or shadows (``common``, ``common.x``)."""
+    try:
+        names = {p.stem if p.suffix == ".py" else p.name for p in models_dir.iterdir()}
+    except OSError:
+        return
+    for name in [m for m in sys.modules if m.split(".")[0] in names or m.startswith("_mlbook_")]:
+        del sys.modules[name]
+
+
+def _load(path: Path, models_dir: Path) -> Experiment:
     from mlbook.experiments.api import Experiment
 
     models = str(models_dir)
