@@ -8,6 +8,7 @@
 - :mod:`mlbook.provenance.journal` — ``EXPERIMENT_LOG.md``: entries, steps, status, notes.
 - :mod:`mlbook.provenance.diff` — a structured diff of two runs (params, data, metrics, code).
 - :mod:`mlbook.provenance.stale` — which recorded files changed since a run.
+- :mod:`mlbook.provenance.observer` — the runner hooks that tie it all to each run.
 
 Each module is imported on its own; this package imports nothing.
 """
