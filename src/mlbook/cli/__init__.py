@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "mlbook.cli.project:check",
         "Check that each area keeps to its boundaries.",
     ),
+    "data": ("Data", "mlbook.cli.datasets:data", "Validate, convert, describe, split datasets."),
     "new": ("Experiments", "mlbook.cli.experiments:new", "Write a new experiment script."),
     "ls": ("Experiments", "mlbook.cli.experiments:ls", "List experiments and their versions."),
     "run": ("Experiments", "mlbook.cli.experiments:run", "Run experiments (test, run, export)."),
@@ -32,8 +33,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "show": ("Experiments", "mlbook.cli.experiments:show", "Show one run in detail."),
     "log": ("Journal", "mlbook.cli.provenance:log", "Show the experiment journal; set a status."),
     "note": ("Journal", "mlbook.cli.provenance:note", "Add a dated note to an experiment."),
+    "diff": ("Journal", "mlbook.cli.provenance:diff", "What differs between two runs."),
     "checkout": ("Journal", "mlbook.cli.provenance:checkout", "Write a run's code to a directory."),
-    "data": ("Data", "mlbook.cli.datasets:data", "Validate, convert, describe, split datasets."),
 }
 
 _DEBUG_KEY = "mlbook.debug"
