@@ -71,8 +71,9 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         sections: dict[str, list[tuple[str, str]]] = {}
+        width = max(map(len, self.lazy), default=0)
         for name, (section, _, short) in self.lazy.items():
-            sections.setdefault(section, []).append((name, short))
+            sections.setdefault(section, []).append((name.ljust(width), short))
         for section, rows in sections.items():
             with formatter.section(section):
                 formatter.write_dl(rows)
