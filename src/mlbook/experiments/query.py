@@ -10,7 +10,7 @@ filtering 100,000 runs takes milliseconds.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,33 +93,160 @@ def parse_filter(text: str) -> Filter:
     return Filter(name, op, value)
 
 
-@dataclass
 class RunRecord:
-    """One run as stored. Times are Unix seconds; ``dir`` is the output directory."""
+    """One run as stored; built straight from a row, JSON columns parsed on first use.
 
-    id: str
-    experiment: str
-    version: str
-    mode: str
-    status: str
-    created: float
-    started: float | None
-    ended: float | None
-    host: str
-    pid: int | None
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    error: str | None
-    outputs: str
-    weights: str | None
-    resumed_from: str | None = None
-    commit_before: str | None = None
-    commit_after: str | None = None
-    commit_reason: str | None = None
-    data_version: str | None = None
-    python: str | None = None
-    packages: dict[str, str] | None = None
-    pk: int = field(default=0, repr=False)
+    Times are Unix seconds. Paths are relative to the project root.
+    """
+
+    __slots__ = ("_metrics", "_packages", "_params", "_row")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self._row = row
+        self._params: dict[str, Any] | None = None
+        self._metrics: dict[str, Any] | None = None
+        self._packages: dict[str, str] | None = None
+
+    @property
+    def pk(self) -> int:
+        """Internal row number (metric rows refer to it)."""
+        value: int = self._row[0]
+        return value
+
+    @property
+    def id(self) -> str:
+        """The run ID."""
+        value: str = self._row[1]
+        return value
+
+    @property
+    def experiment(self) -> str:
+        """Experiment ID (``E012``)."""
+        value: str = self._row[2]
+        return value
+
+    @property
+    def version(self) -> str:
+        """Version name."""
+        value: str = self._row[3]
+        return value
+
+    @property
+    def mode(self) -> str:
+        """``run`` or ``export``."""
+        value: str = self._row[4]
+        return value
+
+    @property
+    def status(self) -> str:
+        """``running``, ``completed``, ``failed``, ``interrupted`` or ``crashed``."""
+        value: str = self._row[5]
+        return value
+
+    @property
+    def created(self) -> float:
+        """When the run was created (Unix seconds)."""
+        value: float = self._row[6]
+        return value
+
+    @property
+    def started(self) -> float | None:
+        """When it started (Unix seconds)."""
+        value: float | None = self._row[7]
+        return value
+
+    @property
+    def ended(self) -> float | None:
+        """When it ended (Unix seconds), ``None`` while running."""
+        value: float | None = self._row[8]
+        return value
+
+    @property
+    def host(self) -> str:
+        """Host name of the runner."""
+        value: str = self._row[9]
+        return value
+
+    @property
+    def pid(self) -> int | None:
+        """Process ID of the child that ran it."""
+        value: int | None = self._row[10]
+        return value
+
+    @property
+    def error(self) -> str | None:
+        """Traceback, signal or reason when the run did not complete."""
+        value: str | None = self._row[13]
+        return value
+
+    @property
+    def outputs(self) -> str:
+        """Output directory, relative to the project root."""
+        value: str = self._row[14]
+        return value
+
+    @property
+    def weights(self) -> str | None:
+        """Weights saved with ``run.save_weights``, relative to the root."""
+        value: str | None = self._row[15]
+        return value
+
+    @property
+    def resumed_from(self) -> str | None:
+        """The run this one resumed."""
+        value: str | None = self._row[16]
+        return value
+
+    @property
+    def commit_before(self) -> str | None:
+        """Commit of the code before the run (provenance)."""
+        value: str | None = self._row[17]
+        return value
+
+    @property
+    def commit_after(self) -> str | None:
+        """Commit after the run, results included (provenance)."""
+        value: str | None = self._row[18]
+        return value
+
+    @property
+    def commit_reason(self) -> str | None:
+        """Why there is no commit, when there is none."""
+        value: str | None = self._row[19]
+        return value
+
+    @property
+    def data_version(self) -> str | None:
+        """Hash (or DVC hash) of the dataset used."""
+        value: str | None = self._row[20]
+        return value
+
+    @property
+    def python(self) -> str | None:
+        """Python version of the run."""
+        value: str | None = self._row[21]
+        return value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The version's hyper-parameters."""
+        if self._params is None:
+            self._params = orjson.loads(self._row[11])
+        return self._params
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Final metrics (what the hooks returned)."""
+        if self._metrics is None:
+            self._metrics = orjson.loads(self._row[12])
+        return self._metrics
+
+    @property
+    def packages(self) -> dict[str, str] | None:
+        """Package versions recorded by provenance."""
+        if self._packages is None and self._row[22]:
+            self._packages = orjson.loads(self._row[22])
+        return self._packages
 
     @property
     def duration(self) -> float | None:
@@ -130,38 +257,38 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (for JSON output)."""
-        data = {k: v for k, v in self.__dict__.items() if k != "pk"}
+        data = {name: getattr(self, name) for name in _FIELDS}
         data["duration"] = self.duration
         return data
 
+    def __repr__(self) -> str:
+        return f"RunRecord({self.id} {self.experiment}/{self.version} {self.status})"
 
-def _record(row: tuple[Any, ...]) -> RunRecord:
-    loads = orjson.loads
-    return RunRecord(
-        pk=row[0],
-        id=row[1],
-        experiment=row[2],
-        version=row[3],
-        mode=row[4],
-        status=row[5],
-        created=row[6],
-        started=row[7],
-        ended=row[8],
-        host=row[9],
-        pid=row[10],
-        params=loads(row[11]),
-        metrics=loads(row[12]),
-        error=row[13],
-        outputs=row[14],
-        weights=row[15],
-        resumed_from=row[16],
-        commit_before=row[17],
-        commit_after=row[18],
-        commit_reason=row[19],
-        data_version=row[20],
-        python=row[21],
-        packages=loads(row[22]) if row[22] else None,
-    )
+
+_FIELDS = (
+    "id",
+    "experiment",
+    "version",
+    "mode",
+    "status",
+    "created",
+    "started",
+    "ended",
+    "host",
+    "pid",
+    "params",
+    "metrics",
+    "error",
+    "outputs",
+    "weights",
+    "resumed_from",
+    "commit_before",
+    "commit_after",
+    "commit_reason",
+    "data_version",
+    "python",
+    "packages",
+)
 
 
 class RunList(list[RunRecord]):
@@ -265,7 +392,7 @@ def runs(
     finally:
         if owned:
             store.close()
-    return RunList(map(_record, rows))
+    return RunList(map(RunRecord, rows))
 
 
 def _order(sort: str | None) -> str:
@@ -298,12 +425,12 @@ def get_run(where: Project | Store | Path | str | None, run_id: str) -> RunRecor
             store.close()
     exact = [r for r in rows if r[1] == run_id]
     if exact:
-        return _record(exact[0])
+        return RunRecord(exact[0])
     if not rows:
         raise ExperimentError(f"no run {run_id!r}; list runs with `mlbook runs`")
     if len(rows) > 1:
         raise ExperimentError(f"run ID prefix {run_id!r} is ambiguous; give more characters")
-    return _record(rows[0])
+    return RunRecord(rows[0])
 
 
 def metric_series(store: Store, run: RunRecord) -> dict[str, list[tuple[int, float]]]:

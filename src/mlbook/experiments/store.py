@@ -106,6 +106,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, path)
     );
     """,
+    # 2: newest-first listings without a sort
+    """
+    CREATE INDEX runs_created ON runs (created);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
