@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -331,3 +332,29 @@ def test_two_runners_at_once_both_record(project: Project) -> None:
     found = mlbook.runs(project)
     assert len(found) == 4 and {r.status for r in found} == {"completed"}
     assert metric_count(project) == 800
+
+
+def test_run_data_reads_the_named_dataset(project: Project) -> None:
+    data = project.datasets_dir / "pets"
+    data.mkdir()
+    lines = [
+        {"id": "1", "file": "1.jpg", "labels": ["cat"], "split": "train"},
+        {"id": "2", "file": "2.jpg", "labels": ["dog"], "split": "train"},
+        {"id": "3", "file": "3.jpg", "labels": ["dog"], "split": "test"},
+    ]
+    (data / "records.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    script(
+        project,
+        "E008_data.py",
+        """
+        import mlbook
+        exp = mlbook.Experiment(dataset="pets")
+
+        @exp.train
+        def train(run):
+            return {"train": len(run.data("train")), "test": len(run.data("test"))}
+        """,
+    )
+    result = run_experiments(project, ["E008"], mode="test")
+    assert result.runs[0].metrics == {"train": 2.0, "test": 1.0}, result.runs[0].error
+    assert result.runs[0].dataset_dir == data

@@ -68,6 +68,7 @@ class RunInfo:
     dir: Path
     script: Path
     project: Project
+    dataset_dir: Path | None = None
     pk: int = 0
     pid: int = 0
     status: str = "running"
@@ -373,6 +374,7 @@ class _Runner:
             dir=out_dir,
             script=item.script,
             project=self.project,
+            dataset_dir=self.project.datasets_dir / item.dataset if item.dataset else None,
             pk=pk,
         )
         notify(self.observers, "before_run", info, self.store)
@@ -386,7 +388,7 @@ class _Runner:
             "version": item.version,
             "mode": self.mode,
             "dir": str(out_dir),
-            "dataset_dir": str(self.project.datasets_dir / item.dataset) if item.dataset else None,
+            "dataset_dir": str(info.dataset_dir) if info.dataset_dir else None,
             "resume_dir": str(item.resume_dir) if item.resume_dir else None,
             "source_weights": self._source_weights(item) if self.mode == "export" else None,
             "test_steps": self.test_steps,
