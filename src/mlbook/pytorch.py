@@ -1,0 +1,660 @@
+"""PyTorch helpers for a run: setup, seeds, checkpoints with cleanup and resume, weights.
+
+Imported only when used (``import mlbook.pytorch``); needs the ``torch`` extra.
+Every helper takes the :class:`~mlbook.experiments.run.Run` a train hook gets::
+
+    from mlbook import pytorch as mt
+
+    @exp.train
+    def train(run, model):
+        device = mt.setup(run, model, seed=run.params.seed)     # seeds, device, setup.json
+        optimizer = torch.optim.Adam(model.parameters(), lr=run.params.lr)
+        start = mt.resume_from(run, model, optimizer)           # 0, or the step after the newest
+        for epoch in run.iterate(range(start, run.params.epochs)):
+            ...
+            mt.save_checkpoint(run, model, optimizer, step=epoch, metrics={"acc": acc},
+                               keep_last=2, keep_best="acc")
+
+Checkpoints are ``checkpoints/step-<step>.pt`` in the run's directory: a dict with
+the model's and the optimizer's state, the step, the metrics and the random
+number generator states, written atomically and recorded as artifacts of the run
+(kind ``checkpoint``). ``checkpoints/index.json`` keeps each one's step and metrics
+so that cleanup never has to open them. Cleanup deletes only older checkpoints:
+never the one just written, never the best one.
+
+Pre-trained weights live in ``Datasets/weights/``; :func:`load_pretrained` loads them
+by name, records their sha256 as an input of the run (artifact kind ``input``), and
+warns when they are the weights of an earlier run whose code has changed since.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import random
+import sqlite3
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from mlbook._fs import atomic_write_text, atomic_writer, sha256_file
+from mlbook.errors import ExperimentError
+
+if TYPE_CHECKING:
+    from mlbook.experiments.run import Run
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "DELETED_KIND",
+    "Checkpoint",
+    "Pretrained",
+    "count_parameters",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_pretrained",
+    "resume_from",
+    "save_checkpoint",
+    "seed_everything",
+    "setup",
+]
+
+CHECKPOINT_DIR = "checkpoints"
+FORMAT = "mlbook.pytorch/1"
+WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors", ".bin")
+DELETED_KIND = "checkpoint-deleted"
+_INDEX = "index.json"
+_SETUP_FILE = "setup.json"
+_SETUP_DONE = "_mlbook_pytorch_setup"
+
+Mode = Literal["max", "min"]
+Which = Literal["latest", "best"]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint file: where it is, its step and the metrics saved with it."""
+
+    path: Path
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """What :func:`load_pretrained` loaded: the file, its sha256, and staleness."""
+
+    path: Path
+    sha256: str
+    source_run: str | None = None  # the earlier run that wrote these weights, if known
+    stale: str | None = None  # the warning when that run's code changed since
+
+
+# -- seeds, device, setup ------------------------------------------------------------
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> int:
+    """Seed Python's ``random``, NumPy (when installed) and torch (CPU and CUDA).
+
+    With ``deterministic``, torch also uses deterministic algorithms only. Returns ``seed``.
+    """
+    seed = int(seed)
+    random.seed(seed)
+    if "numpy" in sys.modules or _has_numpy():
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():  # pragma: no cover - no GPU in CI
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+    return seed
+
+
+def _has_numpy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numpy") is not None
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """The number of parameters of ``model`` (only those that require grad, if asked)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def setup(
+    run: Run,
+    model: torch.nn.Module | None = None,
+    *,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    deterministic: bool = False,
+) -> torch.device:
+    """Prepare a run for training and record how, once per run.
+
+    Seeds ``random``, NumPy and torch (``seed``, default ``run.params.seed`` or 0),
+    sets torch's CPU threads when ``threads`` is given, picks the device (CUDA when
+    available unless ``device`` says otherwise) and moves ``model`` to it. Writes
+    ``setup.json`` in the run directory (hyper-parameters, seed, parameter counts,
+    device, threads, torch version), records it as an artifact of kind ``setup``
+    and prints one summary line. A second call in the same run changes the seed
+    and device but writes nothing again.
+
+    Returns:
+        the device the model is on.
+    """
+    chosen = seed if seed is not None else int(run.params.get("seed", 0))
+    seed_everything(chosen, deterministic=deterministic)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    target = torch.device(device) if device is not None else _default_device()
+    if model is not None:
+        model.to(target)
+    if getattr(run, _SETUP_DONE, False):
+        return target
+    info: dict[str, Any] = {
+        "experiment": run.experiment,
+        "version": run.version,
+        "run": run.id,
+        "params": _jsonable(run.params.to_dict()),
+        "seed": chosen,
+        "device": str(target),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "deterministic": deterministic,
+    }
+    if model is not None:
+        info["model"] = type(model).__name__
+        info["parameters"] = count_parameters(model)
+        info["trainable_parameters"] = count_parameters(model, trainable_only=True)
+    path = run.path(_SETUP_FILE)
+    atomic_write_text(path, json.dumps(info, indent=2) + "\n")
+    run.artifact(path, kind="setup")
+    setattr(run, _SETUP_DONE, True)
+    shown = f"{info['parameters']:,} parameters, " if model is not None else ""
+    print(
+        f"[mlbook] {run.experiment}/{run.version}: {shown}device {target}, seed {chosen}, "
+        f"{info['threads']} threads, params {json.dumps(info['params'], sort_keys=True)}",
+        flush=True,
+    )
+    return target
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        if isinstance(value, Mapping):
+            return {str(k): _jsonable(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [_jsonable(v) for v in value]
+        return repr(value)
+    return value
+
+
+# -- checkpoints ---------------------------------------------------------------------
+
+
+def _checkpoint_dir(directory: Path) -> Path:
+    return directory / CHECKPOINT_DIR
+
+
+def _file_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
+
+
+def _step_of(path: Path) -> int | None:
+    stem = path.stem
+    if not stem.startswith("step-"):
+        return None
+    try:
+        return int(stem[5:])
+    except ValueError:
+        return None
+
+
+def _read_index(folder: Path) -> dict[str, dict[str, float]]:
+    try:
+        data = json.loads((folder / _INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
+
+
+def list_checkpoints(directory: Path | str) -> list[Checkpoint]:
+    """The checkpoints in ``directory/checkpoints/`` (a run directory), oldest step first.
+
+    Metrics come from the index; a checkpoint missing from it (a crash between
+    writing the file and the index) is listed with the metrics stored inside it.
+    """
+    folder = _checkpoint_dir(Path(directory))
+    if not folder.is_dir():
+        return []
+    index = _read_index(folder)
+    found: list[Checkpoint] = []
+    for path in folder.glob("step-*.pt"):
+        step = _step_of(path)
+        if step is None:
+            continue
+        metrics = index.get(path.name)
+        if metrics is None:
+            metrics = _metrics_inside(path)
+        found.append(Checkpoint(path=path, step=step, metrics=metrics))
+    return sorted(found, key=lambda c: c.step)
+
+
+def _torch_load(path: Path, map_location: str | torch.device | None = "cpu") -> Any:
+    """``torch.load`` safely (tensors and plain types); objects only from ``extra=``."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        # save_checkpoint(extra=...) may hold any picklable object; the run wrote it
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def _metrics_inside(path: Path) -> dict[str, float]:
+    try:
+        state = _torch_load(path)
+    except Exception:
+        return {}
+    metrics = state.get("metrics") if isinstance(state, dict) else None
+    return dict(metrics) if isinstance(metrics, dict) else {}
+
+
+def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    clean: dict[str, float] = {}
+    for key, value in (metrics or {}).items():
+        try:
+            clean[str(key)] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ExperimentError(
+                f"save_checkpoint: metric {key!r} = {value!r} is not a number; "
+                "pass numbers (floats, ints, 0-d tensors)"
+            ) from exc
+    return clean
+
+
+def _best(checkpoints: list[Checkpoint], key: str, mode: Mode) -> Checkpoint | None:
+    best: Checkpoint | None = None
+    for checkpoint in checkpoints:
+        value = checkpoint.metrics.get(key)
+        if value is None or value != value:  # missing or NaN: never the best
+            continue
+        if best is None:
+            best = checkpoint
+            continue
+        current = best.metrics[key]
+        if (mode == "max" and value > current) or (mode == "min" and value < current):
+            best = checkpoint
+    return best
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if "numpy" in sys.modules:
+        import numpy as np
+
+        saved: Any = np.random.get_state(legacy=True)
+        name, keys, position, has_gauss, gauss = saved
+        # plain types and a tensor, so that torch.load(weights_only=True) reads it
+        keys_tensor = torch.from_numpy(np.asarray(keys).astype(np.int64))
+        state["numpy"] = (str(name), keys_tensor, int(position), int(has_gauss), float(gauss))
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    if "python" in state:
+        random.setstate(state["python"])
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        import numpy as np
+
+        name, keys, position, has_gauss, gauss = state["numpy"]
+        keys_array = keys.numpy().astype(np.uint32) if isinstance(keys, torch.Tensor) else keys
+        np.random.set_state((name, keys_array, position, has_gauss, gauss))
+
+
+def save_checkpoint(
+    run: Run,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    step: int,
+    metrics: Mapping[str, Any] | None = None,
+    keep_last: int | None = None,
+    keep_best: str | None = None,
+    mode: Mode = "max",
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save the model, optimizer, step, metrics and RNG states as ``checkpoints/step-<step>.pt``.
+
+    The file is written atomically and recorded as an artifact (kind ``checkpoint``).
+    Then older checkpoints are deleted:
+
+    - ``keep_last=N`` keeps the ``N`` newest (the one just written counts);
+    - ``keep_best="acc"`` also keeps the one with the best ``acc`` (``mode`` ``max``
+      or ``min``); with ``keep_best`` alone, ``keep_last`` defaults to 1;
+    - neither: nothing is deleted.
+
+    The checkpoint just written and the best one are never deleted.
+
+    Args:
+        run: the run (checkpoints go to ``run.dir/checkpoints/``).
+        model: the module whose ``state_dict`` is saved.
+        optimizer: its optimizer, saved too so that a resume continues exactly.
+        step: the step (epoch) this checkpoint ends; names the file.
+        metrics: numbers to keep with it (what ``keep_best`` compares).
+        extra: anything else to store (a scheduler's state, ...), picklable.
+
+    Returns:
+        the path written.
+
+    Raises:
+        ExperimentError: a bad ``keep_last``, ``mode`` or step, or a metric that is not a number.
+    """
+    if keep_last is not None and keep_last < 1:
+        raise ExperimentError(f"save_checkpoint: keep_last must be at least 1, got {keep_last}")
+    if mode not in ("max", "min"):
+        raise ExperimentError(f"save_checkpoint: mode must be 'max' or 'min', got {mode!r}")
+    if int(step) < 0:
+        raise ExperimentError(f"save_checkpoint: step must be 0 or more, got {step}")
+    step = int(step)
+    values = _clean_metrics(metrics)
+    folder = _checkpoint_dir(run.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / _file_name(step)
+    state: dict[str, Any] = {
+        "format": FORMAT,
+        "step": step,
+        "metrics": values,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "rng": _rng_state(),
+        "run": run.id,
+        "extra": dict(extra or {}),
+    }
+    with atomic_writer(target) as handle:
+        torch.save(state, handle)
+    index = _read_index(folder)
+    index[target.name] = values
+    _write_index(folder, index)
+    run.artifact(target, kind="checkpoint")
+    if keep_last is not None or keep_best is not None:
+        _cleanup(run, folder, target, keep_last or 1, keep_best, mode)
+    return target
+
+
+def _write_index(folder: Path, index: dict[str, dict[str, float]]) -> None:
+    ordered = dict(sorted(index.items()))
+    atomic_write_text(folder / _INDEX, json.dumps(ordered, indent=1) + "\n")
+
+
+def _cleanup(
+    run: Run, folder: Path, current: Path, keep_last: int, keep_best: str | None, mode: Mode
+) -> None:
+    checkpoints = list_checkpoints(folder.parent)
+    keep = {current.name}
+    keep.update(c.path.name for c in checkpoints[-keep_last:])
+    if keep_best is not None:
+        best = _best(checkpoints, keep_best, mode)
+        if best is not None:
+            keep.add(best.path.name)
+    removed = [c for c in checkpoints if c.path.name not in keep]
+    for checkpoint in removed:
+        _forget(run, checkpoint.path)
+        checkpoint.path.unlink(missing_ok=True)
+    if removed:
+        index = _read_index(folder)
+        for checkpoint in removed:
+            index.pop(checkpoint.path.name, None)
+        _write_index(folder, index)
+
+
+def _forget(run: Run, path: Path) -> None:
+    """Mark a checkpoint the cleanup deletes: its artifact row keeps size and hash, kind changes."""
+    with contextlib.suppress(ExperimentError):  # already gone
+        run.artifact(path, kind=DELETED_KIND)
+
+
+def _pick(run: Run, which: Which | str | Path, key: str | None, mode: Mode) -> Checkpoint | None:
+    """The checkpoint to load: a path, or the latest/best of this run, else of the resumed run."""
+    if isinstance(which, Path) or which not in ("latest", "best"):
+        path = Path(which)
+        if not path.is_absolute():
+            path = run.dir / path
+        if not path.is_file():
+            raise ExperimentError(f"load_checkpoint: no checkpoint file {path}")
+        return Checkpoint(path=path, step=_step_of(path) or 0, metrics=_metrics_inside(path))
+    for directory in (run.dir, run.resume_dir):
+        if directory is None:
+            continue
+        found = list_checkpoints(directory)
+        if not found:
+            continue
+        if which == "latest":
+            return found[-1]
+        if key is None:
+            raise ExperimentError(
+                "load_checkpoint(which='best') needs key='acc' (the metric to compare)"
+            )
+        best = _best(found, key, mode)
+        if best is None:
+            raise ExperimentError(
+                f"load_checkpoint: no checkpoint in {directory / CHECKPOINT_DIR} has metric "
+                f"{key!r}; pass metrics={{{key!r}: ...}} to save_checkpoint"
+            )
+        return best
+    return None
+
+
+def load_checkpoint(
+    run: Run,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    which: Which | str | Path = "latest",
+    key: str | None = None,
+    mode: Mode = "max",
+    restore_rng: bool = True,
+    map_location: str | torch.device | None = "cpu",
+) -> Checkpoint | None:
+    """Load a checkpoint into ``model`` (and ``optimizer``); ``None`` when there is none.
+
+    Looks in this run's ``checkpoints/`` first, then in the run being resumed
+    (``mlbook run --resume RUN`` sets ``run.resume_dir``).
+
+    Args:
+        which: ``"latest"`` (highest step), ``"best"`` (by ``key`` and ``mode``), or
+            a checkpoint file (relative paths are inside the run directory).
+        restore_rng: also restore the random number generators saved with it, so
+            that a resumed run continues as the uninterrupted one would have.
+
+    Raises:
+        ExperimentError: a file that is not an mlbook checkpoint, or ``best``
+            without a metric to compare.
+    """
+    chosen = _pick(run, which, key, mode)
+    if chosen is None:
+        return None
+    try:
+        state = _torch_load(chosen.path, map_location)
+    except Exception as exc:
+        raise ExperimentError(f"{chosen.path}: cannot read the checkpoint ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ExperimentError(
+            f"{chosen.path}: not a checkpoint written by mlbook.pytorch.save_checkpoint"
+        )
+    model.load_state_dict(state["model"])
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if restore_rng and isinstance(state.get("rng"), dict):
+        _set_rng_state(state["rng"])
+    return Checkpoint(path=chosen.path, step=int(state["step"]), metrics=dict(state["metrics"]))
+
+
+def resume_from(
+    run: Run,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    which: Which | str | Path = "latest",
+    key: str | None = None,
+    mode: Mode = "max",
+) -> int:
+    """Load the newest (or best) checkpoint and return the step to continue from.
+
+    Returns 0 when there is no checkpoint (a fresh start), else the saved step + 1,
+    so ``for epoch in run.iterate(range(start, epochs))`` picks up where it stopped.
+    """
+    loaded = load_checkpoint(run, model, optimizer, which=which, key=key, mode=mode)
+    if loaded is None:
+        return 0
+    print(f"[mlbook] resumed from {loaded.path.name} (step {loaded.step})", flush=True)
+    return loaded.step + 1
+
+
+# -- pre-trained weights -------------------------------------------------------------
+
+
+def _weights_file(run: Run, name: str | Path) -> Path:
+    text = str(name)
+    candidate = Path(text)
+    if candidate.is_absolute() or os.sep in text or "/" in text:
+        path = candidate if candidate.is_absolute() else run.project_root / candidate
+        if not path.is_file():
+            raise ExperimentError(f"load_pretrained: no weights file {path}")
+        return path
+    folder = _weights_dir(run)
+    direct = folder / text
+    if direct.is_file():
+        return direct
+    for suffix in WEIGHT_SUFFIXES:
+        if (folder / (text + suffix)).is_file():
+            return folder / (text + suffix)
+    have = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    listing = ", ".join(have) if have else "none"
+    raise ExperimentError(
+        f"load_pretrained: no weights {text!r} in {folder} (have: {listing}); "
+        "put the file there or pass a path"
+    )
+
+
+def _weights_dir(run: Run) -> Path:
+    from mlbook.project import Project
+
+    try:
+        return Project.open(run.project_root).datasets_dir / "weights"
+    except Exception:
+        return run.project_root / "Datasets" / "weights"
+
+
+def _read_weights(path: Path) -> dict[str, Any]:
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as exc:
+            raise ExperimentError(
+                f"{path}: reading .safetensors needs the safetensors package; "
+                "pip install safetensors"
+            ) from exc
+        return dict(load_file(str(path)))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ExperimentError(f"{path}: cannot read the weights ({exc})") from exc
+    if isinstance(state, dict) and state.get("format") == FORMAT and "model" in state:
+        state = state["model"]  # an mlbook checkpoint: take the model part
+    if not isinstance(state, dict):
+        raise ExperimentError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def _source_of(root: Path, digest: str) -> tuple[str, list[Any]] | None:
+    """The earlier run that wrote a file with ``digest``, and the files it used."""
+    from mlbook.provenance.files import UsedFile
+
+    store = root / ".mlbook" / "runs.sqlite"
+    if not store.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute(
+            "SELECT a.run_id FROM artifacts a JOIN runs r ON r.id = a.run_id "
+            "WHERE a.sha256 = ? AND a.kind IN ('weights', 'checkpoint') "
+            "ORDER BY r.created DESC LIMIT 1",
+            (digest,),
+        ).fetchone()
+        if row is None:
+            return None
+        files = db.execute(
+            "SELECT path, size, sha256 FROM run_files WHERE run_id = ?", (row[0],)
+        ).fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return row[0], [UsedFile(path, size, sha) for path, size, sha in files]
+
+
+def load_pretrained(
+    run: Run,
+    model: torch.nn.Module,
+    name: str | Path,
+    *,
+    strict: bool = True,
+) -> Pretrained:
+    """Load weights by name from ``Datasets/weights/`` into ``model`` and record them.
+
+    ``name`` is a file name in ``Datasets/weights/`` (the suffix ``.pt``, ``.pth``,
+    ``.safetensors`` or ``.bin`` may be left out) or a path (relative to the project
+    root), e.g. the ``weights/model.pt`` of an earlier run. The file's sha256 is
+    recorded as an input of the run (artifact kind ``input``). When the file is the
+    weights (or a checkpoint) of an earlier run and the code that run used has
+    changed since, a warning names the changed files (stale weights).
+
+    Raises:
+        ExperimentError: no such weights, an unreadable file, or (with ``strict``)
+            keys that do not match the model.
+    """
+    path = _weights_file(run, name)
+    digest = sha256_file(path)
+    state = _read_weights(path)
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "mismatch"
+        raise ExperimentError(
+            f"{path}: the weights do not fit {type(model).__name__} ({first}); "
+            "check the version's params, or pass strict=False"
+        ) from exc
+    run.artifact(path, kind="input")
+    source = _source_of(run.project_root, digest)
+    stale: str | None = None
+    if source is not None:
+        from mlbook.provenance.stale import stale_files, stale_summary
+
+        stale = stale_summary(stale_files(source[1], run.project_root), source[0])
+        if stale is not None:
+            warnings.warn(f"stale weights {path.name}: {stale}", stacklevel=2)
+            print(f"[mlbook] warning: stale weights {path.name}: {stale}", file=sys.stderr)
+    return Pretrained(
+        path=path, sha256=digest, source_run=source[0] if source else None, stale=stale
+    )
