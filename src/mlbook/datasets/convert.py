@@ -72,17 +72,18 @@ def convert(
 
     reporter = reporter or NullReporter()
     source_name = src_format or detect_format(Path(src))
-    dataset = read_dataset(src, source_name, reporter=reporter)
+    if masks and (source_name != "coco" or dst_format != "mlbook"):
+        raise DatasetError("--masks works for COCO to mlbook conversions only")
     target = Path(dst)
-    if dst_format == "mlbook":
-        new_name = name or target.resolve().name
-        dataset.info = msgspec.structs.replace(dataset.info, name=new_name)
-    if masks:
-        if source_name != "coco" or dst_format != "mlbook":
-            raise DatasetError("--masks works for COCO to mlbook conversions only")
-        from mlbook.datasets.formats.coco import render_masks
+    with reporter.task(f"Converting {source_name} to {dst_format}", total=None):
+        dataset = read_dataset(src, source_name, reporter=reporter)
+        if dst_format == "mlbook":
+            new_name = name or target.resolve().name
+            dataset.info = msgspec.structs.replace(dataset.info, name=new_name)
+        if masks:
+            from mlbook.datasets.formats.coco import render_masks
 
-        dataset.save(target)
-        render_masks(dataset, reporter=reporter)
-    write_dataset(dataset, target, dst_format, reporter=reporter)
+            dataset.save(target)
+            render_masks(dataset, reporter=reporter)
+        write_dataset(dataset, target, dst_format, reporter=reporter)
     return dataset
