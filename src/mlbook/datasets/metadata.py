@@ -136,6 +136,10 @@ _RECORDS_ARRAY_DECODER = msgspec.json.Decoder(list[Record])
 _INFO_DECODER = msgspec.json.Decoder(DatasetInfo)
 _ENCODER = msgspec.json.Encoder()
 _ARRAY_START = re.compile(rb"\s*\[")
+_NAMED_FIELD = re.compile(
+    r"^Object (contains unknown|missing required) field `(.*?)`(?: - at `(\$.*)`)?$", re.DOTALL
+)
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
 @contextlib.contextmanager
@@ -212,19 +216,25 @@ def decode_record(data: bytes | str | Any, path: Path | str = "<record>", line: 
         loose = msgspec.convert(obj, _LooseRecord)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        problem, _, where = message.partition(" - at `")
-        where = where.rstrip("`")
-        field = where.removeprefix("$").lstrip(".")
-        if problem.startswith("Object contains unknown field"):
-            name = problem.split("`")[1]
-            field = f"{field}.{name}" if field else name
-            problem = "unknown field (put free data under `attributes`)"
-        elif problem.startswith("Object missing required field"):
-            name = problem.split("`")[1]
-            field = f"{field}.{name}" if field else name
-            problem = "required field is missing"
+        named = _NAMED_FIELD.match(message)
+        if named:
+            kind, name, where = named.groups()
+            parent = (where or "").removeprefix("$").lstrip(".")
+            name = name if _PLAIN_NAME.match(name) else repr(name)
+            field = f"{parent}.{name}" if parent else name
+            problem = (
+                "unknown field (put free data under `attributes`)"
+                if kind == "contains unknown"
+                else "required field is missing"
+            )
         else:
-            problem = f"{problem[0].lower()}{problem[1:]} ({_short(_value_at(obj, where))})"
+            problem, where = message, ""
+            if " - at `" in message:
+                problem, _, where = message.rpartition(" - at `")
+            where = where.rstrip("`")
+            field = where.removeprefix("$").lstrip(".")
+            value = _short(_value_at(obj, where))
+            problem = f"{problem[0].lower()}{problem[1:]} ({value})"
         raise RecordError(path, line, field, problem) from exc
     return _normalise(loose)
 
