@@ -208,3 +208,16 @@ def test_unknown_format_errors(tmp_path: Path) -> None:
         read_dataset(tmp_path / "x.txt")
     with pytest.raises(DatasetError, match="no such file"):
         read_dataset(tmp_path / "missing")
+
+
+def test_failed_conversion_leaves_the_output_untouched(tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    convert(DATA / "coco", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = json.loads((DATA / "coco/annotations/instances_val.json").read_text())
+    bad["annotations"][0]["image_id"] = 12345
+    (tmp_path / "instances_val.json").write_text(json.dumps(bad))
+    with pytest.raises(RecordError, match=r"annotations\[0\].image_id: no image has id 12345"):
+        convert(tmp_path / "instances_val.json", out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -122,9 +122,13 @@ def plot_stats(stats: DatasetStats, path: Path | str) -> Path:
             "--plot needs matplotlib; install it with `pip install mlbook[plot]`"
         ) from None
     per_class = stats.boxes_per_class or stats.labels_per_class
+    class_title = "boxes per class" if stats.boxes_per_class else "labels per class"
+    if len(per_class) > 30:
+        per_class = dict(sorted(per_class.items(), key=lambda kv: -kv[1])[:30])
+        class_title += " (top 30)"
     figure, axes = plt.subplots(2, 2, figsize=(12, 8))
     panels = [
-        (axes[0][0], per_class, "boxes per class" if stats.boxes_per_class else "labels per class"),
+        (axes[0][0], per_class, class_title),
         (axes[0][1], stats.images_per_split, "images per split"),
         (axes[1][0], stats.box_sizes, "box size (sqrt of area, px)"),
         (axes[1][1], stats.box_aspects, "box aspect (width / height)"),
@@ -132,7 +136,7 @@ def plot_stats(stats: DatasetStats, path: Path | str) -> Path:
     for axis, data, title in panels:
         axis.bar(range(len(data)), list(data.values()), color="#4c72b0")
         axis.set_xticks(range(len(data)))
-        axis.set_xticklabels(list(data), rotation=60 if len(data) > 8 else 0, fontsize=8)
+        axis.set_xticklabels(list(data), rotation=90 if len(data) > 8 else 0, fontsize=7)
         axis.set_title(title)
     figure.suptitle(f"{stats.name}: {stats.records} images, {stats.boxes} boxes")
     figure.tight_layout()
