@@ -138,8 +138,11 @@ def test_yolo_needs_sizes(tmp_path: Path) -> None:
 def test_labelme_import(tmp_path: Path) -> None:
     dataset = read_dataset(DATA / "labelme", "labelme")
     (record,) = list(dataset)
-    assert record.file == "2011_000003.jpg" and (record.width, record.height) == (500, 338)
-    assert [(b.x1, b.y2) for b in record.boxes] == [(191.0, 329.36900369003695), (365.0, 333.0)]
+    assert record.file == "street_0001.jpg" and (record.width, record.height) == (480, 320)
+    assert [(b.name, b.x1, b.y1, b.x2, b.y2) for b in record.boxes] == [
+        ("person", 120.0, 64.5, 210.0, 300.25),
+        ("bicycle", 260.0, 180.0, 400.0, 310.0),
+    ]
     with pytest.raises(DatasetError, match="can be read but not written"):
         write_dataset(dataset, tmp_path / "x", "labelme")
 
