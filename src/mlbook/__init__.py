@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         open_dataset,
         validate_dataset,
     )
+    from mlbook.deploy.loader import load
     from mlbook.errors import (
         ConfigError,
         DatasetError,
@@ -64,6 +65,7 @@ __all__ = [
     "convert",
     "find_root",
     "init_project",
+    "load",
     "open_dataset",
     "runs",
     "validate_dataset",
@@ -96,6 +98,7 @@ _LAZY: dict[str, str] = {
     "Record": "mlbook.datasets",
     "open_dataset": "mlbook.datasets",
     "convert": "mlbook.datasets",
+    "load": "mlbook.deploy.loader",
     "validate_dataset": "mlbook.datasets",
 }
 

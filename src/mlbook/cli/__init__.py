@@ -35,6 +35,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "note": ("Journal", "mlbook.cli.provenance:note", "Add a dated note to an experiment."),
     "diff": ("Journal", "mlbook.cli.provenance:diff", "What differs between two runs."),
     "checkout": ("Journal", "mlbook.cli.provenance:checkout", "Write a run's code to a directory."),
+    "export": ("Deployment", "mlbook.cli.deploy:export", "Export a run as a verified bundle."),
+    "exports": ("Deployment", "mlbook.cli.deploy:exports", "List export bundles and their status."),
+    "serve": ("Deployment", "mlbook.cli.deploy:serve", "Serve an export bundle over HTTP."),
 }
 
 _DEBUG_KEY = "mlbook.debug"

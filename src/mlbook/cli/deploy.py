@@ -1,0 +1,147 @@
+"""Deployment commands: ``export``, ``exports``, ``serve``."""
+
+from __future__ import annotations
+
+import click
+
+from mlbook.cli._options import format_option, quiet_option
+
+__all__ = ["export", "exports", "serve"]
+
+
+@click.command()
+@click.argument("experiment")
+@click.option("--version", "-v", "version", help="The version (default: the last one run).")
+@click.option("--run", "run_id", metavar="RUN_ID", help="The run (default: latest completed).")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Bundle directory (default: Deployment/exports/<ID>-<version>).",
+)
+@click.option("--onnx/--no-onnx", default=None, help="Also write model.onnx, checked.")
+@click.option("--force", is_flag=True, help="Export even if the run's code changed since.")
+@format_option("json")
+@quiet_option
+def export(
+    experiment: str,
+    version: str | None,
+    run_id: str | None,
+    dest: str | None,
+    onnx: bool | None,
+    force: bool,
+    output_format: str,
+    quiet: bool,
+) -> None:
+    """Export a run's model with its code as a verified bundle.
+
+    The bundle holds the script and every file under Models/ it imports, the
+    weights, params.json, labels.json and manifest.json (sha256 of every file).
+    It is loaded and run once in a clean process before it is put in place.
+
+    Example:
+
+        mlbook export E012 --version small --onnx
+    """
+    from mlbook.cli._render import RichReporter, console, print_json
+    from mlbook.deploy.bundle import export_run
+    from mlbook.project import Project
+
+    project = Project.find()
+    result = export_run(
+        project,
+        experiment,
+        version,
+        run_id=run_id,
+        dest=dest,
+        onnx=onnx,
+        force=force,
+        reporter=RichReporter(quiet=quiet),
+    )
+    manifest = result.manifest
+    if output_format == "json":
+        import msgspec
+
+        print_json({"path": str(result.path), "manifest": msgspec.to_builtins(manifest)})
+        return
+    where = project.relative(result.path)
+    console.print(
+        f"[green]exported[/]  {where}  ({manifest.experiment}/{manifest.version} "
+        f"run {manifest.run_id}, {len(manifest.files)} files, {result.seconds:.1f}s)"
+    )
+    check = manifest.verification
+    if check is not None:
+        what = f"predicted {check.output}" if check.predicted else "no @exp.sample: not predicted"
+        console.print(f"[green]verified[/]  in a clean process: {what}")
+    if manifest.onnx is not None:
+        console.print(
+            f"[green]onnx[/]      {manifest.onnx.file}: max abs diff vs PyTorch "
+            f"{manifest.onnx.max_abs_diff:.2g}"
+        )
+
+
+@click.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=str),
+    help="Where to look (default: Deployment/exports/).",
+)
+@format_option("json")
+def exports(directory: str | None, output_format: str) -> None:
+    """List export bundles with their run, metrics and verification status.
+
+    Every file of each bundle is checked against its manifest.
+
+    Example:
+
+        mlbook exports --format json
+    """
+    from mlbook.cli._render import console, print_json, print_table
+    from mlbook.deploy.listing import list_exports
+    from mlbook.project import Project
+
+    found = list_exports(None if directory else Project.find(), directory)
+    if output_format == "json":
+        print_json([info.to_dict() for info in found])
+        return
+    if not found:
+        console.print("no exports yet; create one with `mlbook export ID --version NAME`")
+        return
+    style = {"verified": "green", "unverified": "yellow", "invalid": "red"}
+    rows = []
+    for info in found:
+        metrics = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in list(info.metrics.items())[:3]
+        )
+        status = f"[{style[info.status]}]{info.status}[/]"
+        rows.append(
+            (info.name, info.run_id, metrics, info.created, "yes" if info.onnx else "", status)
+        )
+    print_table(["export", "run", "metrics", "created", "onnx", "status"], rows)
+    for info in found:
+        if info.problem:
+            console.print(f"[red]{info.name}[/]: {info.problem}")
+
+
+@click.command()
+@click.argument("path", type=click.Path(file_okay=False, path_type=str))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--max-mb", default=10.0, show_default=True, type=float, help="Largest request body in MB."
+)
+def serve(path: str, host: str, port: int, max_mb: float) -> None:
+    """Serve an export bundle over HTTP (POST /predict, GET /health, GET /metadata).
+
+    Needs the serve extra (FastAPI + uvicorn). Binds loopback unless --host says otherwise.
+
+    Example:
+
+        mlbook serve Deployment/exports/E012-small --port 8000
+    """
+    from mlbook.deploy.serve import serve as run_server
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"warning: serving on {host}, reachable from other machines", err=True)
+    run_server(path, host=host, port=port, max_bytes=int(max_mb * 1024 * 1024))

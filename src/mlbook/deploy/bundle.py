@@ -1,0 +1,396 @@
+"""``mlbook export``: write a run's model as a self-contained, verified bundle.
+
+A bundle (``Deployment/exports/E012-small/``) holds ``code/`` (the script and
+every file under ``Models/`` it imports, paths kept relative to ``Models/``),
+``weights/``, ``params.json``, ``labels.json``, the recorded sample input,
+optionally ``model.onnx``, and ``manifest.json`` with the hash of every file.
+
+It is built in a temporary directory beside the destination, verified there by
+a clean child process (:mod:`mlbook.deploy.verify`), checked once more against
+its manifest, and only then renamed into place. If anything fails, nothing is
+left at the destination (an older bundle there stays as it was).
+
+The exporting process reads the script's source but does not import it (nor
+torch): ``dataset=``, ``files=`` and ``title=`` are read from the
+``mlbook.Experiment(...)`` call when they are literals, and the script is
+imported only when they are not.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import datetime as _dt
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from mlbook._fs import sha256_file
+from mlbook.deploy.manifest import MANIFEST_FILE, Manifest, check_bundle, write_manifest
+from mlbook.errors import ExportError
+
+if TYPE_CHECKING:
+    from mlbook.experiments.query import RunRecord
+    from mlbook.progress import Reporter
+    from mlbook.project import Project
+
+__all__ = ["ExportResult", "code_files", "default_destination", "export_run", "script_settings"]
+
+_WEIGHT_FORMATS = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors", ".pkl": "pickle"}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """A finished export: where it is, what it holds and how it was verified."""
+
+    path: Path
+    manifest: Manifest
+    seconds: float
+    verify_seconds: float
+
+
+def default_destination(project: Project, experiment: str, version: str) -> Path:
+    """``Deployment/exports/<experiment>-<version>`` (the directory is configurable)."""
+    return project.exports_dir / f"{experiment}-{version}"
+
+
+def script_settings(script: Path, models_dir: Path) -> dict[str, Any]:
+    """``dataset``, ``files`` and ``title`` of the script's ``Experiment(...)`` call.
+
+    Read from the source when they are literals; otherwise the script is imported.
+    """
+    try:
+        tree = ast.parse(script.read_bytes(), filename=str(script))
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ExportError(f"{script}: cannot be read as Python ({exc})") from exc
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and (
+            (isinstance(node.func, ast.Attribute) and node.func.attr == "Experiment")
+            or (isinstance(node.func, ast.Name) and node.func.id == "Experiment")
+        )
+    ]
+    if len(calls) == 1:
+        found: dict[str, Any] = {"dataset": None, "files": [], "title": ""}
+        try:
+            for keyword in calls[0].keywords:
+                if keyword.arg in found:
+                    found[keyword.arg] = ast.literal_eval(keyword.value)
+            found["files"] = [str(f) for f in found["files"]]
+            return found
+        except ValueError:
+            pass
+    from mlbook.experiments.discovery import load_script
+
+    exp = load_script(script, models_dir)
+    return {"dataset": exp.dataset, "files": list(exp.files), "title": exp.title}
+
+
+def _latest_run(project: Project, experiment: str, version: str | None) -> RunRecord:
+    from mlbook.experiments.query import runs
+
+    found = runs(
+        project, experiment=experiment, version=version, status="completed", mode="run", limit=1
+    )
+    if not found:
+        which = f"{experiment} --version {version}" if version else experiment
+        raise ExportError(f"no completed run of {which}; run it first with `mlbook run {which}`")
+    return found[0]
+
+
+def _pick_run(
+    project: Project, experiment: str, version: str | None, run_id: str | None
+) -> RunRecord:
+    if run_id is None:
+        return _latest_run(project, experiment, version)
+    from mlbook.errors import ExperimentError
+    from mlbook.experiments.query import get_run
+
+    try:
+        run = get_run(project, run_id)
+    except ExperimentError as exc:
+        raise ExportError(str(exc)) from exc
+    if run.experiment != experiment or (version is not None and run.version != version):
+        raise ExportError(
+            f"run {run.id} is {run.experiment} --version {run.version}, not "
+            f"{experiment}{' --version ' + version if version else ''}"
+        )
+    if run.status != "completed":
+        raise ExportError(f"run {run.id} is {run.status}; export a completed run")
+    return run
+
+
+def code_files(
+    project: Project,
+    script: Path,
+    recorded: list[tuple[str, int, str]],
+    extra: list[str],
+    *,
+    force: bool,
+) -> dict[str, Path]:
+    """The code to carry: ``Models/``-relative path -> file.
+
+    The union of the static import walk from ``script``, the files the run recorded
+    (those under ``Models/``) and the script's declared ``files``. A recorded file
+    whose content changed since the run is refused unless ``force``.
+    """
+    from mlbook.provenance.files import import_closure
+
+    models = project.models_dir.resolve()
+    outputs = project.outputs_dir.resolve()
+    chosen: dict[str, Path] = {}
+
+    def add(path: Path, why: str) -> None:
+        resolved = path.resolve()
+        if models not in resolved.parents or outputs in resolved.parents or outputs == resolved:
+            return
+        parts = resolved.relative_to(models).parts
+        if any(p in ("__pycache__", ".git", ".venv", "venv") for p in parts):
+            return
+        if not resolved.is_file():
+            raise ExportError(f"{project.relative(path)}: {why} but it is missing; restore it")
+        chosen[resolved.relative_to(models).as_posix()] = resolved
+
+    for path in import_closure(script, [script.parent, models]):
+        add(path, "imported by the script")
+    for rel, _size, digest in recorded:
+        path = project.root / rel
+        add(path, "used by the run")
+        changed = path.is_file() and sha256_file(path) != digest
+        if changed and models in path.resolve().parents and not force:
+            raise ExportError(
+                f"{rel} changed since the run (sha256 differs); re-run the version, "
+                "or pass --force to export the current code with the run's weights"
+            )
+    for name in extra:
+        path = project.models_dir / name
+        if not path.is_file():
+            raise ExportError(
+                f"{project.relative(path)}: listed in Experiment(files=...) but missing; "
+                "fix the path (relative to Models/)"
+            )
+        add(path, "listed in Experiment(files=...)")
+    return dict(sorted(chosen.items()))
+
+
+def _weights(project: Project, run: RunRecord) -> tuple[Path, str]:
+    from mlbook.experiments.query import run_artifacts
+    from mlbook.experiments.store import Store
+
+    if run.weights is None:
+        raise ExportError(
+            f"run {run.id} saved no weights; call run.save_weights(model) in the train hook"
+        )
+    path = project.root / run.weights
+    if not path.is_file():
+        raise ExportError(f"{project.relative(path)}: the weights of run {run.id} are missing")
+    with Store.for_project(project, recover=False) as store:
+        recorded = {p: digest for p, _s, digest, _k in run_artifacts(store, run.id)}
+    digest = recorded.get(run.weights)
+    if digest is not None and sha256_file(path) != digest:
+        raise ExportError(
+            f"{project.relative(path)}: changed since run {run.id} saved it (sha256 differs); "
+            "re-run the version"
+        )
+    kind = _WEIGHT_FORMATS.get(path.suffix)
+    if kind is None:
+        raise ExportError(f"{path}: unknown weights format; use run.save_weights(model)")
+    return path, kind
+
+
+def _labels(project: Project, run: RunRecord, dataset: str | None) -> bytes | None:
+    saved = project.root / run.outputs / "labels.json"
+    if saved.is_file():
+        return saved.read_bytes()
+    if not dataset:
+        return None
+    from mlbook.datasets.dataset import open_dataset
+    from mlbook.errors import DatasetError
+
+    try:
+        encoding = open_dataset(project.datasets_dir / dataset).encoding
+    except DatasetError as exc:
+        raise ExportError(f"cannot read the class encoding of dataset {dataset!r}: {exc}") from exc
+    return encoding.to_json() + b"\n"
+
+
+def _packages(files: dict[str, Path]) -> dict[str, str]:
+    names: set[str] = set()
+    for path in files.values():
+        if path.suffix != ".py":
+            continue
+        with contextlib.suppress(SyntaxError, ValueError, OSError):
+            for node in ast.walk(ast.parse(path.read_bytes())):
+                if isinstance(node, ast.Import):
+                    names.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    names.add(node.module)
+    names |= {"mlbook", "safetensors", "torch"}
+    return _versions(names)
+
+
+def _versions(module_names: set[str]) -> dict[str, str]:
+    """Installed distributions providing the top-level packages of ``module_names``."""
+    import sys
+    from importlib import metadata
+
+    owners: Mapping[str, list[str]] | None = None
+    versions: dict[str, str] = {}
+    for top in sorted({name.partition(".")[0] for name in module_names}):
+        if not top or top in sys.stdlib_module_names or top.startswith("_"):
+            continue
+        candidates = [top, top.replace("_", "-")]
+        if all(_version(c) is None for c in candidates):
+            if owners is None:
+                owners = metadata.packages_distributions()
+            candidates = owners.get(top, [])
+        for name in candidates:
+            version = _version(name)
+            if version is not None:
+                versions[name] = version
+                break
+    return versions
+
+
+def _version(distribution: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def export_run(
+    project: Project,
+    experiment: str,
+    version: str | None = None,
+    *,
+    run_id: str | None = None,
+    dest: Path | str | None = None,
+    onnx: bool | None = None,
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> ExportResult:
+    """Export a run of ``experiment`` as a verified bundle.
+
+    Args:
+        project: the project.
+        experiment: the experiment ID (``E012``).
+        version: the version; default: whichever version ran last.
+        run_id: the run (a unique prefix is enough); default: the latest completed
+            run of ``version``.
+        dest: the bundle directory; default ``Deployment/exports/<ID>-<version>``.
+        onnx: also write ``model.onnx`` (default: ``[export] onnx`` in mlbook.toml).
+        force: export even if code the run used has changed since.
+        reporter: progress (default: none).
+
+    Raises:
+        ExportError: no such run, missing weights or code, changed code, or a
+            failed verification (nothing is left at ``dest`` then).
+    """
+    from mlbook._version import __version__
+    from mlbook.errors import ExperimentError
+    from mlbook.experiments.discovery import find_experiment
+    from mlbook.experiments.query import run_files
+    from mlbook.experiments.store import Store
+    from mlbook.progress import NullReporter
+
+    start = time.perf_counter()
+    report = reporter or NullReporter()
+    onnx = project.config.export.onnx if onnx is None else onnx
+
+    try:
+        script = find_experiment(project, experiment).path
+    except ExperimentError as exc:
+        raise ExportError(str(exc)) from exc
+    run = _pick_run(project, experiment, version, run_id)
+    settings = script_settings(script, project.models_dir)
+    with Store.for_project(project, recover=False) as store:
+        recorded = run_files(store, run.id)
+    code = code_files(project, script, recorded, settings["files"], force=force)
+    weights, weights_kind = _weights(project, run)
+    labels = _labels(project, run, settings["dataset"])
+    target = (
+        Path(dest) if dest is not None else default_destination(project, experiment, run.version)
+    )
+    target = target.absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        for rel, path in code.items():
+            copy = tmp / "code" / rel
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, copy)
+        (tmp / "weights").mkdir()
+        weight_name = f"weights/model{weights.suffix}"
+        shutil.copyfile(weights, tmp / weight_name)
+        (tmp / "params.json").write_bytes(
+            orjson.dumps(run.params, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
+        if labels is not None:
+            (tmp / "labels.json").write_bytes(labels)
+        manifest = Manifest(
+            experiment=run.experiment,
+            version=run.version,
+            run_id=run.id,
+            title=settings["title"] or "",
+            entry_point=f"code/{script.resolve().relative_to(project.models_dir.resolve()).as_posix()}",
+            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            mlbook=__version__,
+            python=run.python or platform.python_version(),
+            packages=_packages(code),
+            commits={"before": run.commit_before, "after": run.commit_after},
+            dataset=settings["dataset"],
+            data_version=run.data_version,
+            metrics=run.metrics,
+            weights=[weight_name],
+            weights_format=weights_kind,
+            labels_file="labels.json" if labels is not None else None,
+        )
+        write_manifest(tmp, manifest)
+        from mlbook.deploy.verify import verify_bundle
+
+        with report.task(f"verifying {experiment}-{run.version} in a clean process"):
+            verified = verify_bundle(tmp, finish=True, onnx=onnx, forbid=project.root)
+        final = check_bundle(tmp)
+        _replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(
+        path=target,
+        manifest=final,
+        seconds=time.perf_counter() - start,
+        verify_seconds=verified.seconds,
+    )
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an existing ``target`` is replaced only once ``new`` is in."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    if not (target / MANIFEST_FILE).is_file():
+        raise ExportError(
+            f"{target}: exists and is not an export bundle; choose another destination"
+        )
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.rename(target, old / "bundle")
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(old / "bundle", target)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
