@@ -234,14 +234,17 @@ async def _parse_form(request: Any, body: bytes) -> list[Any]:
     from starlette.requests import Request
 
     replay = Request(request.scope, _replay(body))
+    images = []
     try:
         form = await replay.form()
     except Exception as exc:
         raise _BadInput(400, f"the multipart form cannot be parsed ({exc})") from exc
-    images = []
-    for key, value in form.multi_items():
-        if hasattr(value, "read"):
-            images.append(_open_image(await value.read(), f"form field {key!r}"))
+    try:
+        for key, value in form.multi_items():
+            if hasattr(value, "read"):
+                images.append(_open_image(await value.read(), f"form field {key!r}"))
+    finally:
+        await form.close()
     if not images:
         raise _BadInput(422, "the multipart form has no file; send images as file fields")
     return images
