@@ -18,9 +18,27 @@ from mlbook.config import CONFIG_FILE
 from mlbook.errors import ProjectError
 from mlbook.project import AREAS, DEFAULT_AREA_DIRS, Area, Project, find_root
 
-__all__ = ["InitResult", "init_project"]
+__all__ = ["EXAMPLES", "InitResult", "init_project"]
 
 _TEMPLATE_PACKAGE = "mlbook.templates"
+#: Example projects for ``mlbook init NAME --example NAME``: name -> journal entries
+#: ``(experiment ID, title, description)`` added to ``EXPERIMENT_LOG.md``.
+EXAMPLES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "digits": (
+        (
+            "E001",
+            "Small CNN on digits",
+            "Two 3x3 convolutions on scikit-learn's 8x8 digits, in two widths "
+            "(narrow: 8 channels, wide: 32). Does a CNN beat an MLP on images this small?",
+        ),
+        (
+            "E002",
+            "MLP on digits",
+            "A multi-layer perceptron on the 64 pixels, one small hidden layer (h64) "
+            "and two wide ones (h256x2): the baseline for E001.",
+        ),
+    ),
+}
 # template path -> path in the project; area directories are mapped at render time
 _RENAMES = {"gitignore": ".gitignore"}
 
@@ -35,16 +53,24 @@ class InitResult:
     git: str = ""  # "initialised", "existing repository at ...", or why not
 
 
-def init_project(path: Path | str, name: str | None = None) -> InitResult:
+def init_project(
+    path: Path | str, name: str | None = None, example: str | None = None
+) -> InitResult:
     """Create the mlbook layout at ``path`` (created if missing) and return what was done.
 
     Args:
         path: the project directory; may exist and hold files.
         name: the project name written to ``mlbook.toml`` (default: the directory name).
+        example: also write an example project (``"digits"``: data preparation,
+            two experiments, shared training code, deployment script and test, and
+            their journal entries); see :data:`EXAMPLES`.
 
     Raises:
-        ProjectError: ``path`` is a file, or lies inside another mlbook project.
+        ProjectError: ``path`` is a file, or lies inside another mlbook project; an
+            unknown example.
     """
+    if example is not None and example not in EXAMPLES:
+        raise ProjectError(f"unknown example {example!r}; examples: {', '.join(sorted(EXAMPLES))}")
     root = Path(path).expanduser().resolve()
     if root.exists() and not root.is_dir():
         raise ProjectError(f"cannot create a project at {root}: it is a file")
@@ -60,8 +86,11 @@ def init_project(path: Path | str, name: str | None = None) -> InitResult:
         values[area] = dirname
     created: list[Path] = []
     kept: list[Path] = []
-    template_root = resources.files(_TEMPLATE_PACKAGE).joinpath("project")
-    for relative, text in _walk_templates(template_root):
+    templates = resources.files(_TEMPLATE_PACKAGE)
+    walked = _walk_templates(templates.joinpath("project"))
+    if example is not None:
+        walked += _walk_templates(templates.joinpath("examples").joinpath(example))
+    for relative, text in walked:
         target = root / _map_path(relative, area_names)
         if target.exists():
             kept.append(target)
@@ -80,6 +109,11 @@ def init_project(path: Path | str, name: str | None = None) -> InitResult:
     project = Project.open(root)
     for area in AREAS:
         project.area_dir(area).mkdir(parents=True, exist_ok=True)
+    if example is not None:
+        from mlbook.provenance.journal import add_entry
+
+        for ident, title, description in EXAMPLES[example]:
+            add_entry(project.journal_path, ident, title, description)
     return InitResult(project=project, created=created, kept=kept, git=_git_init(root))
 
 

@@ -14,7 +14,13 @@ __all__ = ["check", "init"]
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path), metavar="NAME")
 @click.option("--name", help="Project name for mlbook.toml (default: the directory name).")
-def init(path: Path, name: str | None) -> None:
+@click.option(
+    "--example",
+    type=click.Choice(["digits"]),
+    help="Also write an example project: digits = a PyTorch CNN and MLP on "
+    "scikit-learn's handwritten digits, from data preparation to deployment.",
+)
+def init(path: Path, name: str | None, example: str | None) -> None:
     """Create the project NAME (a new directory), or adopt a directory with `mlbook init .`
 
     Lays out mlbook.toml, EXPERIMENT_LOG.md, NOTES.md, Datasets/, Models/common/,
@@ -24,11 +30,13 @@ def init(path: Path, name: str | None) -> None:
     Example:
 
         mlbook init demo && cd demo && mlbook check
+
+        mlbook init demo --example digits && cd demo && python Data_processing/prepare_digits.py
     """
     from mlbook.cli._render import console
     from mlbook.scaffold import init_project
 
-    result = init_project(path, name=name)
+    result = init_project(path, name=name, example=example)
     root = result.project.root
     verb = "Adopted" if result.kept else "Created"
     console.print(f"{verb} project [bold]{result.project.name}[/] at {root}")
@@ -37,7 +45,14 @@ def init(path: Path, name: str | None) -> None:
     for kept in result.kept:
         console.print(f"  [yellow]kept[/]     {kept.relative_to(root).as_posix()} (already there)")
     console.print(f"git: {result.git}")
-    if Path.cwd().resolve() != root:
+    here = Path.cwd().resolve() == root
+    if example == "digits":
+        prefix = "" if here else f"cd {path} && "
+        console.print(
+            f"Next: {prefix}python Data_processing/prepare_digits.py && mlbook check "
+            "&& mlbook run --mode test && mlbook run"
+        )
+    elif not here:
         console.print(f"Next: cd {path} && mlbook check")
     else:
         console.print("Next: mlbook check")
