@@ -52,7 +52,15 @@ def test_keep_last_keeps_the_newest_files(project: Project) -> None:
     names = sorted(p.name for p in (run.dir / "checkpoints").iterdir())
     assert names == ["index.json", "step-00000003.pt", "step-00000004.pt"]
     index = json.loads((run.dir / "checkpoints" / "index.json").read_text())
-    assert index == {"step-00000003.pt": {"acc": 0.4}, "step-00000004.pt": {"acc": 0.5}}
+    assert {name: entry["metrics"] for name, entry in index.items()} == {
+        "step-00000003.pt": {"acc": 0.4},
+        "step-00000004.pt": {"acc": 0.5},
+    }
+    from mlbook._fs import sha256_file
+
+    for name, entry in index.items():  # hashed while written, no second read
+        path = run.dir / "checkpoints" / name
+        assert entry["sha256"] == sha256_file(path) and entry["size"] == path.stat().st_size
 
 
 def test_without_keep_nothing_is_deleted(project: Project) -> None:

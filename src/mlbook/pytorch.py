@@ -30,12 +30,14 @@ warns when they are the weights of an earlier run whose code has changed since.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
 import random
 import sqlite3
 import sys
+import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -225,14 +227,33 @@ def _step_of(path: Path) -> int | None:
         return None
 
 
-def _read_index(folder: Path) -> dict[str, dict[str, float]]:
+def _read_index(folder: Path) -> dict[str, dict[str, Any]]:
+    """``index.json``: file name -> ``{"metrics": {...}, "sha256": ..., "size": ...}``."""
     try:
         data = json.loads((folder / _INDEX).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict):
         return {}
-    return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
+    index: dict[str, dict[str, Any]] = {}
+    for name, entry in data.items():
+        if isinstance(entry, dict):
+            index[str(name)] = (
+                entry if isinstance(entry.get("metrics"), dict) else {"metrics": entry}
+            )
+    return index
+
+
+def _scan(folder: Path, index: Mapping[str, Mapping[str, Any]]) -> list[Checkpoint]:
+    found: list[Checkpoint] = []
+    for path in folder.glob("step-*.pt"):
+        step = _step_of(path)
+        if step is None:
+            continue
+        entry = index.get(path.name)
+        metrics = dict(entry["metrics"]) if entry is not None else _metrics_inside(path)
+        found.append(Checkpoint(path=path, step=step, metrics=metrics))
+    return sorted(found, key=lambda c: c.step)
 
 
 def list_checkpoints(directory: Path | str) -> list[Checkpoint]:
@@ -244,17 +265,7 @@ def list_checkpoints(directory: Path | str) -> list[Checkpoint]:
     folder = _checkpoint_dir(Path(directory))
     if not folder.is_dir():
         return []
-    index = _read_index(folder)
-    found: list[Checkpoint] = []
-    for path in folder.glob("step-*.pt"):
-        step = _step_of(path)
-        if step is None:
-            continue
-        metrics = index.get(path.name)
-        if metrics is None:
-            metrics = _metrics_inside(path)
-        found.append(Checkpoint(path=path, step=step, metrics=metrics))
-    return sorted(found, key=lambda c: c.step)
+    return _scan(folder, _read_index(folder))
 
 
 def _torch_load(path: Path, map_location: str | torch.device | None = "cpu") -> Any:
@@ -389,46 +400,93 @@ def save_checkpoint(
         "extra": dict(extra or {}),
     }
     with atomic_writer(target) as handle:
-        torch.save(state, handle)
+        hashing = _HashingWriter(handle)
+        torch.save(state, hashing)  # type: ignore[arg-type]  # write() + flush() suffice
     index = _read_index(folder)
-    index[target.name] = values
-    _write_index(folder, index)
-    run.artifact(target, kind="checkpoint")
+    index[target.name] = {"metrics": values, "sha256": hashing.hexdigest(), "size": hashing.size}
+    _record(run, target, "checkpoint", hashing.size, hashing.hexdigest())
     if keep_last is not None or keep_best is not None:
-        _cleanup(run, folder, target, keep_last or 1, keep_best, mode)
+        for old in _removable(folder, index, target, keep_last or 1, keep_best, mode):
+            entry = index.pop(old.name, {})
+            if "sha256" in entry:
+                _record(run, old, DELETED_KIND, int(entry.get("size", 0)), str(entry["sha256"]))
+            else:
+                with contextlib.suppress(ExperimentError):  # gone already
+                    run.artifact(old, kind=DELETED_KIND)
+            old.unlink(missing_ok=True)
+    _write_index(folder, index)
     return target
 
 
-def _write_index(folder: Path, index: dict[str, dict[str, float]]) -> None:
-    ordered = dict(sorted(index.items()))
-    atomic_write_text(folder / _INDEX, json.dumps(ordered, indent=1) + "\n")
+class _HashingWriter:
+    """A binary file wrapper that computes the sha256 and size of what goes through it."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self._digest.update(data)
+        self.size += len(memoryview(data).cast("B"))
+        written: int = self._handle.write(data)
+        return written
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
-def _cleanup(
-    run: Run, folder: Path, current: Path, keep_last: int, keep_best: str | None, mode: Mode
-) -> None:
-    checkpoints = list_checkpoints(folder.parent)
+def _record(run: Run, path: Path, kind: str, size: int, digest: str) -> None:
+    """Record an artifact whose size and sha256 are known (no second read of a big file)."""
+    if run.is_test:
+        return
+    channel = getattr(run, "_channel", None)
+    if channel is None:
+        run.artifact(path, kind=kind)
+        return
+    channel.send(["artifact", str(path), size, digest, kind])
+
+
+def _write_index(folder: Path, index: dict[str, dict[str, Any]]) -> None:
+    """Replace ``index.json`` atomically; no fsync: it is a cache of what the files hold.
+
+    After a power loss the index may be empty or old; :func:`_read_index` then
+    gives ``{}`` or stale entries, and :func:`_scan` reads the metrics from the
+    checkpoints themselves (which are fsynced).
+    """
+    present = {name: entry for name, entry in index.items() if (folder / name).is_file()}
+    data = json.dumps(dict(sorted(present.items())), indent=1) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{_INDEX}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+        os.replace(tmp, folder / _INDEX)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _removable(
+    folder: Path,
+    index: Mapping[str, Mapping[str, Any]],
+    current: Path,
+    keep_last: int,
+    keep_best: str | None,
+    mode: Mode,
+) -> list[Path]:
+    """The checkpoint files cleanup may delete: not the current one, the newest or the best."""
+    checkpoints = _scan(folder, index)
     keep = {current.name}
     keep.update(c.path.name for c in checkpoints[-keep_last:])
     if keep_best is not None:
         best = _best(checkpoints, keep_best, mode)
         if best is not None:
             keep.add(best.path.name)
-    removed = [c for c in checkpoints if c.path.name not in keep]
-    for checkpoint in removed:
-        _forget(run, checkpoint.path)
-        checkpoint.path.unlink(missing_ok=True)
-    if removed:
-        index = _read_index(folder)
-        for checkpoint in removed:
-            index.pop(checkpoint.path.name, None)
-        _write_index(folder, index)
-
-
-def _forget(run: Run, path: Path) -> None:
-    """Mark a checkpoint the cleanup deletes: its artifact row keeps size and hash, kind changes."""
-    with contextlib.suppress(ExperimentError):  # already gone
-        run.artifact(path, kind=DELETED_KIND)
+    return [c.path for c in checkpoints if c.path.name not in keep]
 
 
 def _pick(run: Run, which: Which | str | Path, key: str | None, mode: Mode) -> Checkpoint | None:
