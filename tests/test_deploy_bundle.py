@@ -342,3 +342,61 @@ def test_cli_export_error_is_one_line(project: Project) -> None:
     assert result.exit_code == 1
     assert result.output.startswith("error: unknown experiment E404")
     assert len(result.output.strip().splitlines()) == 1
+
+
+SKLEARN_SCRIPT = """
+import mlbook
+
+exp = mlbook.Experiment(versions={"c1": {"C": 1.0}}, dataset="toy")
+
+
+@exp.model
+def build(p):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=p.C)
+
+
+@exp.train
+def train(run, model):
+    import numpy as np
+
+    x, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0, 0, 1, 1])
+    model.fit(x, y)
+    run.save_weights(model)
+    return {"acc": float(model.score(x, y))}
+
+
+@exp.sample
+def sample(p):
+    return [[0.0], [3.0]]
+"""
+
+
+def test_scikit_learn_model_with_dataset_labels(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    from mlbook.datasets.metadata import ClassInfo, DatasetInfo, Record, save_dataset
+
+    project = init_project(tmp_path / "sk").project
+    classes = [ClassInfo(id=0, name="cat"), ClassInfo(id=1, name="dog")]
+    records = [
+        Record(id="1", file="a.png", labels=["cat"]),
+        Record(id="2", file="b.png", labels=["dog"]),
+    ]
+    save_dataset(project.datasets_dir / "toy", DatasetInfo(name="toy", classes=classes), records)
+    (project.models_dir / "E002_logreg.py").write_text(SKLEARN_SCRIPT)
+    assert run_experiments(project, ["E002"], observers=[]).ok
+    result = export_run(project, "E002")
+    manifest = result.manifest
+    assert (manifest.version, manifest.weights_format, manifest.sample_file) == (
+        "c1",
+        "pickle",
+        "sample.json",
+    )
+    assert manifest.dataset == "toy"
+    assert "scikit-learn" in manifest.packages
+    assert manifest.verification is not None and manifest.verification.output == "ndarray(2,) int64"
+    loaded = mlbook.load(result.path)
+    assert loaded.labels is not None and loaded.labels.names == ["cat", "dog"]
+    predicted = loaded.predict(loaded.sample())
+    assert [loaded.labels.decode(int(i)) for i in predicted] == ["cat", "dog"]
