@@ -400,3 +400,21 @@ def test_scikit_learn_model_with_dataset_labels(tmp_path: Path) -> None:
     assert loaded.labels is not None and loaded.labels.names == ["cat", "dog"]
     predicted = loaded.predict(loaded.sample())
     assert [loaded.labels.decode(int(i)) for i in predicted] == ["cat", "dog"]
+
+
+def test_exports_verify_reloads_in_a_clean_process(exported: Path, bundle: Path) -> None:
+    from mlbook.deploy.manifest import write_manifest
+
+    result = CliRunner().invoke(
+        cli, ["exports", "--dir", str(exported.parent), "--verify", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert '"status": "verified"' in result.output
+    # consistent hashes, but code that cannot run without Models/: caught by the clean child
+    script = bundle / "code" / "E001_tiny_cnn.py"
+    script.write_text("import E999_not_exported\n" + script.read_text())
+    write_manifest(bundle, read_manifest(bundle))
+    (info,) = list_exports(directory=bundle.parent, verify=True)
+    assert info.status == "invalid"
+    assert "verification in a clean process failed" in info.problem
+    assert "E999_not_exported" in info.problem

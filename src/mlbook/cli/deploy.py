@@ -86,11 +86,13 @@ def export(
     type=click.Path(file_okay=False, path_type=str),
     help="Where to look (default: Deployment/exports/).",
 )
+@click.option("--verify", is_flag=True, help="Also load each bundle in a clean process.")
 @format_option("json")
-def exports(directory: str | None, output_format: str) -> None:
+def exports(directory: str | None, verify: bool, output_format: str) -> None:
     """List export bundles with their run, metrics and verification status.
 
-    Every file of each bundle is checked against its manifest.
+    Every file of each bundle is checked against its manifest; with --verify each
+    bundle is also loaded and run on its recorded sample in a clean process.
 
     Example:
 
@@ -100,7 +102,7 @@ def exports(directory: str | None, output_format: str) -> None:
     from mlbook.deploy.listing import list_exports
     from mlbook.project import Project
 
-    found = list_exports(None if directory else Project.find(), directory)
+    found = list_exports(None if directory else Project.find(), directory, verify=verify)
     if output_format == "json":
         print_json([info.to_dict() for info in found])
         return

@@ -43,11 +43,13 @@ class ExportInfo:
 
 
 def list_exports(
-    project: Project | None = None, directory: Path | str | None = None
+    project: Project | None = None, directory: Path | str | None = None, *, verify: bool = False
 ) -> list[ExportInfo]:
     """Every bundle under ``directory`` (default: the project's exports dir), by name.
 
-    Each bundle's files are checked against its manifest (hashes included).
+    Each bundle's files are checked against its manifest (hashes included). With
+    ``verify``, each bundle whose files match is also loaded in a clean child
+    process and run on its recorded sample (see :func:`~mlbook.deploy.verify.verify_bundle`).
     """
     from mlbook.project import Project
 
@@ -73,6 +75,14 @@ def list_exports(
         else:
             if manifest.verification is None or not manifest.verification.ok:
                 status = "unverified"
+            if verify:
+                from mlbook.deploy.verify import verify_bundle
+
+                try:
+                    verify_bundle(path)
+                    status = "verified"
+                except ExportError as exc:
+                    status, problem = "invalid", str(exc)
         found.append(
             ExportInfo(
                 name=path.name,
