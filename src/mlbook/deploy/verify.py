@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import site
 import sys
 import tempfile
 import time
@@ -61,7 +62,9 @@ def _clean_env() -> dict[str, str]:
     import mlbook
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
-    env["PYTHONPATH"] = str(Path(mlbook.__file__).resolve().parent.parent)
+    home = Path(mlbook.__file__).resolve().parent.parent
+    if str(home) not in {str(Path(p).resolve()) for p in site.getsitepackages()}:
+        env["PYTHONPATH"] = str(home)  # a source checkout; site-packages need no help
     env["PYTHONSAFEPATH"] = "1"
     env["PYTHONNOUSERSITE"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
