@@ -139,7 +139,7 @@ def _area_dir_for(root: Path, area: Area) -> str:
 def _walk_templates(node: Traversable, prefix: str = "") -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for child in sorted(node.iterdir(), key=lambda c: c.name):
-        if child.name in {"__pycache__"} or child.name.endswith(".pyc"):
+        if child.name.startswith(".") or child.name == "__pycache__" or child.name.endswith(".pyc"):
             continue
         relative = f"{prefix}{child.name}"
         if child.is_dir():
