@@ -418,3 +418,15 @@ def test_exports_verify_reloads_in_a_clean_process(exported: Path, bundle: Path)
     assert info.status == "invalid"
     assert "verification in a clean process failed" in info.problem
     assert "E999_not_exported" in info.problem
+
+
+def test_verifier_refuses_to_run_with_the_project_importable(bundle: Path, tmp_path: Path) -> None:
+    import orjson
+
+    from mlbook.deploy import verify
+
+    report = tmp_path / "report.json"
+    code = verify.main([str(bundle), "--report", str(report), "--forbid", str(Path.cwd())])
+    assert code == 1
+    error = orjson.loads(report.read_bytes())["error"]
+    assert error.startswith(f"the verifying process can import from {Path.cwd().resolve()}")
