@@ -30,6 +30,11 @@ def _status(status: str) -> str:
     return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
 
 
+def _escape(text: str) -> str:
+    """Text shown through rich markup as it is."""
+    return text.replace("\\", "\\\\").replace("[", "\\[")
+
+
 def _when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else "-"
 
@@ -181,29 +186,35 @@ class _Live:
         self.active[info.run_id] = info
         if not self.quiet and not self.tty:
             click.echo(f"start  {info.experiment}/{info.version} {info.run_id}", err=True)
-        self.run_progress(info)
+        self._refresh(force=True)
 
     def run_progress(self, info: RunInfo) -> None:
+        self._refresh(force=False)
+
+    def _refresh(self, force: bool) -> None:
         now = time.monotonic()
-        if self.status is None or now - self.last < 0.1:
+        if self.status is None or (not force and now - self.last < 0.1):
             return
         self.last = now
-        self.status.update(" | ".join(self._line(i) for i in self.active.values()))
+        text = " | ".join(self._line(i) for i in self.active.values()) or "starting"
+        self.status.update(text)
 
     def run_finished(self, info: RunInfo) -> None:
         self.active.pop(info.run_id, None)
+        self._refresh(force=True)
         if self.quiet:
             return
         head = f"{info.experiment}/{info.version}"
-        text = f"{info.status:<11} {head} {info.run_id} {_seconds(info.elapsed)}"
+        text = f"{head} {info.run_id} {_seconds(info.elapsed)}"
         text += f" {_metrics_text(info.metrics)}" if info.metrics else ""
+        last = info.error.strip().splitlines()[-1] if info.error else ""
         if self.tty:
-            self.console.print(f"{_status(info.status)} {text[12:]}")
+            line = f"{_status(info.status)} {_escape(text)}"
+            self.console.print(line + (f"\n    {_escape(last)}" if last else ""))
         else:
-            click.echo(text, err=True)
-        if info.error:
-            last = info.error.strip().splitlines()[-1]
-            click.echo(f"    {last}", err=True)
+            click.echo(f"{info.status:<11} {text}", err=True)
+            if last:
+                click.echo(f"    {last}", err=True)
 
 
 @click.command()
