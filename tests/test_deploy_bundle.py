@@ -430,3 +430,21 @@ def test_verifier_refuses_to_run_with_the_project_importable(bundle: Path, tmp_p
     assert code == 1
     error = orjson.loads(report.read_bytes())["error"]
     assert error.startswith(f"the verifying process can import from {Path.cwd().resolve()}")
+
+
+def test_cli_exports_text(exported: Path, project: Project) -> None:
+    manifest = read_manifest(exported)
+    result = CliRunner().invoke(cli, ["exports", "--dir", str(exported.parent)])
+    assert result.exit_code == 0, result.output
+    header, row = result.output.splitlines()
+    assert header.split() == ["export", "run", "metrics", "created", "onnx", "status"]
+    loss = manifest.metrics["loss"]
+    assert row.split() == [
+        "E001-small",
+        manifest.run_id,
+        f"loss={loss:.4g}",
+        manifest.created,
+        "verified",
+    ]
+    empty = CliRunner().invoke(cli, ["-C", str(project.root), "exports"])
+    assert empty.output == "no exports yet; create one with `mlbook export ID --version NAME`\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from mlbook.cli._options import format_option, quiet_option
@@ -120,7 +122,14 @@ def exports(directory: str | None, verify: bool, output_format: str) -> None:
         rows.append(
             (info.name, info.run_id, metrics, info.created, "yes" if info.onnx else "", status)
         )
-    print_table(["export", "run", "metrics", "created", "onnx", "status"], rows)
+    columns = ["export", "run", "metrics", "created", "onnx", "status"]
+    if console.is_terminal:
+        print_table(columns, rows)
+    else:  # plain, never truncated, for pipes and logs
+        cells = [columns] + [[re.sub(r"\[/?[a-z ]*\]", "", str(v)) for v in row] for row in rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+        for row in cells:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     for info in found:
         if info.problem:
             console.print(f"[red]{info.name}[/]: {info.problem}")
