@@ -1,10 +1,11 @@
 """Digits as tensors: the mlbook records of ``Datasets/digits`` read into memory.
 
 The whole dataset is 1,797 images of 8x8 pixels, so each split is loaded once
-into two tensors (images ``N x 1 x 8 x 8`` in 0..1, labels ``N``) and batched
-with a plain ``DataLoader``. :func:`to_batch` turns whatever a caller of an
-exported model sends (arrays, nested lists, PIL images, PNG bytes, base64) into
-the same kind of tensor, so training and deployment preprocess alike.
+(through ``mlbook.pytorch.ClassificationDataset``) into two tensors (images
+``N x 1 x 8 x 8`` in 0..1, labels ``N``) and batched with a plain ``DataLoader``.
+:func:`to_batch` turns whatever a caller of an exported model sends (arrays,
+nested lists, PIL images, PNG bytes, base64) into the same kind of tensor, so
+training and deployment preprocess alike.
 """
 
 from __future__ import annotations
@@ -13,39 +14,26 @@ import base64
 import binascii
 import io
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import mlbook
+from mlbook.pytorch import ClassificationDataset
 
 SIZE = 8  # images are SIZE x SIZE pixels
-
-
-def load_image(path: Path) -> np.ndarray:
-    """One image file as a float array in 0..1, shape SIZE x SIZE."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        pixels = np.asarray(image.convert("L"), dtype=np.float32)
-    return pixels / 255.0
 
 
 @lru_cache(maxsize=8)
 def load_split(dataset_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N x 1 x 8 x 8, float 0..1) and labels (N, int64) of one split.
 
-    Labels are the dataset's own class encoding (``dataset.json``): "0" -> 0 ... "9" -> 9.
+    Read through ``mlbook.pytorch.ClassificationDataset`` (a torch ``Dataset`` over
+    the mlbook records); labels are the dataset's own class encoding
+    (``dataset.json``): "0" -> 0 ... "9" -> 9.
     """
-    dataset = mlbook.open_dataset(dataset_dir)
-    encoding = dataset.encoding
-    records = dataset.records(split=split)
-    images = np.stack([load_image(dataset.path_of(r.file)) for r in records])
-    labels = np.array([encoding.encode(r.labels[0]) for r in records], dtype=np.int64)
-    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)
+    return ClassificationDataset(dataset_dir, split, mode="L").tensors()
 
 
 def loader(run: Any, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from common.data import loader, load_split, to_batch
+from common.data import load_split, loader, to_batch
 from mlbook import pytorch as mt
 
 CLASSES = [str(digit) for digit in range(10)]
