@@ -358,3 +358,27 @@ def test_run_data_reads_the_named_dataset(project: Project) -> None:
     result = run_experiments(project, ["E008"], mode="test")
     assert result.runs[0].metrics == {"train": 2.0, "test": 1.0}, result.runs[0].error
     assert result.runs[0].dataset_dir == data
+
+
+def test_new_tells_observers_and_grid_versions_run(project: Project) -> None:
+    from mlbook.experiments.runner import new_experiment
+
+    created: list[tuple[str, str, str]] = []
+
+    class Journal(RunObserver):
+        def experiment_created(self, project: Project, ident: str, title: str, path: Path) -> None:
+            created.append((ident, title, path.name))
+
+    path = new_experiment(project, "E010", "grid search", observers=[Journal()])
+    assert created == [("E010", "grid search", "E010_grid_search.py")]
+    text = path.read_text().replace(
+        'versions={\n        "small": {"width": 16},\n        "large": {"width": 64},\n    },',
+        'versions={"small": {"width": 16}},\n    grid={"lr": [0.1, 0.2]},',
+    )
+    path.write_text(text)
+    result = run_experiments(project, ["E010"], observers=[])
+    assert [(r.version, r.status) for r in result.runs] == [
+        ("small-lr=0.1", "completed"),
+        ("small-lr=0.2", "completed"),
+    ], [r.error for r in result.runs]
+    assert {r.params["lr"] for r in mlbook.runs(project)} == {0.1, 0.2}
