@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("fastapi")
@@ -188,3 +190,45 @@ def test_serve_of_a_tampered_bundle_fails_with_one_line(bundle: Path, tmp_path: 
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and "params.json was changed" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers()
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    payload=st.one_of(
+        json_values,
+        st.fixed_dictionaries({"inputs": json_values}),
+        st.fixed_dictionaries({"images": json_values}),
+    )
+)
+def test_any_json_gets_an_answer_or_a_clear_4xx(server: str, payload: object) -> None:
+    response = httpx.post(f"{server}/predict", json=payload)
+    assert response.status_code in (200, 400, 413, 422), response.text
+    body = response.json()
+    assert ("outputs" in body) if response.status_code == 200 else body["error"]
+
+
+def test_numbers_out_of_range_are_a_4xx(server: str) -> None:
+    response = httpx.post(
+        f"{server}/predict",
+        content=b'{"inputs": [1e400, 10000000000000000000000000]}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code in (400, 422)
+    response = httpx.post(f"{server}/predict", json={"inputs": [10**30]})
+    assert response.status_code == 422
+    response = httpx.post(f"{server}/predict", json={"inputs": [[10**30, "x"]]})
+    assert response.status_code == 422
+    assert "rectangular array of numbers" in response.json()["error"]

@@ -79,7 +79,7 @@ def _to_array(loaded: LoadedModel, inputs: Any) -> Any:
         import numpy
 
         array = numpy.asarray(inputs, dtype=numpy.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
         raise _BadInput(422, f"'inputs' must be a rectangular array of numbers ({exc})") from exc
     return array
 
