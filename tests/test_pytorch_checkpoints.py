@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
@@ -253,3 +256,42 @@ def test_load_pretrained_by_name_from_datasets_weights(project: Project) -> None
     (weights / "broken.pt").write_bytes(b"not a torch file")
     with pytest.raises(ExperimentError, match=r"broken\.pt: cannot read the weights"):
         mt.load_pretrained(run, model, "broken.pt")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    garbage=st.one_of(
+        st.binary(max_size=64),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.dictionaries(
+            st.sampled_from(["step-00000000.pt", "step-00000001.pt", "x"]), json_values, max_size=3
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_a_broken_index_never_breaks_cleanup(project: Project, garbage: bytes) -> None:
+    run = make_run(project, "fuzz")
+    shutil.rmtree(run.dir, ignore_errors=True)
+    save_series(run, [0.9, 0.1])
+    (run.dir / "checkpoints" / "index.json").write_bytes(garbage)
+    assert [(c.step, c.metrics) for c in mt.list_checkpoints(run.dir)] == [
+        (0, {"acc": 0.9}),
+        (1, {"acc": 0.1}),
+    ]
+    model = nn.Linear(3, 2)
+    mt.save_checkpoint(run, model, step=2, metrics={"acc": 0.5}, keep_last=1, keep_best="acc")
+    assert steps_on_disk(run) == [0, 2]
+    index = json.loads((run.dir / "checkpoints" / "index.json").read_text())
+    assert sorted(index) == ["step-00000000.pt", "step-00000002.pt"] or sorted(index) == [
+        "step-00000002.pt"
+    ]

@@ -75,8 +75,22 @@ def _step_of(path: Path) -> int | None:
         return None
 
 
+def _numbers(value: Any) -> dict[str, float] | None:
+    """``value`` as a metrics dict when it is one (numbers only), else ``None``."""
+    if not isinstance(value, dict):
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
+        return None
+    return {str(k): float(v) for k, v in value.items()}
+
+
 def _read_index(folder: Path) -> dict[str, dict[str, Any]]:
-    """``index.json``: file name -> ``{"metrics": {...}, "sha256": ..., "size": ...}``."""
+    """``index.json``: file name -> ``{"metrics": {...}, "sha256": ..., "size": ...}``.
+
+    A missing, unreadable or hand-edited index is never an error: entries that do
+    not have the expected shape are dropped, and the metrics are read from the
+    checkpoint files instead.
+    """
     try:
         data = json.loads((folder / _INDEX).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -85,10 +99,16 @@ def _read_index(folder: Path) -> dict[str, dict[str, Any]]:
         return {}
     index: dict[str, dict[str, Any]] = {}
     for name, entry in data.items():
-        if isinstance(entry, dict):
-            index[str(name)] = (
-                entry if isinstance(entry.get("metrics"), dict) else {"metrics": entry}
-            )
+        if not isinstance(entry, dict):
+            continue
+        metrics = _numbers(entry.get("metrics"))
+        if metrics is None:
+            continue
+        clean: dict[str, Any] = {"metrics": metrics}
+        digest, size = entry.get("sha256"), entry.get("size")
+        if isinstance(digest, str) and isinstance(size, int) and not isinstance(size, bool):
+            clean.update(sha256=digest, size=size)
+        index[str(name)] = clean
     return index
 
 
@@ -130,8 +150,8 @@ def _metrics_inside(path: Path) -> dict[str, float]:
         state = _torch_load(path)
     except Exception:
         return {}
-    metrics = state.get("metrics") if isinstance(state, dict) else None
-    return dict(metrics) if isinstance(metrics, dict) else {}
+    metrics = _numbers(state.get("metrics")) if isinstance(state, dict) else None
+    return metrics or {}
 
 
 def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
