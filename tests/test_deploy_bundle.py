@@ -101,7 +101,9 @@ SCRIPT = """
 """
 
 
-def make_project(root: Path, scale: float = 1.0, extra: str = "") -> Project:
+def make_project(
+    root: Path, scale: float = 1.0, extra: str = "", snapshots: bool = False
+) -> Project:
     """A project with E001 (a tiny CNN using Models/common/training.py), run once."""
     project = init_project(root).project
     models = project.models_dir
@@ -112,7 +114,12 @@ def make_project(root: Path, scale: float = 1.0, extra: str = "") -> Project:
     (models / "E001_tiny_cnn.py").write_text(
         textwrap.dedent(SCRIPT.format()) + textwrap.dedent(extra)
     )
-    result = run_experiments(project, ["E001"], observers=[])
+    observers = []
+    if snapshots:
+        from mlbook.provenance.observer import observer
+
+        observers.append(observer(project))
+    result = run_experiments(project, ["E001"], observers=observers)
     assert result.ok, result.runs[0].error
     return project
 
@@ -448,3 +455,18 @@ def test_cli_exports_text(exported: Path, project: Project) -> None:
     ]
     empty = CliRunner().invoke(cli, ["-C", str(project.root), "exports"])
     assert empty.output == "no exports yet; create one with `mlbook export ID --version NAME`\n"
+
+
+def test_changed_code_is_taken_from_the_runs_snapshot(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "snap", snapshots=True)
+    (run,) = mlbook.runs(project)
+    assert run.commit_before is not None
+    training = project.models_dir / "common" / "training.py"
+    original = training.read_text()
+    training.write_text(original.replace("SCALE = 1.0", "SCALE = 2.0"))
+    result = export_run(project, "E001", "small")
+    assert result.manifest.code_commit == run.commit_before
+    assert (result.path / "code" / "common" / "training.py").read_text() == original
+    forced = export_run(project, "E001", "small", dest=tmp_path / "forced", force=True)
+    assert forced.manifest.code_commit is None
+    assert "SCALE = 2.0" in (forced.path / "code" / "common" / "training.py").read_text()

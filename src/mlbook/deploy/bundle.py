@@ -130,8 +130,14 @@ def _pick_run(
     return run
 
 
+class _ChangedCode(ExportError):
+    """A file the run used differs from what the run recorded."""
+
+
 def code_files(
-    project: Project,
+    root: Path,
+    models_dir: Path,
+    outputs_dir: Path,
     script: Path,
     recorded: list[tuple[str, int, str]],
     extra: list[str],
@@ -141,14 +147,21 @@ def code_files(
     """The code to carry: ``Models/``-relative path -> file.
 
     The union of the static import walk from ``script``, the files the run recorded
-    (those under ``Models/``) and the script's declared ``files``. A recorded file
-    whose content changed since the run is refused unless ``force``.
+    (paths relative to ``root``; those under ``models_dir``) and the script's declared
+    ``files``. A recorded file whose content changed since the run is refused unless
+    ``force``.
     """
     from mlbook.provenance.files import import_closure
 
-    models = project.models_dir.resolve()
-    outputs = project.outputs_dir.resolve()
+    models = models_dir.resolve()
+    outputs = outputs_dir.resolve()
     chosen: dict[str, Path] = {}
+
+    def relative(path: Path) -> str:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            return str(path)
 
     def add(path: Path, why: str) -> None:
         resolved = path.resolve()
@@ -158,25 +171,25 @@ def code_files(
         if any(p in ("__pycache__", ".git", ".venv", "venv") for p in parts):
             return
         if not resolved.is_file():
-            raise ExportError(f"{project.relative(path)}: {why} but it is missing; restore it")
+            raise ExportError(f"{relative(path)}: {why} but it is missing; restore it")
         chosen[resolved.relative_to(models).as_posix()] = resolved
 
     for path in import_closure(script, [script.parent, models]):
         add(path, "imported by the script")
     for rel, _size, digest in recorded:
-        path = project.root / rel
+        path = root / rel
         add(path, "used by the run")
         changed = path.is_file() and sha256_file(path) != digest
         if changed and models in path.resolve().parents and not force:
-            raise ExportError(
+            raise _ChangedCode(
                 f"{rel} changed since the run (sha256 differs); re-run the version, "
                 "or pass --force to export the current code with the run's weights"
             )
     for name in extra:
-        path = project.models_dir / name
+        path = models_dir / name
         if not path.is_file():
             raise ExportError(
-                f"{project.relative(path)}: listed in Experiment(files=...) but missing; "
+                f"{relative(path)}: listed in Experiment(files=...) but missing; "
                 "fix the path (relative to Models/)"
             )
         add(path, "listed in Experiment(files=...)")
@@ -299,7 +312,6 @@ def export_run(
         ExportError: no such run, missing weights or code, changed code, or a
             failed verification (nothing is left at ``dest`` then).
     """
-    from mlbook._version import __version__
     from mlbook.errors import ExperimentError
     from mlbook.experiments.discovery import find_experiment
     from mlbook.experiments.query import run_files
@@ -315,10 +327,88 @@ def export_run(
     except ExperimentError as exc:
         raise ExportError(str(exc)) from exc
     run = _pick_run(project, experiment, version, run_id)
-    settings = script_settings(script, project.models_dir)
     with Store.for_project(project, recover=False) as store:
         recorded = run_files(store, run.id)
-    code = code_files(project, script, recorded, settings["files"], force=force)
+    stack = contextlib.ExitStack()
+    with stack:
+        code, settings, code_commit = _collect_code(project, run, script, recorded, force, stack)
+        return _write_bundle(
+            project, run, script, code, settings, code_commit, dest, onnx, report, start
+        )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _collect_code(
+    project: Project,
+    run: RunRecord,
+    script: Path,
+    recorded: list[tuple[str, int, str]],
+    force: bool,
+    stack: contextlib.ExitStack,
+) -> tuple[dict[str, Path], dict[str, Any], str | None]:
+    """The code to carry, from the working tree or, when it changed since the run,
+    from the run's ``before`` snapshot (whose files must match what the run recorded)."""
+    settings = script_settings(script, project.models_dir)
+    try:
+        files = code_files(
+            project.root,
+            project.models_dir,
+            project.outputs_dir,
+            script,
+            recorded,
+            settings["files"],
+            force=force,
+        )
+        return files, settings, None
+    except _ChangedCode:
+        if run.commit_before is None:
+            raise
+    from mlbook.errors import ProvenanceError
+    from mlbook.provenance.git import checkout
+
+    tree = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlbook-export-"))) / "tree"
+    try:
+        checkout(project.root, run.commit_before, tree)
+    except ProvenanceError as exc:
+        raise ExportError(
+            f"code of run {run.id} changed since, and its snapshot {run.commit_before[:12]} "
+            f"cannot be read ({exc}); re-run the version or pass --force"
+        ) from exc
+    models = tree / project.models_dir.relative_to(project.root)
+    old_script = tree / script.relative_to(project.root)
+    settings = script_settings(old_script, models)
+    try:
+        files = code_files(
+            tree,
+            models,
+            tree / project.outputs_dir.relative_to(project.root),
+            old_script,
+            recorded,
+            settings["files"],
+            force=False,
+        )
+    except _ChangedCode as exc:
+        raise ExportError(
+            f"{exc} (the run's snapshot {run.commit_before[:12]} differs too)"
+        ) from exc
+    return files, settings, run.commit_before
+
+
+def _write_bundle(
+    project: Project,
+    run: RunRecord,
+    script: Path,
+    code: dict[str, Path],
+    settings: dict[str, Any],
+    code_commit: str | None,
+    dest: Path | str | None,
+    onnx: bool,
+    report: Reporter,
+    start: float,
+) -> ExportResult:
+    from mlbook._version import __version__
+
+    experiment = run.experiment
     weights, weights_kind = _weights(project, run)
     labels = _labels(project, run, settings["dataset"])
     target = (
@@ -351,6 +441,7 @@ def export_run(
             python=run.python or platform.python_version(),
             packages=_packages(code),
             commits={"before": run.commit_before, "after": run.commit_after},
+            code_commit=code_commit,
             dataset=settings["dataset"],
             data_version=run.data_version,
             metrics=run.metrics,

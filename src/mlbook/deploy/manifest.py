@@ -81,6 +81,8 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     python: str
     packages: dict[str, str] = msgspec.field(default_factory=dict)
     commits: dict[str, str | None] = msgspec.field(default_factory=dict)
+    #: set when the code changed since the run: the code was taken from this commit
+    code_commit: str | None = None
     dataset: str | None = None
     data_version: str | None = None
     metrics: dict[str, Any] = msgspec.field(default_factory=dict)
