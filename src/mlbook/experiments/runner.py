@@ -53,7 +53,7 @@ INTERRUPT_GRACE_SECONDS = 10.0
 
 #: "module:callable" factories called with the project, each returning a RunObserver.
 #: Provenance (git snapshots) and the journal register themselves here.
-OBSERVER_FACTORIES: list[str] = []
+OBSERVER_FACTORIES: list[str] = ["mlbook.provenance.observer:observer"]
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""The parts wired together, through the real `mlbook` executable in subprocesses.
+
+`mlbook run` in a git project records before/after commits on hidden refs, a
+journal step, and `mlbook diff` shows a change to shared code between two runs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+MLBOOK = str(Path(sys.executable).parent / "mlbook")
+
+SCRIPT = """import mlbook
+from common.helpers import scale
+
+exp = mlbook.Experiment(base={"k": 2}, versions={"small": {}, "big": {"k": 5}})
+
+
+@exp.train
+def train(run):
+    for step in run.iterate(range(3)):
+        run.log(step=step, loss=1.0 / (step + 1))
+    (run.dir / "result.txt").write_text(f"{scale(run.params.k)}\\n")
+    return {"acc": scale(run.params.k) / 100}
+"""
+
+
+def mlbook(cwd: Path, *args: str, expect: int = 0) -> str:
+    done = subprocess.run([MLBOOK, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == expect, done.stdout + done.stderr
+    return done.stdout
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_run_records_provenance_and_diff_shows_shared_code_change(tmp_path: Path) -> None:
+    mlbook(tmp_path, "init", "proj")
+    root = tmp_path / "proj"
+    mlbook(root, "new", "E001", "scaled values")
+    (script,) = (root / "Models").glob("E001_*.py")
+    script.write_text(SCRIPT)
+    helper = root / "Models" / "common" / "helpers.py"
+    helper.write_text("def scale(k):\n    return k * 3\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "start")
+    head = git(root, "rev-parse", "HEAD")
+
+    mlbook(root, "run", "E001", "--version", "small")
+    assert git(root, "rev-parse", "HEAD") == head
+    assert git(root, "status", "--porcelain") == " M EXPERIMENT_LOG.md\n"
+    (first,) = json.loads(mlbook(root, "runs", "--format", "json"))
+    refs = git(root, "for-each-ref", "--format=%(refname)", f"refs/mlbook/runs/{first['id']}")
+    assert refs.split() == [
+        f"refs/mlbook/runs/{first['id']}/after",
+        f"refs/mlbook/runs/{first['id']}/before",
+    ]
+    after_files = git(
+        root, "show", "--name-only", "--format=", f"refs/mlbook/runs/{first['id']}/after"
+    )
+    assert "result.txt" in after_files
+    journal = (root / "EXPERIMENT_LOG.md").read_text()
+    assert f"1. [x] small — run {first['id']} · acc 0.06" in journal
+
+    helper.write_text("def scale(k):\n    return k * 4\n")
+    mlbook(root, "run", "E001", "--version", "small")
+    runs = json.loads(mlbook(root, "runs", "--format", "json"))
+    second = next(r for r in runs if r["id"] != first["id"])
+    out = mlbook(root, "diff", first["id"], second["id"], "--no-color")
+    assert "Models/common/helpers.py" in out
+    assert "-    return k * 3" in out and "+    return k * 4" in out
+    assert git(root, "rev-parse", "HEAD") == head
