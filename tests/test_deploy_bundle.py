@@ -470,3 +470,21 @@ def test_changed_code_is_taken_from_the_runs_snapshot(tmp_path: Path) -> None:
     forced = export_run(project, "E001", "small", dest=tmp_path / "forced", force=True)
     assert forced.manifest.code_commit is None
     assert "SCALE = 2.0" in (forced.path / "code" / "common" / "training.py").read_text()
+
+
+def test_failed_load_leaves_no_modules_behind(bundle: Path) -> None:
+    from mlbook.deploy.manifest import write_manifest
+
+    script = bundle / "code" / "E001_tiny_cnn.py"
+    script.write_text(
+        script.read_text().replace("import json\n", "import json\nimport E999_gone\n")
+    )
+    write_manifest(bundle, read_manifest(bundle))
+    before_path, before_modules = list(sys.meta_path), set(sys.modules)
+    with pytest.raises(
+        ExportError,
+        match=r"importing code/E001_tiny_cnn\.py failed: ModuleNotFoundError: .*E999_gone",
+    ):
+        mlbook.load(bundle)
+    assert sys.meta_path == before_path
+    assert not [m for m in set(sys.modules) - before_modules if m.startswith("_mlbook_bundle")]

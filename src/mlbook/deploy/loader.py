@@ -277,21 +277,11 @@ def load(path: Path | str, *, check: bool = True) -> LoadedModel:
         sys.meta_path.insert(0, finder)
     dotted = ".".join([package, *entry.with_suffix("").parts[1:]])
     try:
-        module = importlib.import_module(dotted)
-    except ExportError:
+        module, experiment = _import_entry(root, manifest, dotted, Experiment)
+        model = _build(root, manifest, experiment, params)
+    except BaseException:
+        _forget(finder)
         raise
-    except Exception as exc:
-        raise ExportError(
-            f"{root}: importing {manifest.entry_point} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    found = [v for v in vars(module).values() if isinstance(v, Experiment)]
-    if len(found) != 1:
-        raise ExportError(
-            f"{root}: {manifest.entry_point} defines {len(found)} mlbook.Experiment objects; "
-            "expected exactly one"
-        )
-    experiment = found[0]
-    model = _build(root, manifest, experiment, params)
     return LoadedModel(
         model=model,
         params=params,
@@ -301,6 +291,36 @@ def load(path: Path | str, *, check: bool = True) -> LoadedModel:
         experiment=experiment,
         module=module,
     )
+
+
+def _import_entry(
+    root: Path, manifest: Manifest, dotted: str, kind: type[Experiment]
+) -> tuple[ModuleType, Experiment]:
+    try:
+        module = importlib.import_module(dotted)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(
+            f"{root}: importing {manifest.entry_point} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    found = [v for v in vars(module).values() if isinstance(v, kind)]
+    if len(found) != 1:
+        raise ExportError(
+            f"{root}: {manifest.entry_point} defines {len(found)} mlbook.Experiment objects; "
+            "expected exactly one"
+        )
+    return module, found[0]
+
+
+def _forget(finder: _BundleFinder) -> None:
+    """Undo a failed load: drop the finder and the modules it imported."""
+    with _LOCK:
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+    prefix = finder.package + "."
+    for name in [n for n in sys.modules if n == finder.package or n.startswith(prefix)]:
+        del sys.modules[name]
 
 
 def _read_json(root: Path, name: str) -> Any:
