@@ -7,9 +7,12 @@ journal step, and `mlbook diff` shows a change to shared code between two runs.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
+
+from mlbook import __version__ as mlbook_version
 
 MLBOOK = str(Path(sys.executable).parent / "mlbook")
 
@@ -65,6 +68,14 @@ def test_run_records_provenance_and_diff_shows_shared_code_change(tmp_path: Path
         root, "show", "--name-only", "--format=", f"refs/mlbook/runs/{first['id']}/after"
     )
     assert "result.txt" in after_files
+    shown = json.loads(mlbook(root, "show", first["id"], "--format", "json"))
+    assert shown["python"] == platform.python_version()
+    assert shown["packages"]["mlbook"] == mlbook_version
+    assert [f["path"] for f in shown["files"]] == [
+        script.relative_to(root).as_posix(),
+        "Models/common/__init__.py",
+        "Models/common/helpers.py",
+    ]
     journal = (root / "EXPERIMENT_LOG.md").read_text()
     assert f"1. [x] small — run {first['id']} · acc 0.06" in journal
 

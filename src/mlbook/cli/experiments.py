@@ -403,6 +403,14 @@ def show(run_id: str, output_format: str) -> None:
             f"commits: before {record.commit_before or '-'}  after {record.commit_after or '-'}"
             + (f"  ({record.commit_reason})" if record.commit_reason else "")
         )
+    if record.data_version or record.python:
+        packages = record.packages or {}
+        shown = ", ".join(f"{name} {version}" for name, version in sorted(packages.items())[:8])
+        more = f" (+{len(packages) - 8} more)" if len(packages) > 8 else ""
+        console.print(
+            f"data: {record.data_version or '-'}   python {record.python or '-'}"
+            + (f"   packages: {shown}{more}" if shown else "")
+        )
     _table(["param", "value"], sorted(record.params.items()), title="params")
     if record.metrics:
         _table(["metric", "value"], list(record.metrics.items()), title="final metrics")
@@ -414,7 +422,11 @@ def show(run_id: str, output_format: str) -> None:
         _table(["series", "points", "last", "trend"], trend, title="metric series")
     if files or artifacts:
         rows = [(p, "code", size, digest[:12]) for p, size, digest in files]
-        rows += [(p, kind, size, digest[:12]) for p, size, digest, kind in artifacts]
+        rows += [
+            (p, kind, size, digest[:12])
+            for p, size, digest, kind in artifacts
+            if not kind.endswith("-deleted")  # cleaned-up checkpoints stay in --format json
+        ]
         _table(["path", "kind", "size", "sha256"], rows, title="files")
     if record.error:
         console.print("[red]error:[/]")

@@ -62,6 +62,11 @@ def _imported_files(root: Path) -> list[str]:
     return sorted(found)
 
 
+def _top_level_modules() -> list[str]:
+    """Top-level names of every loaded module (the runner maps them to package versions)."""
+    return sorted({name.partition(".")[0] for name in list(sys.modules)})
+
+
 def _clean_metrics(result: Any, where: str) -> dict[str, Any]:
     if result is None:
         return {}
@@ -134,7 +139,7 @@ def run_child(spec: dict[str, Any]) -> int:
     try:
         if run is not None:
             run.flush()
-        channel.send(["files", _imported_files(root)])
+        channel.send(["files", _imported_files(root), _top_level_modules()])
         channel.send(["end", status, metrics, error])
         channel.close()
     except BrokenPipeError:

@@ -15,7 +15,6 @@ Register a factory in :data:`OBSERVER_FACTORIES`.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import shutil
 import signal
@@ -27,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from mlbook._fs import sha256_file
 from mlbook.errors import ExperimentError
 from mlbook.experiments.backends import Backend, Job, get_backend
 from mlbook.experiments.discovery import load_script, select_scripts, select_versions
@@ -432,9 +430,7 @@ class _Runner:
                 rel = self.project.relative(path)
                 self.store.add_artifact(info.run_id, rel, size, digest, artifact_kind)
         elif kind == "files":
-            info.files = [self.project.relative(p) for p in event[1]]
-            if self.store is not None:
-                self.store.add_files(info.run_id, _hash_files(self.project.root, info.files))
+            self._record_files(info, event[1], event[2] if len(event) > 2 else [])
         elif kind == "end":
             _, info.status, info.metrics, info.error = event
         elif kind == "exit":
@@ -452,6 +448,19 @@ class _Runner:
             return True
         return False
 
+    def _record_files(self, info: RunInfo, module_files: list[str], modules: list[str]) -> None:
+        """Store the files a run used (loaded modules + static walk) and its package versions."""
+        from mlbook.provenance.files import package_versions, used_files
+
+        used = used_files(
+            self.project.root, module_files, info.script, search_path=[self.project.models_dir]
+        )
+        info.files = [f.path for f in used]
+        if self.store is not None:
+            self.store.add_files(info.run_id, [(f.path, f.size, f.sha256) for f in used])
+            if modules:
+                self.store.set_provenance(info.run_id, packages=package_versions(modules))
+
     def _finish(self, info: RunInfo) -> RunInfo:
         info.ended = time.time()
         if self.store is not None:
@@ -459,15 +468,6 @@ class _Runner:
         notify(self.observers, "after_run", info, self.store)
         self.listener.run_finished(info)
         return info
-
-
-def _hash_files(root: Path, files: list[str]) -> list[tuple[str, int, str]]:
-    rows = []
-    for rel in files:
-        path = root / rel
-        with contextlib.suppress(OSError):
-            rows.append((rel, path.stat().st_size, sha256_file(path)))
-    return rows
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:
