@@ -488,3 +488,19 @@ def test_failed_load_leaves_no_modules_behind(bundle: Path) -> None:
         mlbook.load(bundle)
     assert sys.meta_path == before_path
     assert not [m for m in set(sys.modules) - before_modules if m.startswith("_mlbook_bundle")]
+
+
+def test_deleted_code_is_taken_from_the_snapshot_or_refused(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "gone", snapshots=True)
+    (project.models_dir / "config.json").unlink()  # declared with files=[...]
+    with pytest.raises(
+        ExportError, match=r"Models/config\.json: listed in Experiment\(files=\.\.\.\)"
+    ):
+        export_run(project, "E001", "small", force=True)
+    training = project.models_dir / "common" / "training.py"
+    saved = training.read_text()
+    training.unlink()
+    result = export_run(project, "E001", "small")
+    assert result.manifest.code_commit is not None
+    assert (result.path / "code" / "common" / "training.py").read_text() == saved
+    assert (result.path / "code" / "config.json").is_file()

@@ -178,6 +178,9 @@ def code_files(
         add(path, "imported by the script")
     for rel, _size, digest in recorded:
         path = root / rel
+        parent = path.parent.resolve()
+        if not path.is_file() and (parent == models or models in parent.parents):
+            raise _ChangedCode(f"{rel} was used by the run but is missing; restore it or re-run")
         add(path, "used by the run")
         changed = path.is_file() and sha256_file(path) != digest
         if changed and models in path.resolve().parents and not force:
