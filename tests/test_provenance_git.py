@@ -230,3 +230,38 @@ def test_include_records_ignored_outputs_within_the_limit(repo: Path) -> None:
     assert state(repo) == before
     assert files_in(repo, shot.commit or "") == {".gitignore", "train.py", "data/run1/metrics.json"}
     assert shot.skipped == ("data/run1/weights.bin",)
+
+
+def test_data_dir_keeps_untracked_data_out_but_dataset_json_in(repo: Path) -> None:
+    data = repo / "Datasets" / "digits"
+    (data / "images").mkdir(parents=True)
+    (data / "images" / "0001.png").write_bytes(b"\x89PNG fake")
+    (data / "records.jsonl").write_text('{"id": "1"}\n')
+    (data / "dataset.json").write_text('{"name": "digits"}\n')
+    (repo / "Models").mkdir(exist_ok=True)
+    (repo / "Models" / "E001_x.py").write_text("x = 1\n")
+    before = state(repo)
+
+    shot = snapshot(repo, "r-data", "before", "m", data_dir="Datasets")
+    names = git(repo, "ls-tree", "-r", "--name-only", shot.commit or "").split()
+    assert "Datasets/digits/dataset.json" in names
+    assert "Models/E001_x.py" in names
+    assert "Datasets/digits/images/0001.png" not in names
+    assert "Datasets/digits/records.jsonl" not in names
+    assert state(repo) == before
+
+    everything = snapshot(repo, "r-all", "before", "m")
+    names = git(repo, "ls-tree", "-r", "--name-only", everything.commit or "").split()
+    assert "Datasets/digits/images/0001.png" in names
+
+
+def test_data_dir_in_branch_mode(repo: Path) -> None:
+    data = repo / "Datasets" / "d"
+    data.mkdir(parents=True)
+    (data / "big.bin").write_bytes(b"data")
+    (data / "dataset.json").write_text("{}\n")
+    shot = snapshot(repo, "r-b", "before", "[E1.1] before", mode="branch", data_dir="Datasets")
+    names = git(repo, "ls-tree", "-r", "--name-only", shot.commit or "").split()
+    assert "Datasets/d/dataset.json" in names
+    assert "Datasets/d/big.bin" not in names
+    assert git(repo, "status", "--porcelain") == "?? Datasets/d/big.bin\n"

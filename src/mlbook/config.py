@@ -78,6 +78,7 @@ class GitSettings(_Section):
 
     commits: Literal["refs", "branch", "off"] = "refs"
     max_file_mb: float = 5.0
+    snapshot_data: bool = False
 
 
 class DataSettings(_Section):

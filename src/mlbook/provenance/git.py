@@ -179,6 +179,7 @@ def snapshot(
     max_file_mb: float = 5.0,
     mode: Mode = "refs",
     include: Sequence[Path | str] = (),
+    data_dir: str | None = None,
 ) -> Snapshot:
     """Record the project's files as a commit.
 
@@ -194,6 +195,9 @@ def snapshot(
             ``.gitignore`` ignores them (a run's output directory, for the
             ``after`` snapshot); the size limit applies. Refs mode only: branch
             mode never starts tracking ignored files.
+        data_dir: the datasets area relative to ``root``: its files that git does
+            not track yet are left out (the data is recorded by its hash instead),
+            except each dataset's ``dataset.json``. ``None``: nothing left out.
 
     Returns:
         the :class:`Snapshot`; ``commit`` is ``None`` (with ``reason``) without git.
@@ -208,9 +212,10 @@ def snapshot(
         return Snapshot(commit=None, reason=info, mode=mode)
     cwd = Path(root).resolve()
     if mode == "branch":
-        skipped = _large_files(info, cwd, max_file_mb)
-        return _branch_commit(info, cwd, message, _pathspec(skipped), skipped)
-    tree, skipped = _build_tree(info, cwd, max_file_mb, include)
+        skipped = _large_files(info, cwd, max_file_mb, data_dir)
+        pathspec = _pathspec(skipped, data_dir)
+        return _branch_commit(info, cwd, message, pathspec, skipped, data_dir)
+    tree, skipped = _build_tree(info, cwd, max_file_mb, include, data_dir)
     parents = ["-p", info.head] if info.head else []
     commit = _out(_run(info.git, ["commit-tree", tree, *parents], cwd, info.env, message.encode()))
     _run(info.git, ["update-ref", "-m", f"mlbook: {message}", ref, commit], cwd, info.env)
@@ -218,10 +223,14 @@ def snapshot(
 
 
 def _build_tree(
-    info: GitInfo, cwd: Path, max_file_mb: float, include: Sequence[Path | str] = ()
+    info: GitInfo,
+    cwd: Path,
+    max_file_mb: float,
+    include: Sequence[Path | str] = (),
+    data_dir: str | None = None,
 ) -> tuple[str, tuple[str, ...]]:
     """Write the tree of the working files (temporary index) and return its hash."""
-    large = _large_files(info, cwd, max_file_mb)
+    large = _large_files(info, cwd, max_file_mb, data_dir)
     forced, too_big = _included_files(cwd, include, max_file_mb)
     with tempfile.TemporaryDirectory(prefix="mlbook-index-") as tmp:
         index = Path(tmp) / "index"
@@ -231,7 +240,8 @@ def _build_tree(
             shutil.copyfile(user_index, index)  # keeps git's stat cache: add -A stays fast
         elif info.head:
             _run(info.git, ["read-tree", info.head], cwd, env)
-        _add_all(info, cwd, env, _pathspec(large))
+        _add_all(info, cwd, env, _pathspec(large, data_dir))
+        _add_dataset_descriptions(info, cwd, env, data_dir)
         if forced:
             spec = "\0".join(f":(literal){name}" for name in forced)
             args = ["add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul"]
@@ -265,12 +275,32 @@ def _add_all(info: GitInfo, cwd: Path, env: dict[str, str], pathspec: bytes) -> 
     _run(info.git, args, cwd, env, pathspec)
 
 
-def _large_files(info: GitInfo, cwd: Path, max_file_mb: float) -> tuple[str, ...]:
+def _add_dataset_descriptions(
+    info: GitInfo, cwd: Path, env: dict[str, str], data_dir: str | None
+) -> None:
+    """Add each dataset's ``dataset.json`` (small, and says what the data is)."""
+    if data_dir is None or not (cwd / data_dir).is_dir():
+        return
+    spec = f":(glob){_glob_escape(data_dir)}/**/dataset.json"
+    args = ["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"]
+    _run(info.git, args, cwd, env, spec.encode("utf-8", "surrogateescape"), check=False)
+
+
+def _glob_escape(path: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]\\" else c for c in path)
+
+
+def _large_files(
+    info: GitInfo, cwd: Path, max_file_mb: float, data_dir: str | None = None
+) -> tuple[str, ...]:
     """New or modified files under ``cwd`` over the limit, relative to ``cwd``."""
     if max_file_mb == float("inf"):
         return ()
     limit = max_file_mb * 1024 * 1024
-    done = _run(info.git, ["ls-files", "-z", "-m", "-o", "--exclude-standard"], cwd, info.env)
+    args = ["ls-files", "-z", "-m", "-o", "--exclude-standard", "--", "."]
+    if data_dir is not None:
+        args.append(f":(exclude,literal){data_dir}")
+    done = _run(info.git, args, cwd, info.env)
     big: set[str] = set()
     for name in done.stdout.decode("utf-8", "surrogateescape").split("\0"):
         if not name:
@@ -284,8 +314,10 @@ def _large_files(info: GitInfo, cwd: Path, max_file_mb: float) -> tuple[str, ...
     return tuple(sorted(big))
 
 
-def _pathspec(skipped: tuple[str, ...]) -> bytes:
+def _pathspec(skipped: tuple[str, ...], data_dir: str | None = None) -> bytes:
     specs = [".", *(f":(exclude,literal){name}" for name in skipped)]
+    if data_dir is not None:
+        specs.append(f":(exclude,literal){data_dir}")
     return "\0".join(specs).encode("utf-8", "surrogateescape")
 
 
@@ -304,10 +336,16 @@ def _refuse_in_progress(info: GitInfo) -> None:
 
 
 def _branch_commit(
-    info: GitInfo, cwd: Path, message: str, pathspec: bytes, skipped: tuple[str, ...]
+    info: GitInfo,
+    cwd: Path,
+    message: str,
+    pathspec: bytes,
+    skipped: tuple[str, ...],
+    data_dir: str | None = None,
 ) -> Snapshot:
     _refuse_in_progress(info)
     _add_all(info, cwd, info.env, pathspec)
+    _add_dataset_descriptions(info, cwd, info.env, data_dir)
     staged = _run(info.git, ["diff", "--cached", "--quiet"], cwd, info.env, check=False)
     if info.head is not None and staged.returncode == 0:
         return Snapshot(

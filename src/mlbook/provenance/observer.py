@@ -85,6 +85,7 @@ class ProvenanceObserver:
             settings.max_file_mb,
             settings.commits,
             include=include,
+            data_dir=None if settings.snapshot_data else self.project.area_name("datasets"),
         )
 
     def _number(self, info: RunLike) -> int:
