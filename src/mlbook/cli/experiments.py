@@ -185,7 +185,7 @@ class _Live:
     def run_started(self, info: RunInfo) -> None:
         self.active[info.run_id] = info
         if not self.quiet and not self.tty:
-            click.echo(f"start  {info.experiment}/{info.version} {info.run_id}", err=True)
+            click.echo(f"{'started':<11} {info.experiment}/{info.version} {info.run_id}", err=True)
         self._refresh(force=True)
 
     def run_progress(self, info: RunInfo) -> None:
