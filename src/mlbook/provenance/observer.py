@@ -76,7 +76,10 @@ class ProvenanceObserver:
         if settings.commits == "off":
             return Snapshot(commit=None, reason='[git] commits = "off" in mlbook.toml')
         out_dir = getattr(info, "dir", None)
-        include = [out_dir] if stage == "after" and out_dir else []
+        include: list[Path] = []
+        if stage == "after" and out_dir and Path(out_dir).is_dir():
+            # results, logs, plots and final weights; intermediate checkpoints stay out
+            include = [p for p in sorted(Path(out_dir).iterdir()) if p.name != "checkpoints"]
         return snapshot(
             self.project.root,
             info.run_id,
