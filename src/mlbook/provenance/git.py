@@ -237,7 +237,8 @@ def _build_tree(
         user_index = info.git_dir / "index"
         env = {**info.env, "GIT_INDEX_FILE": str(index)}
         if user_index.is_file():
-            shutil.copyfile(user_index, index)  # keeps git's stat cache: add -A stays fast
+            # copy2 keeps the index mtime too, so git still re-reads "racily clean" entries
+            shutil.copy2(user_index, index)  # keeps git's stat cache: add -A stays fast
         elif info.head:
             _run(info.git, ["read-tree", info.head], cwd, env)
         _add_all(info, cwd, env, _pathspec(large, data_dir))
