@@ -181,6 +181,14 @@ def test_run_mode_training_reaches_accuracy(digits: Project, trained: Trained) -
     assert series["loss"][-1][1] < series["loss"][0][1]
     log = (out / "output.log").read_text()
     assert "[mlbook] E001/narrow:" in log and "device cpu, seed 0" in log
+    # the runs filled the journal entries that `init --example` wrote
+    entries = {e.id: e for e in read_journal(digits.journal_path)}
+    assert entries["E001"].title == "Small CNN on digits"
+    assert entries["E001"].status == "IN PROGRESS"
+    (step,) = [s for s in entries["E001"].steps if s.run_id == cnn.id]
+    assert step.version == "narrow" and step.done
+    assert step.metrics["acc"] == pytest.approx(cnn.metrics["acc"], abs=1e-3)
+    assert {s.run_id for s in entries["E002"].steps} >= {r.id for r in trained["mlp"]}
 
 
 def test_same_seed_gives_the_same_losses(digits: Project, trained: Trained) -> None:
