@@ -326,9 +326,14 @@ def test_two_runners_at_once_both_record(project: Project) -> None:
         """,
     )
     runners = [mlbook_cli(project, "run", "E007", "-q") for _ in range(2)]
-    for runner in runners:
-        _, err = runner.communicate(timeout=60)
-        assert runner.returncode == 0, err
+    try:
+        errors = [runner.communicate(timeout=60)[1] for runner in runners]
+    finally:
+        for runner in runners:
+            if runner.poll() is None:
+                runner.kill()
+                runner.communicate()
+    assert [r.returncode for r in runners] == [0, 0], errors
     found = mlbook.runs(project)
     assert len(found) == 4 and {r.status for r in found} == {"completed"}
     assert metric_count(project) == 800

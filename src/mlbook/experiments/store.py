@@ -19,7 +19,7 @@ import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -147,12 +147,7 @@ class Store:
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            store = cls(path, db)
-            store._migrate()
+            store = _retry_when_locked(lambda: cls._connect(path))
         except sqlite3.DatabaseError as exc:
             raise StoreError(
                 f"{path}: cannot open the run store ({exc}); move the file away to start a new one"
@@ -161,6 +156,24 @@ class Store:
             raise StoreError(f"{path}: cannot create the run store ({exc})") from exc
         if recover:
             store.recover_crashed()
+        return store
+
+    @classmethod
+    def _connect(cls, path: Path) -> Store:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # switching to WAL takes an exclusive lock without waiting on the busy
+            # handler: two processes creating the store at once may see "locked"
+            (mode,) = db.execute("PRAGMA journal_mode").fetchone()
+            if mode != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            store = cls(path, db)
+            store._migrate()
+        except BaseException:
+            db.close()
+            raise
         return store
 
     @classmethod
@@ -374,3 +387,18 @@ def _alive(pid: int) -> bool:
             return handle.read().split(b") ", 1)[1][:1] != b"Z"
     except (OSError, IndexError):
         return True
+
+
+def _retry_when_locked(open_store: Callable[[], Store]) -> Store:
+    """Call ``open_store`` again while another process holds a lock SQLite will not wait on."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            return open_store()
+        except sqlite3.OperationalError as exc:
+            locked = "locked" in str(exc) or "busy" in str(exc)
+            if not locked or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
