@@ -279,7 +279,6 @@ def main() -> None:
             "--run",
             str(best_cnn["id"]),
             "--onnx",
-            "--force",
             cwd=demo,
         )
         sh("mlbook", "exports", cwd=demo)

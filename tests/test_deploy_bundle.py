@@ -470,6 +470,11 @@ def test_changed_code_is_taken_from_the_runs_snapshot(tmp_path: Path) -> None:
     forced = export_run(project, "E001", "small", dest=tmp_path / "forced", force=True)
     assert forced.manifest.code_commit is None
     assert "SCALE = 2.0" in (forced.path / "code" / "common" / "training.py").read_text()
+    shown = CliRunner().invoke(
+        cli, ["-C", str(project.root), "export", "E001", "-v", "small", "--dest", "../cli"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert f"code      from the run's snapshot {run.commit_before[:7]}: " in shown.output
 
 
 def test_failed_load_leaves_no_modules_behind(bundle: Path) -> None:

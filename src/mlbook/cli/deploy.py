@@ -70,6 +70,11 @@ def export(
         f"[green]exported[/]  {where}  ({manifest.experiment}/{manifest.version} "
         f"run {manifest.run_id}, {len(manifest.files)} files, {result.seconds:.1f}s)"
     )
+    if manifest.code_commit:
+        console.print(
+            f"[yellow]code[/]      from the run's snapshot {manifest.code_commit[:7]}: "
+            "files it used have changed since the run"
+        )
     check = manifest.verification
     if check is not None:
         what = f"predicted {check.output}" if check.predicted else "no @exp.sample: not predicted"
