@@ -52,7 +52,7 @@ def train_classifier(run: Any, model: nn.Module) -> dict[str, float]:
     p = run.params
     mt.setup(run, model, seed=p.seed, threads=p.threads, device="cpu")
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-    start = mt.resume_from(run, model, optimizer)
+    start = run.resume_from(model, optimizer)  # 0, or the epoch after the newest checkpoint
     train = loader(run, "train", p.batch_size, shuffle=True)
     val_images, val_labels = load_split(str(run.dataset_dir), "val")
     loss = float("nan")
@@ -60,8 +60,7 @@ def train_classifier(run: Any, model: nn.Module) -> dict[str, float]:
         loss = fit_epoch(model, train, optimizer)
         val_acc = accuracy(model, val_images, val_labels)
         run.log(step=epoch, loss=loss, val_acc=val_acc)
-        mt.save_checkpoint(
-            run,
+        run.save_checkpoint(
             model,
             optimizer,
             step=epoch,
@@ -69,7 +68,7 @@ def train_classifier(run: Any, model: nn.Module) -> dict[str, float]:
             keep_last=2,
             keep_best="val_acc",
         )
-    best = mt.load_checkpoint(run, model, which="best", key="val_acc", restore_rng=False)
+    best = run.load_checkpoint(model, which="best", key="val_acc", restore_rng=False)
     run.save_weights(model)
     test_images, test_labels = load_split(str(run.dataset_dir), "test")
     return {
