@@ -15,6 +15,10 @@ Every helper takes the :class:`~mlbook.experiments.run.Run` a train hook gets::
             mt.save_checkpoint(run, model, optimizer, step=epoch, metrics={"acc": acc},
                                keep_last=2, keep_best="acc")
 
+A train hook may also use the run's own spelling of the checkpoint helpers, which
+calls these functions: ``run.save_checkpoint(model, optimizer, step=..., metrics=...)``,
+``run.load_checkpoint(model, ...)``, ``run.resume_from(model, optimizer)``.
+
 Checkpoints are ``checkpoints/step-<step>.pt`` in the run's directory: a dict with
 the model's and the optimizer's state, the step, the metrics and the random
 number generator states, written atomically and recorded as artifacts of the run
