@@ -7,9 +7,9 @@ every problem in one pass.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mlbook._lazy import lazy_getattr
 from mlbook.datasets.dataset import ClassSubset, Dataset, open_dataset
 from mlbook.datasets.metadata import Box, ClassInfo, DatasetInfo, Record
 from mlbook.datasets.subsets import ClassEncoding
@@ -53,10 +53,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlbook.datasets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -7,8 +7,9 @@ Names load on first use, so ``mlbook.load`` imports only the loader.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mlbook._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from mlbook.deploy.bundle import ExportResult, export_run
@@ -27,10 +28,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlbook.deploy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
