@@ -176,20 +176,25 @@ class Run:
         self._record(target, "weights")
         return target
 
-    def artifact(self, path: Path | str, kind: str = "file") -> Path:
-        """Record a file this run wrote (relative paths are inside :attr:`dir`)."""
+    def artifact(self, path: Path | str, kind: str = "file", sha256: str | None = None) -> Path:
+        """Record a file this run wrote (relative paths are inside :attr:`dir`).
+
+        Pass ``sha256`` when it is already known (computed while writing) to spare
+        a second read of a large file.
+        """
         target = Path(path)
         if not target.is_absolute():
             target = self.dir / target
         if not target.is_file():
             raise ExperimentError(f"run.artifact({str(path)!r}): no such file {target}")
-        self._record(target, kind)
+        self._record(target, kind, sha256)
         return target
 
-    def _record(self, path: Path, kind: str) -> None:
+    def _record(self, path: Path, kind: str, sha256: str | None = None) -> None:
         if self.is_test:
             return
-        self._channel.send(["artifact", str(path), path.stat().st_size, sha256_file(path), kind])
+        digest = sha256 or sha256_file(path)
+        self._channel.send(["artifact", str(path), path.stat().st_size, digest, kind])
 
     # -- checkpoints -----------------------------------------------------------------
 

@@ -272,12 +272,12 @@ def save_checkpoint(
         torch.save(state, hashing)  # type: ignore[arg-type]  # write() + flush() suffice
     index = _read_index(folder)
     index[target.name] = {"metrics": values, "sha256": hashing.hexdigest(), "size": hashing.size}
-    _record(run, target, "checkpoint", hashing.size, hashing.hexdigest())
+    _record(run, target, "checkpoint", hashing.hexdigest())
     if keep_last is not None or keep_best is not None:
         for old in _removable(folder, index, target, keep_last or 1, keep_best, mode):
             entry = index.pop(old.name, {})
             if "sha256" in entry:
-                _record(run, old, DELETED_KIND, int(entry.get("size", 0)), str(entry["sha256"]))
+                _record(run, old, DELETED_KIND, str(entry["sha256"]))
             else:
                 with contextlib.suppress(ExperimentError):  # gone already
                     run.artifact(old, kind=DELETED_KIND)
@@ -307,15 +307,11 @@ class _HashingWriter:
         return self._digest.hexdigest()
 
 
-def _record(run: Run, path: Path, kind: str, size: int, digest: str) -> None:
-    """Record an artifact whose size and sha256 are known (no second read of a big file)."""
+def _record(run: Run, path: Path, kind: str, digest: str) -> None:
+    """Record an artifact whose sha256 is known (no second read of a big file)."""
     if run.is_test:
         return
-    channel = getattr(run, "_channel", None)
-    if channel is None:
-        run.artifact(path, kind=kind)
-        return
-    channel.send(["artifact", str(path), size, digest, kind])
+    run.artifact(path, kind=kind, sha256=digest)
 
 
 def _write_index(folder: Path, index: dict[str, dict[str, Any]]) -> None:
