@@ -312,3 +312,21 @@ def test_deployment_loads_the_export(digits: Project, trained: Trained) -> None:
     assert all(len(a) == 1 and a[0]["label"] == answers[0][0]["label"] for a in answers)
     with pytest.raises(ValueError, match="expected 8x8 images, got an array of shape"):
         loaded.predict([[1.0, 2.0, 3.0]])
+
+
+# last: its resumed run becomes the newest writer of E001's weights, with changed code
+def test_resume_after_a_code_change_warns_of_stale_weights(
+    digits: Project, trained: Trained
+) -> None:
+    old = trained["cnn"][0]
+    training = digits.models_dir / "common" / "training.py"
+    original = training.read_text()
+    training.write_text(original + "\n# changed after the run wrote its checkpoints\n")
+    try:
+        result = run_experiments(digits, resume=old.id)
+    finally:
+        training.write_text(original)
+    assert result.ok, [r.error for r in result.runs]
+    log = (digits.root / get_run(digits, result.runs[0].run_id).outputs / "output.log").read_text()
+    assert "warning: stale weights step-00000014.pt: the code changed since run " in log
+    assert "Models/common/training.py (modified)" in log

@@ -421,6 +421,11 @@ def load_checkpoint(
         raise ExperimentError(
             f"{chosen.path}: not a checkpoint written by mlbook.pytorch.save_checkpoint"
         )
+    if not chosen.path.resolve().is_relative_to(run.dir.resolve()):
+        from mlbook._fs import sha256_file
+        from mlbook.pytorch._weights import warn_if_stale
+
+        warn_if_stale(run, chosen.path, sha256_file(chosen.path))  # an earlier run's weights
     model.load_state_dict(state["model"])
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])

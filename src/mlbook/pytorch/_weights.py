@@ -149,15 +149,22 @@ def load_pretrained(
             "check the version's params, or pass strict=False"
         ) from exc
     run.artifact(path, kind="input")
-    source = _source_of(run.project_root, digest)
-    stale: str | None = None
-    if source is not None:
-        from mlbook.provenance.stale import stale_files, stale_summary
+    source_run, stale = warn_if_stale(run, path, digest)
+    return Pretrained(path=path, sha256=digest, source_run=source_run, stale=stale)
 
-        stale = stale_summary(stale_files(source[1], run.project_root), source[0])
-        if stale is not None:
-            warnings.warn(f"stale weights {path.name}: {stale}", stacklevel=2)
-            print(f"[mlbook] warning: stale weights {path.name}: {stale}", file=sys.stderr)
-    return Pretrained(
-        path=path, sha256=digest, source_run=source[0] if source else None, stale=stale
-    )
+
+def warn_if_stale(run: Run, path: Path, digest: str) -> tuple[str | None, str | None]:
+    """Warn when ``path`` was written by an earlier run whose code has changed since.
+
+    Returns ``(source run id, warning)``; either is ``None`` when there is none.
+    """
+    source = _source_of(run.project_root, digest)
+    if source is None:
+        return None, None
+    from mlbook.provenance.stale import stale_files, stale_summary
+
+    stale = stale_summary(stale_files(source[1], run.project_root), source[0])
+    if stale is not None:
+        warnings.warn(f"stale weights {path.name}: {stale}", stacklevel=3)
+        print(f"[mlbook] warning: stale weights {path.name}: {stale}", file=sys.stderr)
+    return source[0], stale
