@@ -87,3 +87,23 @@ def test_run_records_provenance_and_diff_shows_shared_code_change(tmp_path: Path
     assert "Models/common/helpers.py" in out
     assert "-    return k * 3" in out and "+    return k * 4" in out
     assert git(root, "rev-parse", "HEAD") == head
+
+
+def test_branch_mode_refuses_to_run_during_a_merge(tmp_path: Path) -> None:
+    mlbook(tmp_path, "init", "proj")
+    root = tmp_path / "proj"
+    config = root / "mlbook.toml"
+    config.write_text(config.read_text().replace('commits = "refs"', 'commits = "branch"'))
+    mlbook(root, "new", "E001", "merge test")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "start")
+    (root / ".git" / "MERGE_HEAD").write_text(git(root, "rev-parse", "HEAD"))
+    done = subprocess.run(
+        [MLBOOK, "run", "E001"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: cannot commit on the branch: ")
+    assert "in the middle of a merge; finish or abort it first" in done.stderr
+    assert json.loads(mlbook(root, "runs", "--format", "json")) == []
+    (root / ".git" / "MERGE_HEAD").unlink()
+    mlbook(root, "run", "E001", "--mode", "test")  # test mode never commits: not refused

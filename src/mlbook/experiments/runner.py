@@ -89,8 +89,12 @@ class RunObserver:
     """Hooks around each run; the default does nothing. Subclass and override.
 
     ``store`` is ``None`` in test mode. Exceptions raised by an observer are
-    turned into warnings: a failed side channel never loses a run.
+    turned into warnings: a failed side channel never loses a run. Only
+    :meth:`preflight` may refuse, before any run starts.
     """
+
+    def preflight(self, mode: str) -> None:
+        """Called once before any run starts; raise an ``MlbookError`` to refuse them all."""
 
     def before_run(self, info: RunInfo, store: Store | None) -> None:
         """Called after the run is created in the store, before its process starts."""
@@ -240,13 +244,18 @@ def run_experiments(
             planned = [_plan_resume(project, store, resume)]
         else:
             planned = plan(project, ids, versions, skip_versions)
+        chosen = default_observers(project) if observers is None else list(observers)
+        for observer in chosen:
+            preflight = getattr(observer, "preflight", None)
+            if preflight is not None:
+                preflight(mode)
         runner = _Runner(
             project,
             store,
             mode,
             jobs,
             steps,
-            default_observers(project) if observers is None else list(observers),
+            chosen,
             listener or _NullListener(),
             backend or get_backend(settings.runner.backend),
         )

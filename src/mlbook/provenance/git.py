@@ -46,6 +46,7 @@ __all__ = [
     "current_commit",
     "diff_commits",
     "git_info",
+    "refuse_in_progress",
     "resolve",
     "run_ref",
     "snapshot",
@@ -322,7 +323,8 @@ def _pathspec(skipped: tuple[str, ...], data_dir: str | None = None) -> bytes:
     return "\0".join(specs).encode("utf-8", "surrogateescape")
 
 
-def _refuse_in_progress(info: GitInfo) -> None:
+def refuse_in_progress(info: GitInfo) -> None:
+    """Raise when branch commits are impossible: a merge/rebase in progress, or detached."""
     for marker, what in _IN_PROGRESS.items():
         if (info.git_dir / marker).exists():
             raise ProvenanceError(
@@ -344,7 +346,7 @@ def _branch_commit(
     skipped: tuple[str, ...],
     data_dir: str | None = None,
 ) -> Snapshot:
-    _refuse_in_progress(info)
+    refuse_in_progress(info)
     _add_all(info, cwd, info.env, pathspec)
     _add_dataset_descriptions(info, cwd, info.env, data_dir)
     staged = _run(info.git, ["diff", "--cached", "--quiet"], cwd, info.env, check=False)

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from mlbook.project import Project
 from mlbook.provenance.data import dataset_version
 from mlbook.provenance.files import environment
-from mlbook.provenance.git import Snapshot, snapshot
+from mlbook.provenance.git import Snapshot, git_info, refuse_in_progress, snapshot
 from mlbook.provenance.journal import add_entry, read_journal, record_step
 
 __all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "observer"]
@@ -98,6 +98,19 @@ class ProvenanceObserver:
                     if step.run_id == info.run_id:
                         return step.number
         return 0
+
+    def preflight(self, mode: str) -> None:
+        """Refuse ``run``-mode runs that could not get their branch commits (merge, rebase).
+
+        Raises:
+            ProvenanceError: ``[git] commits = "branch"`` while the repository is in
+                the middle of a merge, rebase, cherry-pick or revert, or detached.
+        """
+        if mode != "run" or self.project.config.git.commits != "branch":
+            return
+        info = git_info(self.project.root)
+        if not isinstance(info, str):
+            refuse_in_progress(info)
 
     def before_run(self, info: RunLike, store: StoreLike | None) -> None:
         """Journal step ``running``, the before snapshot, data version and Python version."""
