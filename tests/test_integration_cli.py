@@ -107,3 +107,24 @@ def test_branch_mode_refuses_to_run_during_a_merge(tmp_path: Path) -> None:
     assert json.loads(mlbook(root, "runs", "--format", "json")) == []
     (root / ".git" / "MERGE_HEAD").unlink()
     mlbook(root, "run", "E001", "--mode", "test")  # test mode never commits: not refused
+
+
+def test_a_failing_side_channel_warns_in_one_line_and_the_run_goes_on(tmp_path: Path) -> None:
+    mlbook(tmp_path, "init", "proj")
+    root = tmp_path / "proj"
+    mlbook(root, "new", "E001", "broken journal")
+    journal = root / "EXPERIMENT_LOG.md"
+    head, _, tail = journal.read_text().rpartition("<!-- /mlbook:steps -->")
+    journal.write_text(head + tail)  # the entry's closing marker, broken by hand
+    done = subprocess.run(
+        [MLBOOK, "run", "E001", "-q"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 4  # before and after each of the two versions
+    assert warnings[0].startswith("warning: before the run: ")
+    assert "EXPERIMENT_LOG.md:" in warnings[0]
+    assert "Traceback" not in done.stderr and "UserWarning" not in done.stderr
+    assert {r["status"] for r in json.loads(mlbook(root, "runs", "--format", "json"))} == {
+        "completed"
+    }

@@ -265,3 +265,22 @@ def test_data_dir_in_branch_mode(repo: Path) -> None:
     assert "Datasets/d/dataset.json" in names
     assert "Datasets/d/big.bin" not in names
     assert git(repo, "status", "--porcelain") == "?? Datasets/d/big.bin\n"
+
+
+def test_refs_snapshot_without_a_git_identity(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("EMAIL", "")
+    git(repo, "config", "--unset", "user.name") if "user.name" in git(
+        repo, "config", "--local", "--list"
+    ) else None
+    shot = snapshot(repo, "r-noid", "before", "m")
+    assert shot.commit is not None
+    assert git(repo, "log", "-1", "--format=%an <%ae>", shot.commit).strip() == (
+        "mlbook <mlbook@localhost>"
+    )

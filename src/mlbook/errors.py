@@ -18,6 +18,10 @@ bug and keeps its traceback.
 
 Subclasses keep the facts (path, line, key) as attributes and build the message
 from them; the underlying error stays in ``__cause__``.
+
+:class:`MlbookWarning` is what a failed side channel (a journal update, a git
+snapshot) raises as a warning: the run goes on, and the CLI prints it as one line
+``warning: ...``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "ExperimentError",
     "ExportError",
     "MlbookError",
+    "MlbookWarning",
     "ProjectError",
     "ProvenanceError",
     "RecordError",
@@ -39,6 +44,10 @@ __all__ = [
 
 class MlbookError(Exception):
     """Root of every error a user can cause; its message is one line."""
+
+
+class MlbookWarning(UserWarning):
+    """A side channel failed (journal, snapshot); the run itself went on."""
 
 
 class ProjectError(MlbookError):

@@ -82,14 +82,30 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from mlbook.errors import MlbookError
+        import warnings
 
+        from mlbook.errors import MlbookError, MlbookWarning
+
+        warnings.simplefilter("always", MlbookWarning)
+        warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
         except MlbookError as exc:
             if ctx.meta.get(_DEBUG_KEY):
                 raise
             raise UserError(str(exc)) from exc
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Warnings as one line on stderr: ``warning: <message>``."""
+    click.echo(f"warning: {message}", err=True)
 
 
 @click.group(

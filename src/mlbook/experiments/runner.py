@@ -116,13 +116,19 @@ def default_observers(project: Project) -> list[RunObserver]:
     return observers
 
 
+_STAGES = {"before_run": "before the run", "after_run": "after the run"}
+
+
 def notify(observers: Sequence[RunObserver], method: str, *args: Any) -> None:
     """Call ``method`` on each observer, turning their errors into warnings."""
     for observer in observers:
         try:
             getattr(observer, method)(*args)
         except Exception as exc:
-            warnings.warn(f"{type(observer).__name__}.{method} failed: {exc}", stacklevel=2)
+            from mlbook.errors import MlbookWarning
+
+            what = _STAGES.get(method, method)
+            warnings.warn(f"{what}: {exc}", MlbookWarning, stacklevel=2)
 
 
 class RunListener(Protocol):

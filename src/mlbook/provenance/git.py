@@ -46,6 +46,7 @@ __all__ = [
     "current_commit",
     "diff_commits",
     "git_info",
+    "has_identity",
     "refuse_in_progress",
     "resolve",
     "run_ref",
@@ -53,6 +54,14 @@ __all__ = [
 ]
 
 REF_PREFIX = "refs/mlbook/runs"
+# hidden-ref snapshots are not the user's commits: without a configured identity
+# they are made by "mlbook" rather than lost (branch mode refuses instead)
+_FALLBACK_IDENTITY = {
+    "GIT_AUTHOR_NAME": "mlbook",
+    "GIT_AUTHOR_EMAIL": "mlbook@localhost",
+    "GIT_COMMITTER_NAME": "mlbook",
+    "GIT_COMMITTER_EMAIL": "mlbook@localhost",
+}
 Mode = Literal["refs", "branch"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _IN_PROGRESS = {
@@ -218,7 +227,8 @@ def snapshot(
         return _branch_commit(info, cwd, message, pathspec, skipped, data_dir)
     tree, skipped = _build_tree(info, cwd, max_file_mb, include, data_dir)
     parents = ["-p", info.head] if info.head else []
-    commit = _out(_run(info.git, ["commit-tree", tree, *parents], cwd, info.env, message.encode()))
+    env = info.env if has_identity(info) else {**info.env, **_FALLBACK_IDENTITY}
+    commit = _out(_run(info.git, ["commit-tree", tree, *parents], cwd, env, message.encode()))
     _run(info.git, ["update-ref", "-m", f"mlbook: {message}", ref, commit], cwd, info.env)
     return Snapshot(commit=commit, ref=ref, skipped=skipped, mode="refs")
 
@@ -321,6 +331,12 @@ def _pathspec(skipped: tuple[str, ...], data_dir: str | None = None) -> bytes:
     if data_dir is not None:
         specs.append(f":(exclude,literal){data_dir}")
     return "\0".join(specs).encode("utf-8", "surrogateescape")
+
+
+def has_identity(info: GitInfo) -> bool:
+    """True when git knows who commits (``user.name``/``user.email`` or the env vars)."""
+    done = _run(info.git, ["var", "GIT_COMMITTER_IDENT"], info.toplevel, info.env, check=False)
+    return done.returncode == 0
 
 
 def refuse_in_progress(info: GitInfo) -> None:

@@ -25,10 +25,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlbook.errors import ProvenanceError
 from mlbook.project import Project
 from mlbook.provenance.data import dataset_version
 from mlbook.provenance.files import environment
-from mlbook.provenance.git import Snapshot, git_info, refuse_in_progress, snapshot
+from mlbook.provenance.git import (
+    Snapshot,
+    git_info,
+    has_identity,
+    refuse_in_progress,
+    snapshot,
+)
 from mlbook.provenance.journal import add_entry, read_journal, record_step
 
 __all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "observer"]
@@ -109,8 +116,14 @@ class ProvenanceObserver:
         if mode != "run" or self.project.config.git.commits != "branch":
             return
         info = git_info(self.project.root)
-        if not isinstance(info, str):
-            refuse_in_progress(info)
+        if isinstance(info, str):
+            return
+        refuse_in_progress(info)
+        if not has_identity(info):
+            raise ProvenanceError(
+                f"cannot commit on the branch: git does not know who you are in {info.toplevel}; "
+                'run `git config user.name "..."` and `git config user.email "..."`'
+            )
 
     def before_run(self, info: RunLike, store: StoreLike | None) -> None:
         """Journal step ``running``, the before snapshot, data version and Python version."""
