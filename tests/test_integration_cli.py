@@ -128,3 +128,49 @@ def test_a_failing_side_channel_warns_in_one_line_and_the_run_goes_on(tmp_path: 
     assert {r["status"] for r in json.loads(mlbook(root, "runs", "--format", "json"))} == {
         "completed"
     }
+
+
+SLOW = """import time
+
+import mlbook
+
+exp = mlbook.Experiment(versions={"slow": {}})
+
+
+@exp.train
+def train(run):
+    for step in run.iterate(range(600)):
+        run.log(step=step, loss=1.0)
+        run.flush()
+        time.sleep(0.05)
+"""
+
+
+def test_a_runner_killed_mid_run_leaves_the_journal_step_crashed(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    mlbook(tmp_path, "init", "proj")
+    root = tmp_path / "proj"
+    mlbook(root, "new", "E001", "killed")
+    (script,) = (root / "Models").glob("E001_*.py")
+    script.write_text(SLOW)
+    runner = subprocess.Popen(
+        [MLBOOK, "run", "E001", "-q"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "· running ·" not in (root / "EXPERIMENT_LOG.md").read_text():
+            assert time.monotonic() < deadline and runner.poll() is None
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.communicate()
+    out = mlbook(root, "log", "E001")
+    (run,) = json.loads(mlbook(root, "runs", "--format", "json"))
+    assert run["status"] == "crashed"
+    journal = (root / "EXPERIMENT_LOG.md").read_text()
+    assert f"1. [ ] slow — run {run['id']} · crashed ·" in journal
+    assert "· running ·" not in journal
+    assert "crashed" in out

@@ -41,6 +41,9 @@ def log(exp_id: str | None, status: str | None, output_format: str) -> None:
 
     project = Project.find()
     path = project.journal_path
+    from mlbook.provenance.observer import settle_journal
+
+    settle_journal(project)  # steps of runs that crashed since
     if status is not None:
         if exp_id is None:
             raise click.UsageError("--status needs an EXP_ID, e.g. `mlbook log E012 --status done`")

@@ -20,12 +20,13 @@ For each ``run``-mode run it:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from mlbook.errors import ProvenanceError
+from mlbook.errors import MlbookError, MlbookWarning, ProvenanceError
 from mlbook.project import Project
 from mlbook.provenance.data import dataset_version
 from mlbook.provenance.files import environment
@@ -38,7 +39,7 @@ from mlbook.provenance.git import (
 )
 from mlbook.provenance.journal import add_entry, read_journal, record_step
 
-__all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "observer"]
+__all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "observer", "settle_journal"]
 
 
 class RunLike(Protocol):
@@ -69,6 +70,44 @@ def _numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def _step_status(status: str) -> str:
     return "done" if status == "completed" else status
+
+
+def settle_journal(project: Project) -> int:
+    """Give steps still marked ``running`` the status their run ended with in the store.
+
+    A runner killed with ``kill -9`` never writes the end of its step; the store
+    marks such runs ``crashed`` when it next opens, and this brings the journal in
+    line. Returns how many steps changed.
+    """
+    from mlbook.errors import MlbookError
+    from mlbook.experiments.query import get_run
+
+    path = project.journal_path
+    if not path.is_file() or not (project.state_dir / "runs.sqlite").is_file():
+        return 0
+    changed = 0
+    for entry in read_journal(path):
+        for step in entry.steps:
+            if step.status != "running":
+                continue
+            try:
+                record = get_run(project, step.run_id)
+            except MlbookError:
+                continue
+            if record.status == "running":
+                continue
+            record_step(
+                path,
+                entry.id,
+                step.version,
+                step.run_id,
+                _step_status(record.status),
+                _numbers(record.metrics or {}),
+                record.commit_before,
+                record.commit_after,
+            )
+            changed += 1
+    return changed
 
 
 class ProvenanceObserver:
@@ -113,7 +152,13 @@ class ProvenanceObserver:
             ProvenanceError: ``[git] commits = "branch"`` while the repository is in
                 the middle of a merge, rebase, cherry-pick or revert, or detached.
         """
-        if mode != "run" or self.project.config.git.commits != "branch":
+        if mode != "run":
+            return
+        try:
+            settle_journal(self.project)
+        except MlbookError as exc:  # a side channel: never stops the runs
+            warnings.warn(f"journal: {exc}", MlbookWarning, stacklevel=2)
+        if self.project.config.git.commits != "branch":
             return
         info = git_info(self.project.root)
         if isinstance(info, str):
