@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import mlbook
-from mlbook.errors import ExperimentError
+from mlbook.errors import ExperimentError, MlbookWarning
 from mlbook.experiments.runner import RunInfo, RunObserver, run_experiments
 from mlbook.experiments.store import Store
 from mlbook.project import Project
@@ -183,7 +183,7 @@ def test_observers_see_each_run(faults: Project) -> None:
             calls.append(("after", info.version, info.status))
             raise RuntimeError("side channel down")
 
-    with pytest.warns(UserWarning, match="Recorder.after_run failed: side channel down"):
+    with pytest.warns(MlbookWarning, match="after the run: side channel down"):
         run_experiments(faults, ["E001"], versions=["ok"], observers=[Recorder()])
     assert calls == [("before", "ok", "running"), ("after", "ok", "completed")]
     (record,) = mlbook.runs(faults)
