@@ -54,6 +54,9 @@ def test_split_is_deterministic_and_stratified() -> None:
     strat = assign_splits(dataset, ratios, seed=3, stratify=True)
     rare = Counter(r.split for r in strat if r.labels == ["rare"])
     assert rare == {"train": 8, "val": 1, "test": 1}
+    with pytest.raises(DatasetError, match=r"add up to 1\.3, not 1"):
+        parse_ratios("train=0.8,val=0.5")
+    assert parse_ratios("train=8,val=1,test=1") == {"train": 8, "val": 1, "test": 1}
     with pytest.raises(DatasetError, match="bad split ratio 'val'"):
         parse_ratios("train=0.8,val")
 

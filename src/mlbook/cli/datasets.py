@@ -191,9 +191,10 @@ def split(path: Path, ratios: str, seed: int, stratify: bool, keep_existing: boo
     from mlbook.datasets.dataset import open_dataset
     from mlbook.datasets.split import assign_splits, parse_ratios
 
+    wanted = parse_ratios(ratios)
     dataset = assign_splits(
         open_dataset(path),
-        parse_ratios(ratios),
+        wanted,
         seed=seed,
         stratify=stratify,
         keep_existing=keep_existing,
@@ -208,3 +209,7 @@ def split(path: Path, ratios: str, seed: int, stratify: bool, keep_existing: boo
         f"Splits of {dataset.name}",
         {"images": "right"},
     )
+    click.echo(f"wrote the splits of {len(dataset)} records to {path}")
+    for name in wanted:
+        if not counts.get(name):
+            click.echo(f"warning: split {name!r} got no records (too few to share out)", err=True)

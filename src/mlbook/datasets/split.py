@@ -15,10 +15,13 @@ __all__ = ["assign_splits", "parse_ratios"]
 
 
 def parse_ratios(text: str) -> dict[str, float]:
-    """Parse ``train=0.8,val=0.1,test=0.1`` (weights are normalised to sum to 1).
+    """Parse ``train=0.8,val=0.1,test=0.1``, or weights like ``train=8,val=1,test=1``.
+
+    Whole-number weights are normalised; fractions (any value with a decimal part)
+    must add up to 1.
 
     Raises:
-        DatasetError: a malformed or non-positive ratio.
+        DatasetError: a malformed or non-positive ratio, or fractions not adding up to 1.
     """
     ratios: dict[str, float] = {}
     for part in text.split(","):
@@ -32,6 +35,13 @@ def parse_ratios(text: str) -> dict[str, float]:
                 f"bad split ratio {part.strip()!r}; write them like train=0.8,val=0.1,test=0.1"
             )
         ratios[name.strip()] = number
+    total = sum(ratios.values())
+    fractions = any(not float(value).is_integer() for value in ratios.values())
+    if fractions and abs(total - 1) > 1e-6:
+        raise DatasetError(
+            f"split fractions {text!r} add up to {total:g}, not 1; fix them, or give "
+            "whole-number weights like train=8,val=1,test=1"
+        )
     return ratios
 
 
