@@ -21,7 +21,7 @@ import mlbook  # noqa: E402
 from mlbook.cli import cli  # noqa: E402
 from mlbook.deploy import export_run, list_exports  # noqa: E402
 from mlbook.deploy.manifest import read_manifest  # noqa: E402
-from mlbook.errors import ExportError  # noqa: E402
+from mlbook.errors import ExperimentError, ExportError  # noqa: E402
 from mlbook.experiments.runner import run_experiments  # noqa: E402
 from mlbook.project import Project  # noqa: E402
 from mlbook.scaffold import init_project  # noqa: E402
@@ -300,6 +300,10 @@ def test_export_errors(project: Project) -> None:
         ExportError, match=r"no completed run of E001; run it first with `mlbook run E001`"
     ):
         export_run(project, "E001")
+    with pytest.raises(ExperimentError, match=r"unknown version 'huge'; versions: default"):
+        export_run(project, "E001", "huge")
+    with pytest.raises(ExportError, match=r"no completed run of E001 --version default;"):
+        export_run(project, "E001", "default")
 
 
 def test_cli_exports_lists_status(exported: Path, bundle: Path) -> None:

@@ -103,6 +103,10 @@ def _latest_run(project: Project, experiment: str, version: str | None) -> RunRe
         project, experiment=experiment, version=version, status="completed", mode="run", limit=1
     )
     if not found:
+        if version is not None:
+            from mlbook.experiments.discovery import load_experiment
+
+            load_experiment(project, experiment).params(version)  # unknown version: says so
         which = f"{experiment} --version {version}" if version else experiment
         raise ExportError(f"no completed run of {which}; run it first with `mlbook run {which}`")
     return found[0]
