@@ -141,4 +141,7 @@ def test_errors_are_one_line(demo: Project) -> None:
     code, out = invoke("show", "nope")
     assert code == 1 and out == "error: no run 'nope'; list runs with `mlbook runs`\n"
     code, out = invoke("runs")
-    assert code == 0 and out == "no runs match\n"
+    assert code == 0 and out == "no runs recorded yet: `mlbook run` records them\n"
+    code, out = invoke("runs", "acc>0.5")
+    assert code == 0
+    assert out == "no runs match (check the metric names with `mlbook show RUN_ID`)\n"

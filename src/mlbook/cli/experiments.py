@@ -341,7 +341,13 @@ def runs(
             )
         return
     if not found:
-        console.print("no runs match")
+        narrowed = filters or experiments or versions or statuses
+        console.print(
+            "no runs match"
+            + (" (check the metric names with `mlbook show RUN_ID`)" if filters else "")
+            if narrowed
+            else "no runs recorded yet: `mlbook run` records them"
+        )
         return
     _table(
         ["id", "experiment", "version", "status", "started", "time", "metrics"],
