@@ -63,7 +63,7 @@ def test_log_errors(project: Project) -> None:
     assert code == 2 and "--status needs an EXP_ID" in err
     add_entry(project.journal_path, "E1", "t")
     code, _, err = invoke(project, "log", "E1", "--status", "nope")
-    assert (code, err) == (1, "error: unknown status 'nope'; use one of: todo, in progress, done\n")
+    assert (code, err) == (1, "error: unknown status 'nope'; use one of: todo, in-progress, done\n")
     text = project.journal_path.read_text()
     project.journal_path.write_text(text + "<!-- mlbook:steps E1\n")
     line = len(text.splitlines()) + 1

@@ -456,7 +456,8 @@ def set_status(path: Path | str, exp_id: str, status: str) -> str:
     word = " ".join(status.replace("-", " ").replace("_", " ").upper().split())
     if word not in STATUSES:
         raise ProvenanceError(
-            f"unknown status {status!r}; use one of: {', '.join(s.lower() for s in STATUSES)}"
+            f"unknown status {status!r}; use one of: "
+            + ", ".join(s.lower().replace(" ", "-") for s in STATUSES)
         )
 
     def change(lines: list[str], entries: list[_EntrySpan], target: Path) -> list[str] | None:
