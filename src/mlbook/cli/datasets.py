@@ -38,6 +38,7 @@ def validate(path: Path, no_files: bool, output_format: str, quiet: bool) -> Non
 
     Example:
 
+    \b
         mlbook data validate Datasets/digits --format json
     """
     from mlbook.cli._render import RichReporter, console, print_json
@@ -97,6 +98,7 @@ def convert(
 
     Example:
 
+    \b
         mlbook data convert annotations/instances_val2017.json Datasets/coco --from coco
     """
     from mlbook.cli._render import RichReporter, console
@@ -136,6 +138,7 @@ def stats(path: Path, src_format: str | None, plot: Path | None, output_format: 
 
     Example:
 
+    \b
         mlbook data stats Datasets/coco --plot coco.png
     """
     from mlbook.cli._render import console, print_json, print_table
@@ -185,6 +188,7 @@ def split(path: Path, ratios: str, seed: int, stratify: bool, keep_existing: boo
 
     Example:
 
+    \b
         mlbook data split Datasets/digits --ratios train=0.7,val=0.15,test=0.15 --stratify
     """
     from mlbook.cli._render import print_table

@@ -42,6 +42,7 @@ def export(
 
     Example:
 
+    \b
         mlbook export E012 --version small --onnx
     """
     from mlbook.cli._render import RichReporter, console, print_json
@@ -103,6 +104,7 @@ def exports(directory: str | None, verify: bool, output_format: str) -> None:
 
     Example:
 
+    \b
         mlbook exports --format json
     """
     from mlbook.cli._render import console, print_json, print_table
@@ -154,6 +156,7 @@ def serve(path: str, host: str, port: int, max_mb: float) -> None:
 
     Example:
 
+    \b
         mlbook serve Deployment/exports/E012-small --port 8000
     """
     from mlbook.deploy.serve import serve as run_server

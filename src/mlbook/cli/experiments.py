@@ -92,6 +92,7 @@ def new(ident: str, title: str, name: str | None) -> None:
 
     Example:
 
+    \b
         mlbook new E013 "wider CNN"
     """
     from mlbook.cli._render import console
@@ -111,6 +112,7 @@ def ls(output_format: str) -> None:
 
     Example:
 
+    \b
         mlbook ls --format json
     """
     from mlbook.cli._render import print_json
@@ -249,6 +251,7 @@ def run(
 
     Example:
 
+    \b
         mlbook run E012 --mode test && mlbook run E012 --version small -j 2
     """
     from mlbook.cli._render import console
@@ -309,6 +312,7 @@ def runs(
 
     Example:
 
+    \b
         mlbook runs -e E012 'acc>0.9' --sort -acc --format csv
     """
     from mlbook.cli._render import console, print_json
@@ -376,6 +380,7 @@ def show(run_id: str, output_format: str) -> None:
 
     Example:
 
+    \b
         mlbook show 20261125-110407-8b3a63
     """
     from mlbook.cli._render import console, print_json

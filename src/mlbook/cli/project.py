@@ -29,6 +29,7 @@ def init(path: Path, name: str | None, example: str | None) -> None:
 
     Example:
 
+    \b
         mlbook init demo && cd demo && mlbook check
 
         mlbook init demo --example digits && cd demo && python Data_processing/prepare_digits.py
@@ -71,6 +72,7 @@ def check(output_format: str, quiet: bool) -> None:
 
     Example:
 
+    \b
         mlbook check --format json
     """
     from mlbook.boundaries import check_project

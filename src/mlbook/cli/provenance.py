@@ -31,6 +31,7 @@ def log(exp_id: str | None, status: str | None, output_format: str) -> None:
 
     Example:
 
+    \b
         mlbook log
         mlbook log E012
         mlbook log E012 --status done
@@ -134,6 +135,7 @@ def note(exp_id: str, text: str) -> None:
 
     Example:
 
+    \b
         mlbook note E012 "wider is not better past 64 channels"
     """
     from mlbook.cli._render import console
@@ -159,6 +161,7 @@ def checkout(target: str, dest: Path, after: bool) -> None:
 
     Example:
 
+    \b
         mlbook checkout 20261124-1616-ab12 /tmp/e012-small
         mlbook checkout 20261124-1616-ab12 --after /tmp/e012-small-results
     """
@@ -244,6 +247,7 @@ def diff(run_a: str, run_b: str | None, all_files: bool, no_color: bool) -> None
 
     Example:
 
+    \b
         mlbook diff 20261124-1616-ab12 20261124-1700-cd34
         mlbook diff 20261124-1616-ab12 --all
     """
