@@ -17,6 +17,7 @@ interrupted run never leaves a half-written dataset.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -61,6 +62,9 @@ def prepare(datasets_dir: Path) -> Path:
     """Build ``datasets_dir/digits`` (replacing an old copy only once the new one is complete)."""
     final = datasets_dir / "digits"
     work = Path(tempfile.mkdtemp(prefix=".digits-", dir=datasets_dir))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the dataset is not
     try:
         dataset = build(work)
         dataset.save(work)
