@@ -7,6 +7,7 @@ status words, JSON, and a rich progress reporter that plugs into
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -33,7 +34,10 @@ __all__ = [
     "print_table",
 ]
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output (files, pagers, other tools) gets room for whole run ids instead of
+# rich's 80-column default; a terminal or COLUMNS decides otherwise.
+_PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
+console = Console(highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
