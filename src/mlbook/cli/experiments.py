@@ -388,14 +388,14 @@ def show(run_id: str, output_format: str) -> None:
     from mlbook.experiments.store import Store
     from mlbook.project import Project
 
-    with Store.for_project(Project.find()) as store:
+    with Store.for_project(Project.find(), readonly=True) as store:
         record = get_run(store, run_id)
         series = metric_series(store, record)
         artifacts = run_artifacts(store, record.id)
         files = run_files(store, record.id)
     if output_format == "json":
         data = record.to_dict()
-        data["series"] = {k: [[s, v] for s, v in points] for k, points in series.items()}
+        data["series"] = {k: [[p.step, p.value] for p in points] for k, points in series.items()}
         data["artifacts"] = [
             dict(zip(("path", "size", "sha256", "kind"), a, strict=True)) for a in artifacts
         ]
@@ -427,7 +427,7 @@ def show(run_id: str, output_format: str) -> None:
         _table(["metric", "value"], list(record.metrics.items()), title="final metrics")
     if series:
         trend = [
-            (key, len(points), points[-1][1], sparkline([v for _, v in points]))
+            (key, len(points), points[-1].value, sparkline([p.value for p in points]))
             for key, points in series.items()
         ]
         _table(["series", "points", "last", "trend"], trend, title="metric series")

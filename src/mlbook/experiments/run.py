@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from mlbook._fs import atomic_writer, sha256_file
 from mlbook.errors import ExperimentError
 from mlbook.experiments.api import Params
-from mlbook.experiments.metrics import Channel, MetricBuffer
+from mlbook.experiments.contract import Channel
+from mlbook.experiments.metrics import Outbox
 
 if TYPE_CHECKING:
     from mlbook.pytorch import Checkpoint
@@ -64,8 +65,7 @@ class Run:
         resume_dir: Path | None = None,
         source_weights: Path | None = None,
         test_steps: int = 2,
-        channel: Channel | None = None,
-        run_pk: int = 0,
+        outbox: Outbox | None = None,
     ) -> None:
         self.id = id
         self.experiment = experiment
@@ -79,8 +79,7 @@ class Run:
         self.resume_dir = resume_dir
         self.source_weights = source_weights
         self.test_steps = test_steps
-        self._channel = channel or Channel(None)
-        self._metrics = MetricBuffer(self._channel, run_pk)
+        self._outbox = outbox or Outbox(Channel(None))
         self._last_progress = 0.0
         self.weights_path: Path | None = None
 
@@ -94,14 +93,21 @@ class Run:
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Record metric values at ``step`` (default: the previous step + 1).
 
-        Values must convert with ``float()`` (numbers, 0-d arrays and tensors).
-        Buffered: costs about a microsecond; sent to the runner in batches.
+        Values are numbers (anything ``float()`` takes but strings: 0-d arrays and
+        tensors too); NaN and ±inf are kept. A value that is not a number, or a
+        step that is not an integer, is dropped with one warning naming the key.
+        Buffered: costs about a microsecond; sent to the runner in batches at
+        least every 0.2 s.
         """
-        self._metrics.log(step, metrics)
+        self._outbox.log(step, metrics)
 
     def flush(self) -> None:
-        """Send buffered metrics to the runner now (the runner also does this at the end)."""
-        self._metrics.flush()
+        """Send buffered metrics and return once the runner has committed them to the store.
+
+        After ``flush()`` returns, a ``kill -9`` of the runner loses none of the
+        points logged before it.
+        """
+        self._outbox.flush()
 
     def iterate(self, iterable: Iterable[T], total: int | None = None) -> Iterator[T]:
         """Yield from ``iterable``, reporting progress; stops after ``test_steps`` in test mode."""
@@ -113,7 +119,7 @@ class Run:
         limit = self.test_steps if self.is_test else None
         if limit is not None and total is not None:
             total = min(total, limit)
-        send = self._channel.send
+        progress = self._outbox.progress
         done = 0
         for item in iterable:
             if limit is not None and done >= limit:
@@ -121,10 +127,10 @@ class Run:
             now = time.monotonic()
             if now - self._last_progress >= _PROGRESS_SECONDS:
                 self._last_progress = now
-                send(["progress", done, total])
+                progress(done, total)
             yield item
             done += 1
-        send(["progress", done, total])
+        progress(done, total)
 
     # -- data ----------------------------------------------------------------------
 
@@ -194,7 +200,7 @@ class Run:
         if self.is_test:
             return
         digest = sha256 or sha256_file(path)
-        self._channel.send(["artifact", str(path), path.stat().st_size, digest, kind])
+        self._outbox.artifact(str(path), path.stat().st_size, digest, kind)
 
     # -- checkpoints -----------------------------------------------------------------
 
