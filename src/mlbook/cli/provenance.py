@@ -257,7 +257,7 @@ def diff(run_a: str, run_b: str | None, all_files: bool, no_color: bool) -> None
     from mlbook.provenance.diff import diff_runs, run_side
 
     project = Project.find()
-    with Store.for_project(project) as store:
+    with Store.for_project(project, readonly=True) as store:
         a = get_run(store, run_a)
         side_a = run_side(a, run_files(store, a.id))
         side_b = None

@@ -87,6 +87,7 @@ class _Child:
     log: IO[bytes]
     reader: FrameReader = field(default_factory=FrameReader)
     open: bool = True
+    broken: str | None = None
 
 
 class LocalBackend:
@@ -151,7 +152,7 @@ class LocalBackend:
             if not child.open:
                 code = child.process.wait()
                 name = signal.Signals(-code).name if code < 0 else None
-                out.setdefault(child.job.key, []).append(Exit(code, name))
+                out.setdefault(child.job.key, []).append(Exit(code, name, child.broken))
                 child.log.close()
                 with contextlib.suppress(OSError):
                     os.close(child.ack_fd)
@@ -169,13 +170,22 @@ class LocalBackend:
                 self._close(child)
                 return
             taken += len(data)
-            out.setdefault(child.job.key, []).extend(child.reader.feed(data))
+            events = out.setdefault(child.job.key, [])
+            try:
+                events.extend(child.reader.feed(data))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                child.broken = f"the child sent a malformed event ({exc}); it was stopped"
+                self._close(child, kill=True)
+                return
 
-    def _close(self, child: _Child) -> None:
+    def _close(self, child: _Child, kill: bool = False) -> None:
         if child.open:
             self.selector.unregister(child.fd)
             os.close(child.fd)
             child.open = False
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
             child.process.wait()
 
     def acknowledge(self, key: int, seq: int) -> None:

@@ -144,10 +144,14 @@ class Warn(msgspec.Struct, frozen=True, array_like=True, tag="warn"):
 
 
 class Exit(msgspec.Struct, frozen=True, array_like=True, tag="exit"):
-    """Made by the backend: the child's process ended (always a job's last event)."""
+    """Made by the backend: the child's process ended (always a job's last event).
+
+    ``reason`` says why the backend ended it, when it did (a malformed event).
+    """
 
     code: int
     signal: str | None = None
+    reason: str | None = None
 
 
 Event = Metrics | Flush | Progress | Artifact | Files | Warn | End | Exit

@@ -69,6 +69,7 @@ __all__ = [
 Mode = Literal["test", "run", "export"]
 MODES: tuple[str, ...] = ("test", "run", "export")
 INTERRUPT_GRACE_SECONDS = 10.0
+STORE_FAILURE_GRACE_SECONDS = 2.0
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -324,7 +325,8 @@ class _Runner:
         self.stop_signal: int | None = None
         self.stop_deadline = 0.0
         self.temp_root: Path | None = None
-        self.store_failed: set[str] = set()
+        self.store_failed: dict[str, str] = {}
+        self.kill_at: dict[int, float] = {}
 
     def run(self, planned: list[_Planned]) -> RunnerResult:
         done: list[RunInfo] = []
@@ -343,8 +345,14 @@ class _Runner:
                     current = self.active.get(key)
                     if current is not None and self._apply(key, current, events):
                         done.append(self._finish(self.active.pop(key)))
-                if self.stopping and time.monotonic() > self.stop_deadline:
+                now = time.monotonic()
+                if self.stopping and now > self.stop_deadline:
                     for key in self.active:
+                        self.backend.kill(key)
+                for key, deadline in list(self.kill_at.items()):
+                    if key not in self.active:
+                        del self.kill_at[key]
+                    elif now > deadline:
                         self.backend.kill(key)
         finally:
             self._restore_signals(previous)
@@ -428,7 +436,7 @@ class _Runner:
             info.pid = self.backend.submit(Job(key=key, spec=spec, log_path=out_dir / "output.log"))
         except OSError as exc:
             info.status, info.error = "failed", f"could not start the child process: {exc}"
-        if self.store is not None and info.pid:
+        if self.store is not None and info.status == "running":
             try:
                 info.last_seq = self.store.start_attempt(
                     pk, info.attempt, host=socket.gethostname(), pid=info.pid
@@ -449,7 +457,14 @@ class _Runner:
 
         Returns True when the run has ended (its child exited).
         """
-        fresh = [e for e in events if isinstance(e, Exit) or e.seq > info.last_seq]
+        fresh: list[Event] = []
+        top = info.last_seq
+        for event in events:  # drop what was applied already (a resent or retried event)
+            if isinstance(event, Exit):
+                fresh.append(event)
+            elif event.seq > top:
+                fresh.append(event)
+                top = event.seq
         chunks: list[Chunk] = []
         for event in fresh:
             if isinstance(event, Metrics):
@@ -457,7 +472,6 @@ class _Runner:
                     chunk = pack_series(series.key, series.steps, series.values, series.times)
                     if chunk is not None:
                         chunks.append(chunk)
-        top = max((e.seq for e in fresh if not isinstance(e, Exit)), default=info.last_seq)
         writable = info.run_id not in self.store_failed
         if chunks and self.store is not None and writable:
             try:
@@ -485,7 +499,7 @@ class _Runner:
                 where = f"{info.experiment}/{info.version}"
                 warnings.warn(f"{where}: {event.message}", MlbookWarning, stacklevel=2)
             elif isinstance(event, End):
-                if info.status == "running":
+                if info.status == "running":  # the child's own account comes first
                     info.status, info.metrics, info.error = event.status, event.metrics, event.error
             elif isinstance(event, Exit):
                 self._exited(info, event)
@@ -519,14 +533,26 @@ class _Runner:
                 self.store.set_provenance(info.run_id, packages=package_versions(event.modules))
 
     def _store_failed(self, key: int, info: RunInfo, exc: StoreError) -> None:
-        """The store cannot take this run's events: fail it with the reason, stop its child."""
-        self.store_failed.add(info.run_id)
-        if info.status in ("running", "completed"):
-            info.status = "failed"
-            info.error = f"the run store could not be written, so the run was stopped: {exc}"
-        self.backend.kill(key)
+        """The store cannot take this run's events: stop its child; the run will fail.
+
+        The child's own error, when it sends one (it may have filled the disk
+        itself), stays the run's error; the store's reason is added to it.
+        """
+        if info.run_id not in self.store_failed:
+            self.store_failed[info.run_id] = f"the run store could not be written: {exc}"
+            # a child that is already ending gets a moment to send its own error
+            self.kill_at[key] = time.monotonic() + STORE_FAILURE_GRACE_SECONDS
 
     def _exited(self, info: RunInfo, event: Exit) -> None:
+        if event.reason and info.status in ("running", "completed"):
+            info.status, info.error = "failed", event.reason
+        store_error = self.store_failed.get(info.run_id)
+        if store_error is not None:
+            if info.status in ("running", "completed") or info.error is None:
+                info.status, info.error = "failed", f"{store_error}; the run was stopped"
+            else:
+                info.status = "failed"
+                info.error = f"{info.error}\n({store_error})"
         if info.status == "running":
             info.status = "failed"
             info.error = (

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 __all__ = ["Chunk", "chunk_of", "decode_points", "pack_series"]
 
 _SWAP = sys.byteorder != "little"
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _array(code: str, data: bytes) -> array:  # type: ignore[type-arg]
@@ -68,8 +69,11 @@ def pack_series(key: str, steps_le: bytes, values_le: bytes, times_le: bytes) ->
         return None
     first, last_step = steps[0], steps[-1]
     step: int = steps[1] - first if count > 1 else 1
-    regular = step != 0 and (
-        count <= 2 or array("q", range(first, first + count * step, step)) == steps
+    regular = (
+        step != 0
+        and _INT64_MIN <= step <= _INT64_MAX
+        and _INT64_MIN <= first + (count - 1) * step <= _INT64_MAX
+        and (count <= 2 or array("q", range(first, first + count * step, step)) == steps)
     )
     stride = step if regular else None
     t0 = times[0]

@@ -64,6 +64,9 @@ STORE_FILE = "runs.sqlite"
 STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
 FINAL_STATUSES = frozenset(STATUSES) - {"running"}
 BUSY_TIMEOUT_MS = 30_000
+#: Bytes kept free beside a writable store (``runs.sqlite.reserve``): on a full disk
+#: the file is deleted so that how a run ended can still be recorded.
+RESERVE_BYTES = 2 << 20
 
 # Columns provenance may fill with Store.set_provenance (commit_*, data, versions).
 PROVENANCE_COLUMNS = frozenset(
@@ -134,9 +137,40 @@ class Store:
             ) from exc
         except OSError as exc:
             raise StoreError(f"{path}: cannot create the run store ({_reason(exc)})") from exc
+        store._keep_reserve()
         if recover:
             store.recover_crashed()
         return store
+
+    @property
+    def reserve_path(self) -> Path:
+        """The reserve file beside the store (see :data:`RESERVE_BYTES`)."""
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _keep_reserve(self) -> None:
+        """Make sure the reserve file exists (quietly skipped when there is no room)."""
+        target = self.reserve_path
+        if target.exists():
+            return
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(temporary, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+            os.replace(temporary, target)
+        except (OSError, AttributeError):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+
+    def _release_reserve(self) -> bool:
+        """Delete the reserve file to make room; False when there was none."""
+        try:
+            self.reserve_path.unlink()
+        except OSError:
+            return False
+        return True
 
     @classmethod
     def _connect(cls, path: Path) -> Store:
@@ -242,7 +276,7 @@ class Store:
     def transaction(self, action: str = "writing") -> Iterator[sqlite3.Connection]:
         """One short write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
         if self.readonly:
-            raise StoreError(f"{self.path}: opened read-only; cannot {action}")
+            raise StoreError(f"{self.path}: opened read-only: {action} is not allowed")
         with self._errors(action):
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -255,7 +289,7 @@ class Store:
 
     def _write(self, action: str, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         if self.readonly:
-            raise StoreError(f"{self.path}: opened read-only; cannot {action}")
+            raise StoreError(f"{self.path}: opened read-only: {action} is not allowed")
         with self._errors(action):
             return self.db.execute(sql, args)
 
@@ -405,9 +439,24 @@ class Store:
         metrics: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
-        """Set a run's final status, final metrics and error text."""
+        """Set a run's final status, final metrics and error text.
+
+        On a full disk the reserve file beside the store is given up so that this
+        write still succeeds.
+        """
         if status not in FINAL_STATUSES:
             raise StoreError(f"finish_run: {status!r} is not a final status")
+        try:
+            self._finish(run_id, status, metrics, error)
+        except StoreError as exc:
+            # a full disk: how the run ended matters most, so spend the reserve on it
+            if not (exc.__cause__ and _disk_full(exc.__cause__) and self._release_reserve()):
+                raise
+            self._finish(run_id, status, metrics, error)
+
+    def _finish(
+        self, run_id: str, status: str, metrics: dict[str, Any] | None, error: str | None
+    ) -> None:
         now = time.time()
         with self.transaction(f"finishing run {run_id}") as db:
             db.execute(
