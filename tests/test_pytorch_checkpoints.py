@@ -131,7 +131,7 @@ def test_bad_arguments_are_one_line_errors(project: Project) -> None:
         mt.save_checkpoint(run, model, step=0, metrics={"acc": "high"})
     with pytest.raises(ExperimentError, match="step must be a whole number, 0 or more, got -1"):
         mt.save_checkpoint(run, model, step=-1)
-    with pytest.raises(ExperimentError, match="step must be a whole number, 0 or more, got 1.5"):
+    with pytest.raises(ExperimentError, match=r"step must be a whole number, 0 or more, got 1\.5"):
         mt.save_checkpoint(run, model, step=1.5)  # type: ignore[arg-type]
     mt.save_checkpoint(run, model, step=0, metrics={"acc": 0.5})
     with pytest.raises(ExperimentError, match=r"which='best'\) needs key='acc'"):
