@@ -21,7 +21,9 @@ import hashlib
 import io
 import json
 import operator
+import os
 import pickle
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,20 +135,36 @@ def _read_index(folder: Path) -> dict[str, dict[str, Any]]:
     return index
 
 
-def _write_index(folder: Path, index: Mapping[str, Mapping[str, Any]], pending: str) -> None:
-    """Replace ``index.json`` atomically and durably (it is what pickles are checked against).
+def _write_index(
+    folder: Path, index: Mapping[str, Mapping[str, Any]], pending: str, durable: bool
+) -> None:
+    """Replace ``index.json`` atomically; fsynced when ``durable``.
 
     Entries whose file is gone are dropped, except ``pending``: the checkpoint
     about to be renamed into place, which is written into the index first, so a
-    checkpoint on disk under its real name is always in the index.
+    checkpoint on disk under its real name is in the index. The index is what a
+    pickle is checked against, so a checkpoint that holds one (a non-PyTorch
+    object, or an ``extra``) makes it durable; for the rest it is a cache of the
+    metrics, which :func:`_scan` can read from the files themselves.
     """
     present = {
         name: dict(entry)
         for name, entry in index.items()
         if name == pending or (folder / name).is_file()
     }
-    data = json.dumps(dict(sorted(present.items())), indent=1) + "\n"
-    atomic_write_bytes(folder / INDEX_FILE, data.encode("utf-8"))
+    data = (json.dumps(dict(sorted(present.items())), indent=1) + "\n").encode("utf-8")
+    if durable:
+        atomic_write_bytes(folder / INDEX_FILE, data)
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{INDEX_FILE}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, folder / INDEX_FILE)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _metrics_inside(path: Path) -> dict[str, float]:
@@ -337,7 +355,6 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{step:08d}{'.pt' if torch_model else '.ckpt'}"
     index = _read_index(folder)
-    older = [c for c in _scan(folder, index) if c.path.name != target.name]
     removable: list[Checkpoint] = []
     with atomic_writer(target) as handle:
         hashing = _HashingWriter(handle)
@@ -348,11 +365,17 @@ def save_checkpoint(
             "size": hashing.size,
         }
         if keep_last is not None or keep_best is not None:
+            older = [c for c in _scan(folder, index) if c.path.name != target.name]
             current = Checkpoint(path=target, step=step, metrics=values)
             everything = sorted([*older, current], key=lambda c: (c.step, c.path.name))
             removable = _removable(everything, target.name, keep_last or 1, keep_best, mode)
-        # the index first, then the file: a checkpoint under its real name is always indexed
-        _write_index(folder, _without(index, removable), pending=target.name)
+        # the index before the rename (when the block ends): a checkpoint under its real
+        # name is in the index; durably when a load will check it (a pickle may be in it)
+        durable = not torch_model or bool(extras)
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
+        _write_index(folder, _without(index, removable), target.name, durable)
     _record(run, target, "checkpoint", hashing.hexdigest())
     for old in removable:
         entry = index.get(old.path.name, {})
