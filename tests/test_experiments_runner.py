@@ -227,9 +227,9 @@ def test_resume_reads_the_old_checkpoint(project: Project) -> None:
         @exp.train
         def train(run):
             found = run.load_checkpoint()
-            start = found[1] + 1 if found else 0
+            start = found.step + 1 if found else 0
             for epoch in range(start, run.params.epochs):
-                run.save_checkpoint({"epoch": epoch}, step=epoch, keep=2)
+                run.save_checkpoint({"epoch": epoch}, step=epoch, keep_last=2)
                 if epoch == 1 and not found:
                     raise RuntimeError("stop after epoch 1")
             return {"start": start}
@@ -238,7 +238,7 @@ def test_resume_reads_the_old_checkpoint(project: Project) -> None:
     run_experiments(project, ["E003"])
     (first,) = mlbook.runs(project)
     assert first.status == "failed"
-    assert len(list((project.root / first.outputs / "checkpoints").iterdir())) == 2
+    assert len(list((project.root / first.outputs / "checkpoints").glob("*.ckpt"))) == 2
     result = run_experiments(project, resume=first.id[:17])
     assert result.runs[0].status == "completed"
     resumed = mlbook.runs(project, status="completed")[0]
