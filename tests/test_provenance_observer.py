@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from mlbook.config import GitSettings
+from mlbook.errors import MlbookWarning
 from mlbook.experiments.store import Store
 from mlbook.project import Project
 from mlbook.provenance.journal import add_entry, read_journal
@@ -116,3 +118,41 @@ def test_test_mode_and_new_experiment(project: Project) -> None:
     assert [(e.id, e.title, e.status) for e in read_journal(project.journal_path)] == [
         ("E003", "A title", "TODO")
     ]
+
+
+def test_a_lost_commit_has_its_reason_recorded_and_warned(project: Project) -> None:
+    committed(project)
+    (project.root / ".git" / "index").write_bytes(b"DIRC broken")  # git cannot read it
+    obs = ProvenanceObserver(project)
+    with Store.for_project(project) as store:
+        _, run_id = store.create_run(experiment="E001", version="small", mode="run", params={})
+        info = Info(run_id)
+        with pytest.warns(MlbookWarning, match=f"run {run_id}: no before commit: git .* failed"):
+            obs.before_run(info, store)
+        before, _, reason, _, _ = row(store, run_id)
+        assert before is None and reason and "failed" in reason
+        info.status = "completed"
+        with pytest.warns(MlbookWarning, match=f"run {run_id}: no after commit"):
+            obs.after_run(info, store)
+        before, after, reason, _, _ = row(store, run_id)
+    assert (before, after) == (None, None)
+    assert reason and "failed" in reason and "\n" not in reason
+    [step] = read_journal(project.journal_path)[0].steps
+    assert step.status == "done"  # the journal went on
+
+
+def test_a_broken_journal_still_gets_the_run_its_commits(project: Project) -> None:
+    project.journal_path.write_text("## [E001] x\n<!-- mlbook:steps E001 -->\n")  # never closed
+    committed(project)
+    obs = ProvenanceObserver(project)
+    with Store.for_project(project) as store:
+        _, run_id = store.create_run(experiment="E001", version="small", mode="run", params={})
+        info = Info(run_id)
+        with pytest.warns(MlbookWarning, match="journal: .*EXPERIMENT_LOG.md:2: mlbook block"):
+            obs.before_run(info, store)
+        info.status = "completed"
+        with pytest.warns(MlbookWarning, match="journal: "):
+            obs.after_run(info, store)
+        before, after, reason, _, _ = row(store, run_id)
+    assert before and after and reason is None
+    assert git(project.root, "rev-parse", f"refs/mlbook/runs/{run_id}/after").strip() == after
