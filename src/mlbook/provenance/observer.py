@@ -186,8 +186,12 @@ class ProvenanceObserver:
                 'run `git config user.name "..."` and `git config user.email "..."`'
             )
 
-    def _journal_step(self, info: RunLike, status: str, *commits: str | None) -> None:
-        """Add or update the run's journal step; a broken journal is a warning, not a stop."""
+    def _journal_step(self, info: RunLike, status: str, *commits: str | None) -> bool:
+        """Add or update the run's journal step; a broken journal is a warning, not a stop.
+
+        Returns:
+            whether the step was written.
+        """
         metrics = _numbers(info.metrics) if status != "running" else {}
         try:
             record_step(
@@ -200,13 +204,15 @@ class ProvenanceObserver:
                 *commits,
             )
         except MlbookError as exc:
-            _warn(f"journal: {exc}")
+            _warn(f"run {info.run_id}: journal step not written: {exc}")
+            return False
+        return True
 
     def before_run(self, info: RunLike, store: StoreLike | None) -> None:
         """Journal step ``running``, the before snapshot, data version and Python version."""
         if store is None or info.mode != "run":
             return
-        self._journal_step(info, "running", None, None)
+        journal_ok = self._journal_step(info, "running", None, None)
         tag = f"[{info.experiment}.{self._number(info)}]"
         shot = self._snapshot(info, "before", f"{tag} before run {info.version}")
         self._before[info.run_id] = shot
@@ -221,7 +227,7 @@ class ProvenanceObserver:
                 dataset_version(Path(dataset), self.project.config.data.hash_images).hash
             )
         store.set_provenance(info.run_id, **fields)
-        if shot.commit:
+        if shot.commit and journal_ok:
             self._journal_step(info, "running", shot.commit, None)
 
     def after_run(self, info: RunLike, store: StoreLike | None) -> None:
@@ -238,13 +244,13 @@ class ProvenanceObserver:
         before = self._before.pop(info.run_id, None)
         before_commit = before.commit if before else None
         status = _step_status(info.status)
-        self._journal_step(info, status, before_commit, None)  # the after snapshot holds it...
+        journal_ok = self._journal_step(info, status, before_commit, None)  # the snapshot holds it
         after = self._snapshot(info, "after", message)
         fields: dict[str, Any] = {"commit_after": after.commit}
         if after.commit is None or (after.reason and not after.reason.startswith("nothing")):
             fields["commit_reason"] = _reasons(before, after)
         store.set_provenance(info.run_id, **fields)
-        if after.commit:
+        if after.commit and journal_ok:
             self._journal_step(info, status, before_commit, after.commit)  # ...and it names it
 
     def experiment_created(self, project: Project, ident: str, title: str, path: Path) -> None:
