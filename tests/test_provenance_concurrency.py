@@ -70,7 +70,7 @@ def test_state_dir_and_temp_files_are_left_out_even_when_not_ignored(repo: Path)
     (repo / "sub" / f".x.abc{TEMP_SUFFIX}").write_text("partial")
     (repo / "kept.py").write_text("k = 1\n")
     for mode in ("refs", "branch"):
-        shot = snapshot(repo, f"r-{mode}", "before", "m", mode=mode)  # type: ignore[arg-type]
+        shot = snapshot(repo, f"r-{mode}", "before", "m", mode=mode)
         assert files_in(repo, shot.commit) == {"train.py", "kept.py"}
 
 
