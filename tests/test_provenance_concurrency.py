@@ -179,6 +179,7 @@ def test_a_hook_that_hangs_before_the_commit_times_out_with_one_line(repo: Path)
         snapshot(repo, "r1", "before", "m", mode="branch", git_timeout=1)
     assert "\n" not in str(info.value)
     assert git(repo, "log", "--format=%s") == "first\n"
+    assert not (repo / ".git" / "index.lock").exists()  # git was stopped cleanly
 
 
 def test_refs_mode_runs_no_hooks(repo: Path) -> None:

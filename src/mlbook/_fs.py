@@ -82,9 +82,11 @@ def atomic_writer(path: Path | str) -> Iterator[BinaryIO]:
     """Yield a binary file handle whose content replaces ``path`` only on success."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=temp_dir_for(target)
-    )
+    prefix = f".{target.name}."
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=temp_dir_for(target))
+    except OSError:  # .mlbook/tmp/ not writable: beside the target, as outside a project
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle

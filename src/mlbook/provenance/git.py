@@ -200,14 +200,22 @@ def _run(
     return done
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Kill git's process group (hooks included) and reap it without waiting on its pipes."""
-    with contextlib.suppress(OSError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def _stop(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
+    """Stop git's process group (hooks included) and reap git without waiting on its pipes.
+
+    SIGTERM first, so git removes its lock files (``index.lock``) as it exits;
+    SIGKILL for whatever is left after ``grace`` seconds.
+    """
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)  # a hook that ignored SIGTERM, or git itself
     proc.wait()
 
 

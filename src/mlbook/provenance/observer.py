@@ -116,11 +116,14 @@ class ProvenanceObserver:
         self.project = project
         self._before: dict[str, Snapshot] = {}
 
-    def _snapshot(self, info: RunLike, stage: str, message: str) -> Snapshot:
+    def _snapshot(
+        self, info: RunLike, stage: str, message: str, previous: Snapshot | None = None
+    ) -> Snapshot:
         """The snapshot, or a :class:`Snapshot` without a commit saying why (never raises).
 
-        A missing commit is also printed as one warning (``[git] commits = "off"``
-        is a choice, not a loss, and stays quiet).
+        A missing commit is also printed as one warning, once per run when both
+        stages miss it for the same reason (no git); ``[git] commits = "off"`` is
+        a choice, not a loss, and stays quiet.
         """
         settings = self.project.config.git
         if settings.commits == "off":
@@ -141,11 +144,13 @@ class ProvenanceObserver:
                 include=include,
                 data_dir=None if settings.snapshot_data else self.project.area_name("datasets"),
             )
+            # no git or no repository: a setting may be what the user wants
+            hint = "" if shot.commit else '; or set [git] commits = "off"'
         except (MlbookError, OSError) as exc:
-            shot = Snapshot(commit=None, reason=str(exc), mode=settings.commits)
-        if shot.commit is None:
-            _warn(f"run {info.run_id}: no {stage} commit: {shot.reason}")
-        elif shot.reason and not shot.reason.startswith("nothing changed"):
+            shot, hint = Snapshot(commit=None, reason=str(exc), mode=settings.commits), ""
+        if shot.commit is None and not _same_loss(shot, previous):
+            _warn(f"run {info.run_id}: no {stage} commit: {shot.reason}{hint}")
+        elif shot.commit and shot.reason and not shot.reason.startswith("nothing changed"):
             _warn(f"run {info.run_id}: {stage} commit {shot.short}: {shot.reason}")
         return shot
 
@@ -245,7 +250,7 @@ class ProvenanceObserver:
         before_commit = before.commit if before else None
         status = _step_status(info.status)
         journal_ok = self._journal_step(info, status, before_commit, None)  # the snapshot holds it
-        after = self._snapshot(info, "after", message)
+        after = self._snapshot(info, "after", message, previous=before)
         fields: dict[str, Any] = {"commit_after": after.commit}
         if after.commit is None or (after.reason and not after.reason.startswith("nothing")):
             fields["commit_reason"] = _reasons(before, after)
@@ -260,6 +265,11 @@ class ProvenanceObserver:
 
 def _warn(message: str) -> None:
     warnings.warn(message, MlbookWarning, stacklevel=3)
+
+
+def _same_loss(shot: Snapshot, previous: Snapshot | None) -> bool:
+    """True when the before snapshot already missed its commit for this same reason."""
+    return previous is not None and previous.commit is None and previous.reason == shot.reason
 
 
 def _reasons(before: Snapshot | None, after: Snapshot) -> str:
