@@ -38,7 +38,7 @@ from mlbook.provenance.git import (
 )
 from mlbook.provenance.journal import add_entry, read_journal, record_step
 
-__all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "observer", "settle_journal"]
+__all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "settle_journal"]
 
 
 class RunLike(Protocol):
@@ -280,8 +280,3 @@ def _reasons(before: Snapshot | None, after: Snapshot) -> str:
     if lost_before:
         return f"before: {lost_before}; after: {after.reason}"
     return f"after: {after.reason}"
-
-
-def observer(project: Project) -> ProvenanceObserver:
-    """Factory for the runner's ``OBSERVER_FACTORIES`` (``mlbook.provenance.observer:observer``)."""
-    return ProvenanceObserver(project)
