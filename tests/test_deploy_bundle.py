@@ -132,9 +132,19 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def bundle(exported: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "copied" / "E001-small"
+    """A copy of the export inside the same project (so the project's key is trusted)."""
+    copy = exported.parents[1] / "copies" / tmp_path.name / "E001-small"
     shutil.copytree(exported, copy)
     return copy
+
+
+def resign(bundle: Path) -> None:
+    """Re-seal the manifest of an edited bundle and sign it with its project's key."""
+    from mlbook.deploy.manifest import write_manifest
+    from mlbook.deploy.signing import project_key, sign_bundle
+
+    write_manifest(bundle, read_manifest(bundle))
+    sign_bundle(bundle, project_key(mlbook.find_root(bundle)))
 
 
 def test_bundle_layout_and_manifest(exported: Path) -> None:
@@ -148,6 +158,7 @@ def test_bundle_layout_and_manifest(exported: Path) -> None:
         "manifest.json",
         "params.json",
         "sample.pt",
+        "signature.json",
         "weights/model.safetensors",
     ]
     manifest = read_manifest(exported)
@@ -157,15 +168,20 @@ def test_bundle_layout_and_manifest(exported: Path) -> None:
     assert manifest.packages["torch"].startswith("2.")
     assert manifest.verification is not None and manifest.verification.ok
     assert manifest.verification.output == "tensor(2, 10) float32"
-    assert {f.path for f in manifest.files} == set(names) - {"manifest.json"}
+    assert {f.path for f in manifest.files} == set(names) - {"manifest.json", "signature.json"}
     assert all(len(f.sha256) == 64 and f.size >= 0 for f in manifest.files)
     assert not list(exported.parent.glob(".*tmp*"))
 
 
 def test_copied_bundle_loads_and_predicts_without_models(exported: Path, tmp_path: Path) -> None:
+    import os
+
     copy = tmp_path / "elsewhere" / "bundle"
     shutil.copytree(exported, copy)
     project_root = exported.parents[2]
+    public = tmp_path / "project.pub"
+    result = CliRunner().invoke(cli, ["-C", str(project_root), "key", "--export", str(public)])
+    assert result.exit_code == 0, result.output
     models = project_root / "Models"
     models.rename(project_root / "Models_away")
     try:
@@ -176,8 +192,14 @@ def test_copied_bundle_loads_and_predicts_without_models(exported: Path, tmp_pat
             "assert not any('Models' in p for p in sys.path)\n"
             "print(out.shape[0], m.labels.decode(int(out[0].argmax())), m.params.width)\n"
         )
+        env = {**os.environ, "MLBOOK_TRUSTED_KEYS": str(public)}
         done = subprocess.run(
-            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
         )
     finally:
         (project_root / "Models_away").rename(models)
@@ -273,8 +295,7 @@ def test_failed_verification_leaves_nothing(tmp_path: Path) -> None:
         ExportError, match=r"verification in a clean process failed: .*no sample here"
     ):
         export_run(project, "E001", "small")
-    assert not (project.exports_dir / "E001-small").exists()
-    assert list(project.exports_dir.iterdir()) == []
+    assert not project.exports_dir.exists()  # the export made it, and removed it again
 
 
 def test_export_refuses_changed_code_unless_forced(exported: Path, tmp_path: Path) -> None:
@@ -310,10 +331,10 @@ def test_cli_exports_lists_status(exported: Path, bundle: Path) -> None:
     project_root = exported.parents[2]
     result = CliRunner().invoke(cli, ["-C", str(project_root), "exports", "--format", "json"])
     assert result.exit_code == 0, result.output
-    assert '"status": "verified"' in result.output
+    assert '"status": "signed"' in result.output
     (bundle / "params.json").write_text("{}")
     infos = list_exports(directory=bundle.parent)
-    assert [(i.name, i.status) for i in infos] == [("E001-small", "invalid")]
+    assert [(i.name, i.status) for i in infos] == [("E001-small", "tampered")]
     assert "params.json was changed" in infos[0].problem
 
 
@@ -345,7 +366,9 @@ def test_cli_export_subprocess_with_onnx(exported: Path, tmp_path: Path) -> None
     assert manifest.onnx is not None and manifest.onnx.max_abs_diff is not None
     assert manifest.onnx.max_abs_diff < 1e-4
     assert (dest / "model.onnx").is_file()
-    mlbook.load(dest)  # the ONNX file is listed in the manifest
+    assert "signed    with this project's key SHA256:" in done.stdout
+    public = project_root / ".mlbook" / "keys" / "signing.pub"
+    mlbook.load(dest, trusted_keys=[public])  # the ONNX file is listed in the manifest
 
 
 def test_cli_export_error_is_one_line(project: Project) -> None:
@@ -414,17 +437,15 @@ def test_scikit_learn_model_with_dataset_labels(tmp_path: Path) -> None:
 
 
 def test_exports_verify_reloads_in_a_clean_process(exported: Path, bundle: Path) -> None:
-    from mlbook.deploy.manifest import write_manifest
-
     result = CliRunner().invoke(
         cli, ["exports", "--dir", str(exported.parent), "--verify", "--format", "json"]
     )
     assert result.exit_code == 0, result.output
-    assert '"status": "verified"' in result.output
-    # consistent hashes, but code that cannot run without Models/: caught by the clean child
+    assert '"status": "signed"' in result.output
+    # signed, consistent hashes, but code that cannot run without Models/: caught by the child
     script = bundle / "code" / "E001_tiny_cnn.py"
     script.write_text("import E999_not_exported\n" + script.read_text())
-    write_manifest(bundle, read_manifest(bundle))
+    resign(bundle)
     (info,) = list_exports(directory=bundle.parent, verify=True)
     assert info.status == "invalid"
     assert "verification in a clean process failed" in info.problem
@@ -455,7 +476,7 @@ def test_cli_exports_text(exported: Path, project: Project) -> None:
         manifest.run_id,
         f"loss={loss:.4g}",
         manifest.created,
-        "verified",
+        "signed",
     ]
     empty = CliRunner().invoke(cli, ["-C", str(project.root), "exports"])
     assert empty.output == "no exports yet; create one with `mlbook export ID --version NAME`\n"
@@ -482,13 +503,11 @@ def test_changed_code_is_taken_from_the_runs_snapshot(tmp_path: Path) -> None:
 
 
 def test_failed_load_leaves_no_modules_behind(bundle: Path) -> None:
-    from mlbook.deploy.manifest import write_manifest
-
     script = bundle / "code" / "E001_tiny_cnn.py"
     script.write_text(
         script.read_text().replace("import json\n", "import json\nimport E999_gone\n")
     )
-    write_manifest(bundle, read_manifest(bundle))
+    resign(bundle)
     before_path, before_modules = list(sys.meta_path), set(sys.modules)
     with pytest.raises(
         ExportError,
