@@ -532,3 +532,64 @@ def test_deleted_code_is_taken_from_the_snapshot_or_refused(tmp_path: Path) -> N
     assert result.manifest.code_commit is not None
     assert (result.path / "code" / "common" / "training.py").read_text() == saved
     assert (result.path / "code" / "config.json").is_file()
+
+
+def test_full_disk_during_export_is_one_line_and_leaves_nothing(
+    exported: Path, tmp_path: Path
+) -> None:
+    import errno
+    import os
+
+    from mlbook.deploy.bundle import write_file
+
+    project = Project.open(exported.parents[2])
+
+    def full_disk(target: Path, source: bytes | Path) -> None:
+        if target.parent.name == "weights":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        write_file(target, source)
+
+    dest = tmp_path / "new" / "deeper" / "E001-small"
+    with pytest.raises(ExportError) as failed:
+        export_run(project, "E001", "small", dest=dest, writer=full_disk)
+    message = str(failed.value)
+    assert message.startswith(
+        f"{dest}: cannot write the export (No space left on device, errno 28)"
+    )
+    assert "nothing was written" in message and "\n" not in message
+    assert not (tmp_path / "new").exists()  # no staging directory, no empty parents
+    before = sorted(p.name for p in exported.parent.iterdir())
+    with pytest.raises(ExportError, match="No space left on device"):
+        export_run(project, "E001", "small", writer=full_disk)  # over the existing bundle
+    assert sorted(p.name for p in exported.parent.iterdir()) == before
+    mlbook.load(exported)  # the older bundle is untouched
+
+
+def test_export_onto_a_full_tmpfs_is_one_line(exported: Path, tmp_path: Path) -> None:
+    """A real ENOSPC: a 16 KiB tmpfs mounted in a private mount namespace."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=16k tmpfs {mount} || exit 99\n"
+        f"{sys.executable} -m mlbook export E001 -v small --dest {mount}/E001-small\n"
+        "code=$?\n"
+        f'echo "left:$(ls -A {mount})"\n'
+        "exit $code\n"
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        cwd=exported.parents[2],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if done.returncode == 99 or done.stderr.startswith("unshare:"):
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "No space left on device" in lines[0]
+    assert done.stdout.strip().splitlines()[-1] == "left:"
