@@ -180,9 +180,8 @@ def test_mlbook_serve_cli_answers_a_real_prediction(bundle: Path, tmp_path: Path
 
 
 def test_serve_of_a_tampered_bundle_fails_with_one_line(bundle: Path, tmp_path: Path) -> None:
-    import shutil
-
     import os
+    import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)

@@ -54,6 +54,7 @@ __all__ = [
     "default_destination",
     "export_run",
     "script_settings",
+    "write_file",
 ]
 
 #: Puts one file into the staging directory, from its bytes or from a file to copy.

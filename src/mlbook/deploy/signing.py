@@ -210,7 +210,11 @@ def project_key(project_root: Path | str) -> SigningKey:
             ) from exc
     key = SigningKey.read(private)
     public = directory / PUBLIC_KEY_FILE
-    if not public.exists() or read_public_key(public).raw != key.public.raw:
+    try:
+        current: bytes | None = read_public_key(public).raw
+    except ExportError:  # missing or damaged: written again from the private key
+        current = None
+    if current != key.public.raw:
         try:
             from mlbook._fs import atomic_write_bytes
 
@@ -286,11 +290,10 @@ def trusted_keys(
                 f"trusted_keys={str(given)!r}: give a list of key files, e.g. [{str(given)!r}]"
             )
         return tuple(k if isinstance(k, PublicKey) else read_public_key(k) for k in given)
-    named = [p for p in os.environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep) if p.strip()]
-    keys = [_env_key(p) for p in named]
     own = _project_public_key(Path(bundle))
-    if own is not None:
-        keys.append(own)
+    keys = [own] if own is not None else []  # first: a bundle it signed shows as the project's
+    named = [p for p in os.environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep) if p.strip()]
+    keys.extend(_env_key(p) for p in named)
     return tuple(keys)
 
 
