@@ -369,7 +369,7 @@ def export_run(
         raise ExportError(str(exc)) from exc
     run = _pick_run(project, experiment, version, run_id)
     with Store.for_project(project, recover=False) as store:
-        recorded = run_files(store, run.id)
+        recorded: list[tuple[str, int, str]] = list(run_files(store, run.id))
     stack = contextlib.ExitStack()
     with stack:
         code, settings, code_commit = _collect_code(project, run, script, recorded, force, stack)
