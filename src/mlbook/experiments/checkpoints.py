@@ -185,7 +185,10 @@ def _scan(folder: Path, index: Mapping[str, Mapping[str, Any]]) -> list[Checkpoi
         if step is None or not path.is_file():
             continue
         entry = index.get(path.name)
-        metrics = dict(entry["metrics"]) if entry is not None else _metrics_inside(path)
+        if entry is not None and entry.get("size") == path.stat().st_size:
+            metrics = dict(entry["metrics"])
+        else:  # not indexed, or an entry that does not describe this file: read the file
+            metrics = _metrics_inside(path)
         found.append(Checkpoint(path=path, step=step, metrics=metrics))
     return sorted(found, key=lambda c: (c.step, c.path.name))
 

@@ -18,8 +18,9 @@ import functools
 import re
 import socket
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -420,14 +421,16 @@ def metric_series(
     low = -(1 << 63) if start is None else start
     high = (1 << 63) if end is None else end
     for key, count, first_step, stride, steps, values, first_time, times in rows:
-        points = series.setdefault(key, [])
-        for step, value, when in zip(
-            *decode_points(count, first_step, stride, steps, values, first_time, times),
-            strict=True,
-        ):
-            if low <= step <= high:
-                points.append(Point(step, value, when))
+        columns = decode_points(count, first_step, stride, steps, values, first_time, times)
+        rows_of_chunk: Iterable[tuple[int, float, float]] = zip(*columns, strict=True)
+        if not (low <= min(columns[0]) and max(columns[0]) <= high):  # partly in range
+            rows_of_chunk = filter(lambda row: low <= row[0] <= high, rows_of_chunk)
+        # tuple.__new__ builds the named tuples without a Python-level call each
+        series.setdefault(key, []).extend(map(_new_tuple, repeat(Point), rows_of_chunk))
     return series
+
+
+_new_tuple = tuple.__new__
 
 
 def metric_summaries(

@@ -120,5 +120,5 @@ def decode_points(
     else:
         step_list = _array("q", steps or b"").tolist()
     value_list = _array("d", values).tolist()
-    time_list = [first_time + offset for offset in _array("f", times).tolist()]
+    time_list = list(map(first_time.__add__, _array("f", times).tolist()))
     return step_list, value_list, time_list
