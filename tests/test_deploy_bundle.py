@@ -26,6 +26,8 @@ from mlbook.experiments.runner import run_experiments  # noqa: E402
 from mlbook.project import Project  # noqa: E402
 from mlbook.scaffold import init_project  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains models or exports bundles: the full run has them
+
 TRAINING = """
     import torch
 

@@ -26,6 +26,8 @@ from test_deploy_bundle import make_project  # noqa: E402
 from mlbook.deploy import export_run  # noqa: E402
 from mlbook.deploy.serve import create_app, server_config  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains models or exports bundles: the full run has them
+
 
 def free_port() -> int:
     with socket.socket() as sock:
