@@ -133,15 +133,14 @@ def test_static_reading_details() -> None:
     assert hooks == ("model", "predict", "train")
 
 
-literal = st.recursive(
+leaf = (
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner),
-    max_leaves=5,
+    | st.text(max_size=5)
 )
+literal = leaf | st.lists(leaf, max_size=3) | st.tuples(leaf, leaf)
 names = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True)
 params = st.dictionaries(names, literal, max_size=3)
 
