@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mlbook
+from mlbook.cli import cli
 from mlbook.errors import MlbookWarning, StoreError
 from mlbook.experiments.backends import Job
 from mlbook.experiments.contract import (
@@ -161,6 +163,9 @@ def test_nan_and_infinity_are_stored_as_values(project: Project) -> None:
     # a NaN final metric matches no numeric filter
     assert [r.version for r in runs(project, filters=["loss>0"])] == ["after"]
     assert [r.version for r in runs(project, filters=["loss<1"])] == ["after"]
+    shown = CliRunner().invoke(cli, ["-C", str(project.root), "show", record.id])
+    assert shown.exit_code == 0, shown.output
+    assert "loss    nan" in shown.output and "gain    inf" in shown.output
 
 
 BAD_VALUES = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -55,15 +56,28 @@ def _metrics_text(metrics: dict[str, Any], limit: int = 4) -> str:
 
 
 def sparkline(values: list[float], width: int = 40) -> str:
-    """Values as a row of block characters (downsampled to ``width``)."""
+    """Values as a row of block characters (downsampled to ``width``).
+
+    NaN shows as a space; ±inf as the top or bottom block.
+    """
     if not values:
         return ""
     if len(values) > width:
         step = len(values) / width
         values = [values[int(i * step)] for i in range(width - 1)] + [values[-1]]
-    low, high = min(values), max(values)
+    finite = [v for v in values if math.isfinite(v)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
     span = (high - low) or 1.0
-    return "".join(_BLOCKS[int((v - low) / span * (len(_BLOCKS) - 1))] for v in values)
+    top = len(_BLOCKS) - 1
+
+    def block(v: float) -> str:
+        if math.isnan(v):
+            return " "
+        if math.isinf(v):
+            return _BLOCKS[top if v > 0 else 0]
+        return _BLOCKS[int((v - low) / span * top)]
+
+    return "".join(map(block, values))
 
 
 @click.command()
