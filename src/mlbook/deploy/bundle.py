@@ -16,13 +16,12 @@ stays as it was).
 
 The exporting process reads the script's source but does not import it (nor
 torch): ``dataset=``, ``files=`` and ``title=`` are read from the
-``mlbook.Experiment(...)`` call when they are literals, and the script is
-imported only when they are not.
+``mlbook.Experiment(...)`` call when it is made of literals, and the script is
+imported in a child process when it is not (:mod:`mlbook.experiments.plans`).
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import datetime as _dt
 import os
@@ -95,35 +94,13 @@ def default_destination(project: Project, experiment: str, version: str) -> Path
 def script_settings(script: Path, models_dir: Path) -> dict[str, Any]:
     """``dataset``, ``files`` and ``title`` of the script's ``Experiment(...)`` call.
 
-    Read from the source when they are literals; otherwise the script is imported.
+    Read by :func:`mlbook.experiments.plans.read_plan`: from the source when the
+    arguments are literals, otherwise by importing the script in a child process.
     """
-    try:
-        tree = ast.parse(script.read_bytes(), filename=str(script))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ExportError(f"{script}: cannot be read as Python ({exc})") from exc
-    calls = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and (
-            (isinstance(node.func, ast.Attribute) and node.func.attr == "Experiment")
-            or (isinstance(node.func, ast.Name) and node.func.id == "Experiment")
-        )
-    ]
-    if len(calls) == 1:
-        found: dict[str, Any] = {"dataset": None, "files": [], "title": ""}
-        try:
-            for keyword in calls[0].keywords:
-                if keyword.arg in found:
-                    found[keyword.arg] = ast.literal_eval(keyword.value)
-            found["files"] = [str(f) for f in found["files"]]
-            return found
-        except ValueError:
-            pass
-    from mlbook.experiments.discovery import load_script
+    from mlbook.experiments.plans import read_plan
 
-    exp = load_script(script, models_dir)
-    return {"dataset": exp.dataset, "files": list(exp.files), "title": exp.title}
+    plan = read_plan(script, models_dir)
+    return {"dataset": plan.dataset, "files": list(plan.files), "title": plan.title}
 
 
 def _latest_run(project: Project, experiment: str, version: str | None) -> RunRecord:
