@@ -1,11 +1,13 @@
 """Every reader, fuzzed: any input gives records that open_dataset would accept, or one
-DatasetError, never another exception (COCO, VOC, YOLO, LabelMe, CSV, native)."""
+DatasetError, never another exception (COCO, VOC, YOLO, LabelMe, CSV, native); and the
+fast record check agrees with the full one."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,14 +15,16 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from hypothesis import HealthCheck, given, settings
+import msgspec
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from mlbook.datasets.convert import read_dataset
 from mlbook.datasets.dataset import Dataset
+from mlbook.datasets.metadata import Box, Record
 from mlbook.datasets.problems import ErrorPolicy, path_problem
-from mlbook.datasets.validate import check_record
+from mlbook.datasets.validate import _check_fully, _looks_clean, check_record
 from mlbook.errors import BadRecordsError, DatasetError
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -345,3 +349,84 @@ def test_fuzz_strategies_build_what_the_readers_expect() -> None:
     with _folder() as root:
         (root / "records.jsonl").write_text(json.dumps(record))
         assert len(read_dataset(root, "mlbook")) == 1
+
+
+coordinates = st.sampled_from([-1, 0, 1, 5, 6, 12, 13, 12.5, math.nan, math.inf, -math.inf])
+#: A clean box, then some of its fields replaced by odd values.
+odd_boxes = st.builds(
+    lambda pairs: Box(**{"name": "a", "x1": 1, "y1": 1, "x2": 5, "y2": 5, **dict(pairs)}),
+    st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from(["x1", "y1", "x2", "y2"]), coordinates),
+            st.tuples(st.just("name"), st.sampled_from("abz")),
+            st.tuples(
+                st.just("segmentation"),
+                st.one_of(
+                    st.lists(st.lists(st.floats(0, 9), max_size=8), max_size=2),
+                    st.fixed_dictionaries(
+                        {
+                            "counts": st.lists(st.integers(-1, 144), max_size=3),
+                            "size": st.just([12, 12]),
+                        }
+                    ),
+                ),
+            ),
+        ),
+        max_size=2,
+    ),
+)
+#: A clean record, then some of its fields replaced by odd values.
+clean = st.builds(
+    Record,
+    id=st.just("1"),
+    file=st.just("a.png"),
+    width=st.sampled_from([None, 12]),
+    height=st.sampled_from([None, 12]),
+)
+changes = st.one_of(
+    st.tuples(st.just("id"), st.just("")),
+    st.tuples(st.just("file"), paths),
+    st.tuples(st.just("mask"), paths),
+    st.tuples(st.sampled_from(["width", "height"]), st.sampled_from([None, -1, 0, 3, 12])),
+    st.tuples(st.just("labels"), st.lists(st.sampled_from("abz"), max_size=2)),
+    st.tuples(
+        st.just("counts"), st.dictionaries(st.sampled_from("abz"), st.integers(-1, 2), min_size=1)
+    ),
+    st.tuples(st.just("boxes"), st.lists(odd_boxes, min_size=1, max_size=2)),
+    st.tuples(st.just("boxes"), st.lists(odd_boxes, min_size=1, max_size=2)),
+)
+in_memory_records = st.builds(
+    lambda record, pairs: msgspec.structs.replace(record, **dict(pairs)),
+    clean,
+    st.lists(changes, max_size=3),
+)
+
+
+def _odd(classes: set[str] | None = None, **fields: Any) -> Any:
+    """An explicit example: a clean record with ``fields`` (``box=`` for one box's)."""
+    box = fields.pop("box", None)
+    boxes = [Box(**{"name": "a", "x1": 1, "y1": 1, "x2": 5, "y2": 5, **box})] if box else []
+    return example(Record(id="1", file="a.png", boxes=boxes, **fields), classes)
+
+
+@settings(max_examples=1000, deadline=None)
+@_odd(box={"x2": math.inf})
+@_odd(box={"y2": math.inf})
+@_odd(box={"y1": math.nan}, height=12)
+@_odd(box={"x1": 5}, width=12)
+@_odd(box={"x2": 12.5}, width=12)
+@_odd(box={"name": "z"}, classes={"a"})
+@_odd(box={"segmentation": [[1, 1, 2, 2]]})
+@_odd(box={"segmentation": {"counts": [1], "size": [2, 2]}})
+@_odd(box={"name": "b"}, counts={"a": 1})
+@_odd(width=-1)
+@_odd(mask="../m.png")
+@_odd(labels=["z"], classes={"a"})
+@given(in_memory_records, st.none() | st.just({"a", "b"}))
+def test_the_fast_record_check_never_passes_a_bad_record(
+    record: Record, classes: set[str] | None
+) -> None:
+    """check_record's fast test may send a good record to the full check, never the
+    reverse: whenever it says clean, the full check finds nothing."""
+    if _looks_clean(record, classes):
+        assert _check_fully(record, classes, None) == []

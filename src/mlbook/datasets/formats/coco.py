@@ -14,6 +14,7 @@ Layouts read: one ``instances_<split>.json`` file, or a directory holding
 from __future__ import annotations
 
 import io
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from mlbook.datasets.problems import (
     path_problem,
     read_bytes,
 )
-from mlbook.datasets.validate import box_problems, segmentation_problem
+from mlbook.datasets.validate import box_problems, plain_path, segmentation_problem
 from mlbook.errors import DatasetError, RecordError
 from mlbook.progress import NullReporter, Reporter
 
@@ -163,7 +164,7 @@ def read(
             first = parsed.images[0].file_name if parsed.images else None
             image_dir = _image_dir(root, json_path, split, first)
             prefix = image_dir.relative_to(root).as_posix() if image_dir != root else ""
-            prefix = "" if prefix == "." else prefix
+            prefix = "" if prefix == "." else prefix.rstrip("/")
             with no_gc():
                 records.extend(_records(parsed, json_path, split, prefix, classes, policy))
     policy.finish(path)
@@ -234,8 +235,9 @@ def _records(
     classes: dict[int, ClassInfo],
     policy: ErrorPolicy,
 ) -> list[Record]:
-    by_id: dict[int, list[Box]] = {}
-    sizes: dict[int, tuple[int | None, int | None]] = {}
+    """The file's records; every bad image or annotation to ``policy`` (this loop is the
+    import's hot path: the checks take a fast test first, details only on failure)."""
+    by_id: dict[int, tuple[list[Box], float, float]] = {}
     first_at: dict[int, int] = {}
     bad: set[int] = set()
 
@@ -246,34 +248,37 @@ def _records(
             bad.add(image_id)
 
     records: list[Record] = []
+    inf = math.inf
     for index, image in enumerate(parsed.images):
-        where = f"images[{index}]"
         if image.id in first_at:
-            first = first_at[image.id]
-            message = f"duplicate image id {image.id} (first at images[{first}])"
-            reject(image.id, f"{where}.id", f"{message}; give each image its own id")
+            message = f"duplicate image id {image.id} (first at images[{first_at[image.id]}])"
+            reject(image.id, f"images[{index}].id", f"{message}; give each image its own id")
             continue
         first_at[image.id] = index
         boxes: list[Box] = []
-        by_id[image.id] = boxes
-        width = image.width if image.width is None or image.width > 0 else None
-        height = image.height if image.height is None or image.height > 0 else None
-        sizes[image.id] = (width, height)
-        file = join_inside(prefix, image.file_name)
-        problem = path_problem(file)
-        if problem is not None:
-            reject(image.id, f"{where}.file_name", problem)
-        for name in ("width", "height"):
-            value = getattr(image, name)
+        width, height = image.width, image.height
+        for name, value in (("width", width), ("height", height)):
             if value is not None and value <= 0:
-                reject(image.id, f"{where}.{name}", f"must be positive ({value})")
+                reject(image.id, f"images[{index}].{name}", f"must be positive ({value})")
+        by_id[image.id] = (
+            boxes,
+            width if width is not None and width > 0 else inf,
+            height if height is not None and height > 0 else inf,
+        )
+        name = image.file_name
+        file = f"{prefix}/{name}" if prefix else name
+        if not plain_path(name):
+            file = join_inside(prefix, name)
+            problem = path_problem(file)
+            if problem is not None:
+                reject(image.id, f"images[{index}].file_name", problem)
         extras = {k: getattr(image, k) for k in _IMAGE_EXTRAS if getattr(image, k) is not None}
         records.append(
             Record(
                 id=str(image.id),
                 file=file,
-                width=image.width,
-                height=image.height,
+                width=width,
+                height=height,
                 boxes=boxes,
                 split=split,
                 attributes=extras,
@@ -281,23 +286,36 @@ def _records(
         )
     names = {cid: info.name for cid, info in classes.items()}
     for index, ann in enumerate(parsed.annotations):
-        where = f"annotations[{index}]"
-        boxes_of = by_id.get(ann.image_id)
-        if boxes_of is None:
-            reject(None, f"{where}.image_id", f"no image has id {ann.image_id}")
+        image_id = ann.image_id
+        owner = by_id.get(image_id)
+        if owner is None:
+            reject(None, f"annotations[{index}].image_id", f"no image has id {image_id}")
             continue
         category = names.get(ann.category_id)
         if category is None:
-            reject(ann.image_id, f"{where}.category_id", f"no category has id {ann.category_id}")
+            message = f"no category has id {ann.category_id}"
+            reject(image_id, f"annotations[{index}].category_id", message)
             continue
+        boxes_of, wide, high = owner
         x, y, w, h = ann.bbox
-        width, height = sizes[ann.image_id]
-        for _, problem in box_problems(x, y, x + w, y + h, width, height):
-            reject(ann.image_id, f"{where}.bbox", problem)
-        if ann.segmentation is not None:
-            problem = segmentation_problem(ann.segmentation, width, height)
+        x2, y2 = x + w, y + h
+        if not (0 <= x < x2 <= wide and x2 < inf and 0 <= y < y2 <= high and y2 < inf):
+            known_w = int(wide) if wide < inf else None
+            known_h = int(high) if high < inf else None
+            for _, problem in box_problems(x, y, x2, y2, known_w, known_h):
+                reject(image_id, f"annotations[{index}].bbox", problem)
+        segmentation = ann.segmentation
+        if segmentation and not (
+            type(segmentation) is list
+            and len(segmentation) == 1
+            and len(segmentation[0]) >= 6
+            and not len(segmentation[0]) % 2
+        ):
+            known_w = int(wide) if wide < inf else None
+            known_h = int(high) if high < inf else None
+            problem = segmentation_problem(segmentation, known_w, known_h)
             if problem is not None:
-                reject(ann.image_id, f"{where}.segmentation", problem)
+                reject(image_id, f"annotations[{index}].segmentation", problem)
         extra: dict[str, Any] = dict(ann.attributes) if ann.attributes else {}
         extra["id"] = ann.id
         if ann.area is not None:
@@ -307,10 +325,10 @@ def _records(
                 name=category,
                 x1=x,
                 y1=y,
-                x2=x + w,
-                y2=y + h,
+                x2=x2,
+                y2=y2,
                 iscrowd=bool(ann.iscrowd),
-                segmentation=ann.segmentation,
+                segmentation=segmentation,
                 attributes=extra,
             )
         )
