@@ -38,8 +38,9 @@ def validate(path: Path, no_files: bool, output_format: str, quiet: bool) -> Non
 
     PATH is a dataset directory or a records file. Problems read
     `file:line: field: what is wrong (value)`: bad JSON, wrong types, unknown classes,
-    boxes with x1 >= x2 or outside the image, counts that disagree with the boxes,
-    duplicate ids, missing image or mask files. Exit code 1 when anything is wrong.
+    boxes with x1 >= x2 or outside the image, malformed segmentations, counts that
+    disagree with the boxes, duplicate ids, paths that leave the dataset directory,
+    missing image or mask files. Exit code 1 when anything is wrong.
 
     Example:
 
