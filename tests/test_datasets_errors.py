@@ -582,3 +582,35 @@ def test_voc_written_by_labelme2voc_with_empty_flags(tmp_path: Path) -> None:
     )
     (record,) = list(read_dataset(voc, "voc"))
     assert record.boxes == [Box(name="dog", x1=1, y1=2, x2=5, y2=6, attributes={"pose": ""})]
+
+
+def test_writers_never_write_outside_their_target(tmp_path: Path) -> None:
+    records = [
+        Record(id="../../escaped", file="a.jpg", width=4, height=4, split="train"),
+        Record(id="ok", file="b.jpg", width=4, height=4, split="../up"),
+    ]
+    dataset = Dataset.from_records(records, root=tmp_path)
+    with pytest.raises(BadRecordsError) as info:
+        write_dataset(dataset, tmp_path / "voc", "voc")
+    assert [(p.record, p.field) for p in info.value.problems] == [(1, "id"), (2, "split")]
+    with pytest.raises(BadRecordsError, match=r"split: cannot be used as a file name"):
+        write_dataset(dataset, tmp_path / "yolo", "yolo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+def test_output_over_a_file_or_an_older_output(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file")
+    code, output = _convert(str(DATA / "coco"), str(tmp_path / "taken"))
+    assert code == 1
+    assert _error_line(output) == (
+        f"error: {tmp_path / 'taken'}: exists and is not a directory; choose another output"
+    )
+    target = tmp_path / "ds"
+    convert(DATA / "coco", target, images="copy")
+    stale = target / "images" / "val" / "b.jpg"
+    stale.write_bytes(b"stale")
+    convert(DATA / "coco", target)  # again: every file replaced, the image relinked
+    assert stale.read_bytes() == (DATA / "coco/images/val/b.jpg").read_bytes()
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    open_dataset(target).save()  # in place: nothing to bring along, nothing lost
+    assert validate_dataset(target).ok

@@ -409,7 +409,7 @@ def _odd(classes: set[str] | None = None, **fields: Any) -> Any:
     return example(Record(id="1", file="a.png", boxes=boxes, **fields), classes)
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @_odd(box={"x2": math.inf})
 @_odd(box={"y2": math.inf})
 @_odd(box={"y1": math.nan}, height=12)

@@ -183,6 +183,9 @@ class Output:
         written where it is) is left alone. Returns False when the source is missing.
         """
         destination = destination or relative
+        problem = path_problem(destination)
+        if problem is not None:
+            raise DatasetError(f"{self.target}: cannot write {destination!r}: {problem}")
         if source_root is None or path_problem(relative) is not None:
             self.missing += 1
             return False
@@ -191,12 +194,12 @@ class Output:
         with contextlib.suppress(OSError):
             if final.exists() and os.path.samefile(source, final):
                 return True
-        staged = self._path(destination)
-        if staged.exists():
+        if (self.stage / destination).exists():
             return True
         if not source.is_file():
             self.missing += 1
             return False
+        staged = self._path(destination)
         if self.images == "link":
             try:
                 os.link(source, staged)
