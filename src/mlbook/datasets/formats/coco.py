@@ -149,13 +149,11 @@ def read(
         for json_path in files:
             task.advance()
             split = _split_of(json_path) if len(files) > 1 or path.is_dir() else _split_of(path)
-            with no_gc():
-                data = read_bytes(json_path, "COCO annotation file")
-                try:
-                    parsed = decode_json(data, json_path, _File, "COCO instances")
-                except RecordError as exc:
-                    policy.fail_error(exc)
-                    continue
+            try:
+                parsed = _decode(json_path)
+            except RecordError as exc:
+                policy.fail_error(exc)
+                continue
             if parsed.info is not None and "info" not in attributes:
                 attributes["info"] = parsed.info
             if parsed.licenses is not None and "licenses" not in attributes:
@@ -175,6 +173,17 @@ def read(
         attributes={"coco": attributes} if attributes else {},
     )
     return Dataset(info, records, root)
+
+
+def _decode(json_path: Path) -> _File:
+    """The parsed file (its bytes are freed before the records are built).
+
+    Raises:
+        DatasetError: unreadable; RecordError: not COCO instances JSON.
+    """
+    data = read_bytes(json_path, "COCO annotation file")
+    with no_gc():
+        return decode_json(data, json_path, _File, "COCO instances")
 
 
 def _categories(
