@@ -1,22 +1,32 @@
-"""Metric logging, end to end into the store: mlbook `run.log` against `mlflow.log_metric`.
+"""Metric logging, end to end until durable: mlbook `run.log` against `mlflow.log_metric`.
 
-Run: .venv/bin/python benchmarks/bench_metrics.py [--points 200000] [--repeat 5]
-Needs the MLflow peer venv (bash benchmarks/setup_peers.sh).
+Run: .venv/bin/python benchmarks/bench_metrics.py [--steps 333334] [--keys 3] [--repeat 3]
+Needs the MLflow peer venv (bash benchmarks/setup_peers.sh) for the peer column;
+`--no-mlflow` skips it.
 
 mlbook: a real experiment run by the real runner (child process, pipe, SQLite
-store in WAL). Per point = (wall time of a version logging N points - wall time
-of the same version logging 0 points) / N, so spawn and teardown cancel out and
-what is left is logging, sending, and committing every point to the store. The
-store's row count is checked. The in-loop cost (what the training loop feels)
-is reported too.
+store in WAL), in a fresh process per measurement. Each step logs ``--keys``
+metrics (``run.log(step=i, loss=..., acc=..., lr=...)``) and the run ends with
+``run.flush()``, which returns once the runner has committed every point. Per
+point = (wall time of a version logging N points - wall time of the same
+version logging 0 points) / N, so spawn and teardown cancel out and what is
+left is logging, sending and committing. Also reported: the cost inside the
+loop, the runner's peak RSS (the process that runs the runner, measured with
+getrusage), the store's bytes per point (file size after a checkpoint, minus
+the same store with an empty run), and the store's own write rate (pre-packed
+chunks through ``Store.add_metrics``).
+
 MLflow: `mlflow.log_metric` inside an active run on a `sqlite:///` store, per call.
-Target (issue 4): mlbook >= 500x cheaper per point (about 5 us or less).
+Targets (issue 19): <= 2 us a point end to end, runner memory <= 100 MiB whatever
+the run length, <= 16 bytes a point, the store writes >= 1,000,000 points/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -28,17 +38,18 @@ from pathlib import Path
 from _common import median, mlflow_bin
 
 SCRIPT = """
-import time
+import math, time
 import mlbook
 
-exp = mlbook.Experiment(versions={"n": {"points": POINTS}, "zero": {"points": 0}})
+exp = mlbook.Experiment(versions={"n": {"steps": STEPS}, "zero": {"steps": 0}})
 
 @exp.train
 def train(run):
     log = run.log
     start = time.perf_counter()
-    for step in range(run.params.points):
-        log(step=step, loss=0.5)
+    for step in range(run.params.steps):
+        log(step=step, KEYS)
+    run.flush()
     return {"loop_seconds": time.perf_counter() - start}
 """
 
@@ -59,8 +70,17 @@ with mlflow.start_run():
 print(json.dumps(out))
 """
 
+_KEY_NAMES = ("loss", "acc", "lr", "grad_norm", "val_loss", "val_acc")
 
-def mlbook_per_point(points: int, repeat: int) -> tuple[float, float]:
+
+def _store_bytes(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.stat().st_size
+
+
+def inner(steps: int, keys: int, version: str) -> None:
+    """One measurement in this fresh process: prints JSON."""
     from mlbook.experiments.runner import run_experiments
     from mlbook.project import Project
     from mlbook.scaffold import init_project
@@ -68,57 +88,121 @@ def mlbook_per_point(points: int, repeat: int) -> tuple[float, float]:
     root = Path(tempfile.mkdtemp()) / "bench"
     init_project(root)
     project = Project.open(root)
-    (project.models_dir / "E001_log.py").write_text(SCRIPT.replace("POINTS", str(points)))
-    per_point, loop = [], []
-    store = project.state_dir / "runs.sqlite"
-    for _ in range(repeat):
+    values = ", ".join(f"{name}=step * {i + 1}e-6" for i, name in enumerate(_KEY_NAMES[:keys]))
+    body = SCRIPT.replace("STEPS", str(steps)).replace("KEYS", values)
+    (project.models_dir / "E001_log.py").write_text(body)
+    start = time.perf_counter()
+    result = run_experiments(project, ["E001"], versions=[version], observers=[])
+    wall = time.perf_counter() - start
+    (info,) = result.runs
+    assert info.status == "completed", info.error
+    from mlbook.experiments.query import metric_summaries
+
+    counted = sum(s.count for s in metric_summaries(project, info.run_id).values())
+    expected = steps * keys if version == "n" else 0
+    assert counted == expected, (counted, expected)
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "loop": info.metrics["loop_seconds"],
+                "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "store_bytes": _store_bytes(project.state_dir / "runs.sqlite"),
+            }
+        )
+    )
+
+
+def measure(steps: int, keys: int, version: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--inner", version, "--steps", str(steps), "--keys", str(keys)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    ).stdout
+    result: dict[str, float] = json.loads(out.splitlines()[-1])
+    return result
+
+
+def store_write_rate(points: int, keys: int) -> float:
+    """Points per second that Store.add_metrics commits (chunks of 4,096 points)."""
+    from mlbook.experiments.series import chunk_of
+    from mlbook.experiments.store import Store
+
+    per_key = points // keys
+    chunks = []
+    for key in _KEY_NAMES[:keys]:
+        for first in range(0, per_key, 4096):
+            steps = list(range(first, min(first + 4096, per_key)))
+            chunk = chunk_of(key, steps, [s * 1e-6 for s in steps], [1.8e9 + s for s in steps])
+            assert chunk is not None
+            chunks.append(chunk)
+    with Store.open(Path(tempfile.mkdtemp()) / "runs.sqlite") as store:
+        pk, _ = store.create_run(experiment="E1", version="a", mode="run", params={})
         start = time.perf_counter()
-        run_experiments(project, ["E001"], versions=["zero"], observers=[])
-        empty = time.perf_counter() - start
-        start = time.perf_counter()
-        result = run_experiments(project, ["E001"], versions=["n"], observers=[])
-        full = time.perf_counter() - start
-        (info,) = result.runs
-        assert info.status == "completed", info.error
-        with sqlite3.connect(store) as db:
-            (count,) = db.execute(
-                "SELECT count(*) FROM metrics WHERE run = ?", (info.pk,)
-            ).fetchone()
-        assert count == points, (count, points)
-        per_point.append((full - empty) / points)
-        loop.append(info.metrics["loop_seconds"] / points)
-    return median(per_point), median(loop)
+        for index in range(0, len(chunks), keys):  # one transaction a batch, as the runner does
+            store.add_metrics(pk, chunks[index : index + keys])
+        elapsed = time.perf_counter() - start
+    return per_key * keys / elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--steps", type=int, default=333_334)
+    parser.add_argument("--keys", type=int, default=3)
+    parser.add_argument("--long-steps", type=int, default=1_000_000, help="for memory")
     parser.add_argument("--mlflow-points", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--inner", choices=["n", "zero"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    end_to_end, in_loop = mlbook_per_point(args.points, args.repeat)
-    out = subprocess.run(
-        [
-            str(mlflow_bin()),
-            "-c",
-            textwrap.dedent(MLFLOW),
-            str(args.mlflow_points),
-            str(args.repeat),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    mlflow = median(json.loads(out.splitlines()[-1]))
-    print(f"{'per metric point':<44} {'median':>10}   (repeat={args.repeat})")
-    label = "mlbook run.log, end to end into the store"
-    print(f"{label:<44} {end_to_end * 1e6:>8.2f} us   ({args.points} points)")
-    print(f"{'mlbook run.log, cost inside the loop':<44} {in_loop * 1e6:>8.2f} us")
-    label = "mlflow.log_metric, sqlite:/// store"
-    print(f"{label:<44} {mlflow * 1e6:>8.0f} us   ({args.mlflow_points} points)")
-    ratio = mlflow / end_to_end
-    print(f"mlflow / mlbook (end to end) = {ratio:.0f}x (target >= 500x)")
-    print(f"target: {'met' if ratio >= 500 else 'NOT met'}")
+    if args.inner:
+        inner(args.steps, args.keys, args.inner)
+        return
+    points = args.steps * args.keys
+    per_point, loop, bytes_per_point, rss = [], [], [], []
+    for _ in range(args.repeat):
+        empty = measure(args.steps, args.keys, "zero")
+        full = measure(args.steps, args.keys, "n")
+        per_point.append((full["wall"] - empty["wall"]) / points)
+        loop.append(full["loop"] / points)
+        bytes_per_point.append((full["store_bytes"] - empty["store_bytes"]) / points)
+        rss.append(full["rss_mib"])
+    long_run = measure(args.long_steps, args.keys, "n")
+    rate = median([store_write_rate(points, args.keys) for _ in range(args.repeat)])
+    print(f"{'mlbook, ' + str(points) + ' points of ' + str(args.keys) + ' keys':<48} median")
+    print(f"{'run.log, end to end until committed':<48} {median(per_point) * 1e6:>8.2f} us/point")
+    print(f"{'run.log, cost inside the loop':<48} {median(loop) * 1e6:>8.2f} us/point")
+    print(f"{'store size':<48} {median(bytes_per_point):>8.2f} bytes/point")
+    print(f"{'runner peak RSS':<48} {median(rss):>8.1f} MiB")
+    label = f"runner peak RSS, {args.long_steps * args.keys:,} points"
+    print(f"{label:<48} {long_run['rss_mib']:>8.1f} MiB")
+    print(f"{'store write rate (Store.add_metrics)':<48} {rate:>8,.0f} points/s")
+    met = (
+        median(per_point) <= 2e-6
+        and median(bytes_per_point) <= 16
+        and long_run["rss_mib"] <= 100
+        and rate >= 1_000_000
+    )
+    if not args.no_mlflow:
+        out = subprocess.run(
+            [
+                str(mlflow_bin()),
+                "-c",
+                textwrap.dedent(MLFLOW),
+                str(args.mlflow_points),
+                str(args.repeat),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        mlflow = median(json.loads(out.splitlines()[-1]))
+        label = "mlflow.log_metric, sqlite:/// store"
+        print(f"{label:<48} {mlflow * 1e6:>8.0f} us/point ({args.mlflow_points} points)")
+        print(f"mlflow / mlbook (end to end) = {mlflow / median(per_point):,.0f}x")
+    print(f"targets (<= 2 us, <= 16 B, <= 100 MiB, >= 1M points/s): {'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create the peer tools' own environment for the side-by-side benchmarks.
-# MLflow is never a dependency of mlbook: it lives only in benchmarks/.venv-mlflow.
+# Create the peer tools' own environments for the side-by-side benchmarks.
+# MLflow and Guild AI are never dependencies of mlbook: they live only in
+# benchmarks/.venv-mlflow and benchmarks/.venv-guild.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 if [ ! -x "$HERE/.venv-mlflow/bin/mlflow" ]; then
@@ -8,3 +9,8 @@ if [ ! -x "$HERE/.venv-mlflow/bin/mlflow" ]; then
   "$HERE/.venv-mlflow/bin/pip" install -q --disable-pip-version-check "mlflow>=3,<4" 2>&1 | grep -v '^WARNING' || true
 fi
 "$HERE/.venv-mlflow/bin/python" -c "import mlflow; print('mlflow', mlflow.__version__)"
+if [ ! -x "$HERE/.venv-guild/bin/guild" ]; then
+  python3 -m venv "$HERE/.venv-guild"
+  "$HERE/.venv-guild/bin/pip" install -q --disable-pip-version-check "guildai==0.9.0" "torch==2.13.0" 2>&1 | grep -v '^WARNING' || true
+fi
+"$HERE/.venv-guild/bin/guild" --version

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlbook.config import Config, load_config, parse_config
@@ -81,6 +81,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
 
 
+@settings(deadline=None)
 @given(st.text(max_size=200))
 def test_any_text_parses_or_fails_cleanly(text: str) -> None:
     try:
@@ -89,6 +90,7 @@ def test_any_text_parses_or_fails_cleanly(text: str) -> None:
         assert "\n" not in str(exc).strip()
 
 
+@settings(deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(["project", "layout", "git", "runner", "bogus"]),
@@ -118,3 +120,169 @@ def test_any_structure_validates_or_fails_cleanly(raw: dict[str, dict[str, objec
         parse_config("\n".join(lines))
     except ConfigError as exc:
         assert str(exc).startswith("mlbook.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[git]\nmax_file_mb = -1\n", "mlbook.toml:2: git.max_file_mb: expected megabytes"),
+        ("[git]\nmax_file_mb = nan\n", "mlbook.toml:2: git.max_file_mb: expected megabytes"),
+        ("[git]\nmax_file_mb = 0\n", "mlbook.toml:2: git.max_file_mb: expected megabytes"),
+        ("[git]\nmax_file_mb = -inf\n", "mlbook.toml:2: git.max_file_mb: expected megabytes"),
+        ("[runner]\njobs = 0\n", "mlbook.toml:2: runner.jobs: expected a whole number from 1"),
+        ("[runner]\njobs = 100000000000\n", "mlbook.toml:2: runner.jobs: expected a whole"),
+        ("[runner]\njobs = 2.5\n", "mlbook.toml:2: runner.jobs: expected int, got float"),
+        ("[experiments]\ntest_steps = -3\n", "mlbook.toml:2: experiments.test_steps: expected"),
+        ("git.max_file_mb = -2\n", "mlbook.toml:1: git.max_file_mb: expected megabytes"),
+        ("git = {max_file_mb = -2}\n", "mlbook.toml:1: git.max_file_mb: expected megabytes"),
+        ("[runner]\njobs = " + "9" * 5000 + "\n", "mlbook.toml:2: not valid TOML: a number has"),
+    ],
+)
+def test_numbers_out_of_bounds_are_one_line_with_file_line_and_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "mlbook.toml")
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_numbers_within_bounds_and_unlimited_snapshots() -> None:
+    config = parse_config("[git]\nmax_file_mb = inf\n[runner]\njobs = 1024\n")
+    assert config.git.max_file_mb == float("inf") and config.runner.jobs == 1024
+    assert parse_config("[git]\nmax_file_mb = 1\n").git.max_file_mb == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[experiments]\noutputs = "../../../escaped_outputs"\n', "experiments.outputs: '../../"),
+        ('[experiments]\noutputs = "../.."\n', "leaves the project"),
+        ('[experiments]\noutputs = "."\n', "is Models/ itself"),
+        ('[layout]\nmodels = "/srv/models"\n', "layout.models: '/srv/models' is absolute"),
+        ('[layout]\ndatasets = "~/data"\n', "layout.datasets: '~/data' is absolute"),
+        ('[layout]\ndeployment = "a/../../x"\n', "leaves the project"),
+        ('[layout]\ndata_processing = "."\n', "is the project root"),
+        ('[layout]\nmodels = ".mlbook/m"\n', "inside mlbook's or git's own directory"),
+        ('[layout]\nmodels = "a\\u0000b"\n', "contains a NUL character"),
+        ('[export]\ndir = "/tmp/exports"\n', "export.dir: '/tmp/exports' is absolute"),
+        ('[export]\ndir = "../../x"\n', "leaves the project"),
+    ],
+)
+def test_paths_leaving_the_project_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "mlbook.toml")
+    assert "mlbook.toml:2: " in str(info.value)
+    assert message in str(info.value)
+    assert "use a relative path inside the project" in str(info.value)
+
+
+def test_paths_inside_the_project_are_accepted() -> None:
+    config = parse_config(
+        '[layout]\nmodels = "code/models"\n[experiments]\noutputs = "../runs"\n'
+        '[export]\ndir = "bundles/v1"\n'
+    )
+    assert (config.layout.models, config.experiments.outputs) == ("code/models", "../runs")
+
+
+def test_nesting_and_huge_values_fail_cleanly() -> None:
+    for text in [
+        "a = " + "[" * 100_000 + "]" * 100_000,
+        "a = " + "{b = " * 20_000 + "1" + "}" * 20_000,
+        '[experiments]\nid_pattern = "' + "(" * 50_000 + ")" * 50_000 + '"\n',
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_config(text, "mlbook.toml")
+        assert "\n" not in str(info.value)
+    huge = "x" * 1_000_000
+    with pytest.raises(ConfigError) as info:
+        parse_config(f'[git]\ncommits = "{huge}"\n', "mlbook.toml")
+    assert len(str(info.value)) < 400
+    with pytest.raises(ConfigError) as info:
+        parse_config(f'[layout]\nmodels = "/{huge}"\n', "mlbook.toml")
+    assert len(str(info.value)) < 400
+    assert parse_config(f'[project]\ndescription = "{huge}"\n').project.description == huge
+
+
+_SCALARS = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(st.characters(codec="utf-8"), max_size=20),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text("abcdefgh_", min_size=1, max_size=6), inner, max_size=3),
+    ),
+    max_leaves=12,
+)
+_KEYS = st.sampled_from(
+    [
+        "name", "description", "datasets", "models", "deployment", "data_processing",
+        "id_pattern", "include", "exclude", "test_steps", "outputs", "backend", "jobs",
+        "ray_address", "commits", "max_file_mb", "snapshot_data", "hash_images", "dir",
+        "onnx", "bogus",
+    ]
+)  # fmt: skip
+_SECTION_NAMES = st.sampled_from(
+    ["project", "layout", "experiments", "runner", "git", "data", "export", "bogus"]
+)
+
+
+def _toml_value(value: object) -> str:
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.dictionaries(_SECTION_NAMES, st.dictionaries(_KEYS, _VALUES, max_size=4), max_size=4))
+def test_fuzzed_configs_give_a_config_or_one_config_error(
+    raw: dict[str, dict[str, object]],
+) -> None:
+    text = "".join(
+        f"[{section}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
+        for section, values in raw.items()
+    )
+    try:
+        parse_config(text, "mlbook.toml")
+    except ConfigError as exc:
+        assert str(exc).startswith("mlbook.toml") and "\n" not in str(exc)
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.binary(max_size=300))
+def test_any_bytes_in_the_file_give_a_config_or_one_config_error(
+    tmp_path_factory: pytest.TempPathFactory, data: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("cfg") / "mlbook.toml"
+    path.write_bytes(data)
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.text(st.characters(), max_size=200))
+def test_any_text_with_surrogates_and_controls_fails_cleanly(text: str) -> None:
+    try:
+        parse_config(text)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)

@@ -80,7 +80,7 @@ def test_torch_dataset_shapes(tmp_path: Path) -> None:
     convert(DATA / "coco", tmp_path / "ds")
     dataset = open_dataset(tmp_path / "ds")
     before = set(sys.modules)
-    train = dataset.torch(split="val", classes=["a", "b"])
+    train = dataset.torch(split="val", classes=["a", "b"], target="detection", start=1)
     assert "torchvision" not in set(sys.modules) - before
     assert train.encoding == ClassEncoding({"a": 1, "b": 2})
     image, target = train[0]

@@ -116,9 +116,9 @@ def make_project(
     )
     observers = []
     if snapshots:
-        from mlbook.provenance.observer import observer
+        from mlbook.provenance.observer import ProvenanceObserver
 
-        observers.append(observer(project))
+        observers.append(ProvenanceObserver(project))
     result = run_experiments(project, ["E001"], observers=observers)
     assert result.ok, result.runs[0].error
     return project

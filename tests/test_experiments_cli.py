@@ -50,6 +50,23 @@ def invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def on_a_terminal(*args: str) -> str:
+    """The output as a terminal gets it: rich's TTY_COMPATIBLE switch, 200 columns."""
+    env = {"TTY_COMPATIBLE": "1", "COLUMNS": "200"}
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def rich_headers(out: str, title: str | None = None) -> list[str]:
+    """The header cells of the rich table (after ``title``): the first line with ┃."""
+    lines = out.splitlines()
+    if title is not None:
+        lines = lines[lines.index(title) :]
+    header = next(line for line in lines if "┃" in line)
+    return [cell.strip() for cell in header.split("┃") if cell.strip()]
+
+
 def test_new_writes_a_runnable_script(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(project.root)
     code, out = invoke("new", "E013", "wider CNN")
@@ -110,6 +127,15 @@ def test_the_tour(demo: Project) -> None:
         ["broken", "failed"],
         ["small", "completed"],
     ]
+    terminal = on_a_terminal("runs")
+    assert rich_headers(terminal) == lines[0].split()  # one renderer: the same columns
+    assert "┃" not in out and "[" not in out  # piped: plain text, no markup
+    rows = [line for line in terminal.splitlines() if line.startswith("│")]
+    assert [[c.strip() for c in row.split("│")][3:5] for row in rows] == [
+        ["large", "completed"],
+        ["broken", "failed"],
+        ["small", "completed"],
+    ]
     code, out = invoke("runs", "acc>0.7", "--format", "json")
     assert [r["version"] for r in json.loads(out)] == ["large"]
     code, out = invoke("runs", "--status", "failed", "--format", "csv")
@@ -122,6 +148,19 @@ def test_the_tour(demo: Project) -> None:
     assert f"{failed_id}  E001/broken  run  failed" in out
     assert "loss" in out and "▁" in out  # the series' sparkline
     assert 'raise RuntimeError("this version is broken")' in out
+    assert [line.split() for line in out.splitlines() if line.startswith("loss")] == [
+        ["loss", "4", "0.25", "█▃▁▁"]
+    ]
+    terminal = on_a_terminal("show", failed_id)
+    for title, headers in [
+        ("params", ["param", "value"]),
+        ("metric series", ["series", "points", "last", "trend"]),
+        ("files", ["path", "kind", "size", "sha256"]),
+    ]:
+        assert title in out.splitlines()
+        assert rich_headers(terminal, title) == headers
+        piped = out.splitlines()
+        assert piped[piped.index(title) + 1].split() == headers
     code, out = invoke("show", failed_id, "--format", "json")
     data = json.loads(out)
     assert data["series"]["loss"][0] == [0, 1.0] and len(data["series"]["loss"]) == 4

@@ -16,6 +16,7 @@ import pytest
 
 import mlbook
 from mlbook.errors import ExperimentError, MlbookWarning
+from mlbook.experiments.query import metric_summaries, run_files
 from mlbook.experiments.runner import RunInfo, RunObserver, run_experiments
 from mlbook.experiments.store import Store
 from mlbook.project import Project
@@ -97,7 +98,8 @@ def metric_count(project: Project) -> int:
         return 0
     try:
         with sqlite3.connect(path, timeout=5) as db:
-            return int(db.execute("SELECT count(*) FROM metrics").fetchone()[0])
+            row = db.execute("SELECT sum(count) FROM metric_summary").fetchone()
+            return int(row[0] or 0)
     except sqlite3.OperationalError:
         return 0
 
@@ -128,17 +130,11 @@ def test_every_fault_is_recorded_and_the_next_version_runs(faults: Project) -> N
     assert stored["ok"].metrics == {"acc": 0.9}
     assert stored["ok"].weights is not None and (faults.root / stored["ok"].weights).is_file()
     assert stored["ok"].python
-    with Store.for_project(faults) as store:
-        # metrics logged before the exception and before the SIGKILL are kept
-        for version in ("raises", "killed"):
-            (count,) = store.db.execute(
-                "SELECT count(*) FROM metrics WHERE run = ?", (stored[version].pk,)
-            ).fetchone()
-            assert count == 5
-        files = store.db.execute(
-            "SELECT path FROM run_files WHERE run_id = ? ORDER BY path", (stored["ok"].id,)
-        ).fetchall()
-    assert [f[0] for f in files] == [
+    # metrics logged before the exception and before the SIGKILL are kept
+    for version in ("raises", "killed"):
+        assert metric_summaries(faults, stored[version])["loss"].count == 5
+    files = run_files(faults, stored["ok"].id)
+    assert [f.path for f in files] == [
         "Models/E001_faults.py",
         "Models/common/__init__.py",
         "Models/common/shared.py",
@@ -231,9 +227,9 @@ def test_resume_reads_the_old_checkpoint(project: Project) -> None:
         @exp.train
         def train(run):
             found = run.load_checkpoint()
-            start = found[1] + 1 if found else 0
+            start = found.step + 1 if found else 0
             for epoch in range(start, run.params.epochs):
-                run.save_checkpoint({"epoch": epoch}, step=epoch, keep=2)
+                run.save_checkpoint({"epoch": epoch}, step=epoch, keep_last=2)
                 if epoch == 1 and not found:
                     raise RuntimeError("stop after epoch 1")
             return {"start": start}
@@ -242,7 +238,7 @@ def test_resume_reads_the_old_checkpoint(project: Project) -> None:
     run_experiments(project, ["E003"])
     (first,) = mlbook.runs(project)
     assert first.status == "failed"
-    assert len(list((project.root / first.outputs / "checkpoints").iterdir())) == 2
+    assert len(list((project.root / first.outputs / "checkpoints").glob("*.ckpt"))) == 2
     result = run_experiments(project, resume=first.id[:17])
     assert result.runs[0].status == "completed"
     resumed = mlbook.runs(project, status="completed")[0]

@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,14 @@ from hypothesis import strategies as st
 
 from mlbook.errors import ExperimentError, StoreError
 from mlbook.experiments.query import get_run, metric_series, parse_filter, runs
+from mlbook.experiments.series import Chunk, chunk_of
 from mlbook.experiments.store import SCHEMA_VERSION, Store
+
+
+def loss(steps: Sequence[int], values: Sequence[float], when: float) -> Chunk:
+    chunk = chunk_of("loss", list(steps), list(values), [when] * len(values))
+    assert chunk is not None
+    return chunk
 
 
 def make_runs(store: Store, count: int = 4) -> list[str]:
@@ -27,7 +35,8 @@ def make_runs(store: Store, count: int = 4) -> list[str]:
             params={"lr": 0.1 * (index + 1), "name": f"n{index}"},
             run_id=f"20260101-00000{index}-abcdef",
         )
-        store.add_metrics([(pk, "loss", step, 1.0 / (step + 1), time.time()) for step in range(3)])
+        now = time.time()
+        store.add_metrics(pk, [loss(range(3), [1.0 / (step + 1) for step in range(3)], now)])
         store.finish_run(
             run_id, "completed" if index < 3 else "failed", {"acc": 0.5 + index / 10}, None
         )
@@ -40,7 +49,7 @@ def test_new_store_is_migrated_and_in_wal(tmp_path: Path) -> None:
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
-    assert {"experiments", "runs", "metrics", "artifacts", "run_files"} <= tables
+    assert {"experiments", "runs", "metric_chunks", "artifacts", "run_files"} <= tables
 
 
 def test_newer_or_broken_store_is_refused(tmp_path: Path) -> None:
@@ -80,13 +89,13 @@ def test_runs_of_a_dead_runner_become_crashed(tmp_path: Path) -> None:
     with Store.open(tmp_path / "runs.sqlite") as store:
         _, mine = store.create_run(experiment="E1", version="a", mode="run", params={})
         pk, orphan = store.create_run(experiment="E1", version="b", mode="run", params={})
-        store.add_metrics([(pk, "loss", 0, 1.0, 0.0)])
+        store.add_metrics(pk, [loss([0], [1.0], 0.0)])
         store.db.execute("UPDATE runs SET runner_pid = ? WHERE id = ?", (dead.pid, orphan))
     with Store.open(tmp_path / "runs.sqlite") as store:
         status = dict(store.db.execute("SELECT id, status FROM runs"))
         assert status == {mine: "running", orphan: "crashed"}
         record = get_run(store, orphan)
-        assert metric_series(store, record) == {"loss": [(0, 1.0)]}
+        assert metric_series(store, record) == {"loss": [(0, 1.0, 0.0)]}
         assert f"runner (pid {dead.pid}) died" in (record.error or "")
 
 

@@ -126,3 +126,58 @@ def test_configured_area_names(tmp_path: Path) -> None:
     assert project.outputs_dir == root / "training" / "outputs"
     assert project.exports_dir == root / "Deployment" / "exports"
     assert project.relative(root / "training" / "a.py") == "training/a.py"
+
+
+def _project_with(root: Path, config: str) -> Path:
+    root.mkdir()
+    (root / CONFIG_FILE).write_text(config)
+    return root
+
+
+def test_areas_and_outputs_escaping_through_symlinks_are_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = _project_with(tmp_path / "p1", '[layout]\nmodels = "Models"\n')
+    (root / "Models").symlink_to(outside)
+    with pytest.raises(ConfigError) as info:
+        Project.open(root)
+    assert str(info.value) == (
+        f"{root / CONFIG_FILE}:2: layout.models: Models resolves to {outside}, which is outside "
+        "the project (a symbolic link?); use a directory inside the project"
+    )
+    root = _project_with(tmp_path / "p2", "")  # a default area name, not configured
+    (root / "Models").mkdir()
+    (root / "Models" / "outputs").symlink_to(outside)
+    with pytest.raises(ConfigError, match=r"mlbook.toml: experiments.outputs: Models/outputs"):
+        Project.open(root)
+    root = _project_with(tmp_path / "p3", '[export]\ndir = "exports"\n')
+    (root / "Deployment").mkdir()
+    (root / "Deployment" / "exports").symlink_to(root)
+    with pytest.raises(ConfigError, match=r"mlbook.toml:2: export.dir: .* is the project root"):
+        Project.open(root)
+    root = _project_with(tmp_path / "p4", "")
+    (root / "Deployment").symlink_to(root / "Deployment")  # a loop
+    with pytest.raises(ConfigError, match=r"layout.deployment: Deployment cannot be resolved"):
+        Project.open(root)
+
+
+def test_config_paths_leaving_the_project_are_refused_on_open(tmp_path: Path) -> None:
+    root = _project_with(tmp_path / "p", '[experiments]\noutputs = "../../../escaped_outputs"\n')
+    with pytest.raises(ConfigError, match=r"mlbook.toml:2: experiments.outputs: .* leaves the"):
+        Project.open(root)
+    (root / CONFIG_FILE).write_text(f'[layout]\nmodels = "{tmp_path}"\n')
+    with pytest.raises(ConfigError, match=r"mlbook.toml:2: layout.models: .* is absolute"):
+        Project.open(root)
+
+
+def test_datasets_area_may_live_on_another_disk_through_a_symlink(tmp_path: Path) -> None:
+    data_disk = tmp_path / "disk" / "data"
+    data_disk.mkdir(parents=True)
+    root = _project_with(tmp_path / "p", '[layout]\ndatasets = "Datasets"\n')
+    (root / "Datasets").symlink_to(data_disk)
+    inside = tmp_path / "p" / "Models"
+    inside.mkdir()
+    (inside / "outputs").symlink_to(root / "runs", target_is_directory=True)  # inside: fine
+    project = Project.open(root)
+    assert project.datasets_dir.resolve() == data_disk
+    assert project.outputs_dir.resolve() == root / "runs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import subprocess
@@ -12,7 +13,15 @@ import pytest
 
 from mlbook.errors import DatasetError
 from mlbook.provenance.data import dataset_version, dvc_hash
-from mlbook.provenance.files import UsedFile, environment, package_versions, used_files
+from mlbook.provenance.files import (
+    ImportStatement,
+    UsedFile,
+    environment,
+    file_imports,
+    import_statements,
+    package_versions,
+    used_files,
+)
 from mlbook.provenance.stale import stale_files, stale_summary
 
 
@@ -186,3 +195,70 @@ def test_package_versions_maps_import_names_to_distributions() -> None:
     assert PIL.__file__
     versions = package_versions(["PIL.Image", "common", "E001_demo"])
     assert {k.lower(): v for k, v in versions.items()} == {"pillow": metadata.version("Pillow")}
+
+
+def test_import_statements_give_line_module_names_level_and_calls(tmp_path: Path) -> None:
+    source = write(
+        tmp_path / "m.py",
+        "import os, a.b\n"
+        "from ..pkg import x, y\n"
+        "from . import z\n"
+        "def f():\n"
+        "    import importlib\n"
+        "    importlib.import_module('Deployment.server')\n"
+        "    __import__(name)\n"
+        "match 1:\n"
+        "    case 1:\n"
+        "        from c import *\n",
+    )
+    found = file_imports(source, calls=True)
+    assert found == [
+        ImportStatement(1, "os"),
+        ImportStatement(1, "a.b"),
+        ImportStatement(2, "pkg", ("x", "y"), 2),
+        ImportStatement(3, "", ("z",), 1),
+        ImportStatement(5, "importlib"),
+        ImportStatement(6, "Deployment.server", call="import_module"),
+        ImportStatement(10, "c", ("*",)),
+    ]
+    assert [s.text for s in found] == [
+        "import os",
+        "import a.b",
+        "from ..pkg import x, y",
+        "from . import z",
+        "import importlib",
+        "import_module('Deployment.server')",
+        "from c import *",
+    ]
+    assert [s.top for s in found] == ["os", "a", "", "", "importlib", "Deployment", "c"]
+    assert len(file_imports(source)) == 6  # without calls
+    assert file_imports(write(tmp_path / "bad.py", "def (:\n")) == []
+    assert file_imports(tmp_path / "missing.py") == []
+    deep = ast.parse(
+        "if x:\n"
+        + "".join("    " * i + "if x:\n" for i in range(1, 60))
+        + "    " * 60
+        + "import deep\n"
+    )
+    assert import_statements(deep) == [ImportStatement(61, "deep")]
+
+
+def test_package_versions_find_modules_this_process_never_imported() -> None:
+    code = (
+        "import sys\n"
+        "from mlbook.provenance.files import package_versions\n"
+        "print(package_versions(['PIL.Image', 'sklearn.linear_model', 'typing_extensions',"
+        " 'common', 'os']))\n"
+        "print('PIL' in sys.modules, 'sklearn' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    versions_line, loaded = done.stdout.splitlines()
+    from importlib import metadata
+
+    versions = ast.literal_eval(versions_line)  # the dict the child printed
+    assert {k.lower(): v for k, v in versions.items()} == {
+        "pillow": metadata.version("Pillow"),
+        "scikit-learn": metadata.version("scikit-learn"),
+        "typing_extensions": metadata.version("typing_extensions"),
+    }
+    assert loaded == "False False"

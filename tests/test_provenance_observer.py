@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from mlbook.config import GitSettings
+from mlbook.errors import MlbookWarning
 from mlbook.experiments.store import Store
 from mlbook.project import Project
 from mlbook.provenance.journal import add_entry, read_journal
@@ -116,3 +119,85 @@ def test_test_mode_and_new_experiment(project: Project) -> None:
     assert [(e.id, e.title, e.status) for e in read_journal(project.journal_path)] == [
         ("E003", "A title", "TODO")
     ]
+
+
+def test_a_lost_commit_has_its_reason_recorded_and_warned(project: Project) -> None:
+    committed(project)
+    (project.root / ".git" / "index").write_bytes(b"DIRC broken")  # git cannot read it
+    obs = ProvenanceObserver(project)
+    with Store.for_project(project) as store:
+        _, run_id = store.create_run(experiment="E001", version="small", mode="run", params={})
+        info = Info(run_id)
+        with pytest.warns(MlbookWarning, match=f"run {run_id}: no before commit: git .* failed"):
+            obs.before_run(info, store)
+        before, _, reason, _, _ = row(store, run_id)
+        assert before is None and reason and "failed" in reason
+        info.status = "completed"
+        obs.after_run(info, store)  # lost for the same reason: warned once per run
+        before, after, after_reason, _, _ = row(store, run_id)
+    assert (before, after) == (None, None)
+    assert after_reason == reason and "\n" not in reason
+    [step] = read_journal(project.journal_path)[0].steps
+    assert step.status == "done"  # the journal went on
+
+
+def test_a_broken_journal_still_gets_the_run_its_commits(project: Project) -> None:
+    project.journal_path.write_text("## [E001] x\n<!-- mlbook:steps E001 -->\n")  # never closed
+    committed(project)
+    obs = ProvenanceObserver(project)
+    with Store.for_project(project) as store:
+        _, run_id = store.create_run(experiment="E001", version="small", mode="run", params={})
+        info = Info(run_id)
+        match = f"run {run_id}: journal step not written: .*EXPERIMENT_LOG.md:2: mlbook block"
+        with pytest.warns(MlbookWarning, match=match) as caught:
+            obs.before_run(info, store)
+        assert len(caught) == 1  # once per stage, however often the journal was tried
+        info.status = "completed"
+        with pytest.warns(MlbookWarning, match=match) as caught:
+            obs.after_run(info, store)
+        assert len(caught) == 1
+        before, after, reason, _, _ = row(store, run_id)
+    assert before and after and reason is None
+    assert git(project.root, "rev-parse", f"refs/mlbook/runs/{run_id}/after").strip() == after
+
+
+def test_without_git_a_run_warns_once_and_records_why(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.rmtree(project.root / ".git")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(project.root.parent))
+    obs = ProvenanceObserver(project)
+    with Store.for_project(project) as store:
+        _, run_id = store.create_run(experiment="E001", version="small", mode="run", params={})
+        info = Info(run_id)
+        with pytest.warns(MlbookWarning) as caught:
+            obs.before_run(info, store)
+        [warning] = caught
+        assert str(warning.message) == (
+            f"run {run_id}: no before commit: {project.root} is not in a git repository: "
+            'run `git init` to record each run\'s code; or set [git] commits = "off"'
+        )
+        info.status = "completed"
+        obs.after_run(info, store)  # the same reason again: no second warning
+        before, after, reason, _, _ = row(store, run_id)
+    assert (before, after) == (None, None)
+    assert (
+        reason
+        == f"{project.root} is not in a git repository: run `git init` to record each run's code"
+    )
+
+
+def test_a_lost_after_commit_is_recorded_beside_a_good_before_commit(project: Project) -> None:
+    committed(project)
+    obs = ProvenanceObserver(project)
+    with Store.for_project(project) as store:
+        _, run_id = store.create_run(experiment="E001", version="small", mode="run", params={})
+        info = Info(run_id)
+        obs.before_run(info, store)
+        (project.root / ".git" / "index").write_bytes(b"DIRC broken")
+        info.status = "completed"
+        with pytest.warns(MlbookWarning, match=f"run {run_id}: no after commit: git .* failed"):
+            obs.after_run(info, store)
+        before, after, reason, _, _ = row(store, run_id)
+    assert before and after is None
+    assert reason.startswith("after: git ") and "failed" in reason

@@ -129,8 +129,10 @@ def test_bad_arguments_are_one_line_errors(project: Project) -> None:
         mt.save_checkpoint(run, model, step=0, mode="up")  # type: ignore[arg-type]
     with pytest.raises(ExperimentError, match="metric 'acc' = 'high' is not a number"):
         mt.save_checkpoint(run, model, step=0, metrics={"acc": "high"})
-    with pytest.raises(ExperimentError, match="step must be 0 or more, got -1"):
+    with pytest.raises(ExperimentError, match="step must be a whole number, 0 or more, got -1"):
         mt.save_checkpoint(run, model, step=-1)
+    with pytest.raises(ExperimentError, match=r"step must be a whole number, 0 or more, got 1\.5"):
+        mt.save_checkpoint(run, model, step=1.5)  # type: ignore[arg-type]
     mt.save_checkpoint(run, model, step=0, metrics={"acc": 0.5})
     with pytest.raises(ExperimentError, match=r"which='best'\) needs key='acc'"):
         mt.load_checkpoint(run, model, which="best")
@@ -138,7 +140,7 @@ def test_bad_arguments_are_one_line_errors(project: Project) -> None:
         mt.load_checkpoint(run, model, which="best", key="f1")
     other = run.dir / "other.pt"
     torch.save({"weights": 1}, other)
-    with pytest.raises(ExperimentError, match=r"not a checkpoint written by mlbook\.pytorch"):
+    with pytest.raises(ExperimentError, match=r"not a checkpoint written by mlbook's save_check"):
         mt.load_checkpoint(run, model, which="other.pt")
     with pytest.raises(ExperimentError, match=r"no checkpoint file .*missing\.pt"):
         mt.load_checkpoint(run, model, which="missing.pt")

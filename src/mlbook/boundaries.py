@@ -2,7 +2,8 @@
 
 Training code (the models area) may use only the datasets and models areas;
 deployment code only datasets and deployment; data processing only datasets and
-data processing. Each Python file is read with :mod:`ast` (never imported):
+data processing. Each Python file is read with :mod:`ast` (never imported); its imports come
+from mlbook's one import walker (:func:`mlbook.provenance.files.import_statements`):
 
 - an import that resolves to a module of another area is an ``import-boundary``
   violation (``from Deployment import server``, or ``import common.training``
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from mlbook.progress import NullReporter, Reporter
 from mlbook.project import AREAS, Area, Project
+from mlbook.provenance.files import ImportStatement, import_statements
 
 __all__ = ["ALLOWED", "CheckReport", "Violation", "check_project"]
 
@@ -140,15 +142,17 @@ class _Checker:
         local = {p.stem for p in path.parent.glob("*.py")} | {
             p.name for p in path.parent.iterdir() if p.is_dir()
         }
+        for statement in import_statements(tree, calls=True):
+            if statement.level:
+                yield from self._check_relative(area, relative, path, statement)
+            else:
+                yield from self._check_import(
+                    area, relative, statement.line, statement.module, local, statement.text
+                )
         docstrings = _docstring_nodes(tree)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    yield from self._check_import(area, relative, node.lineno, alias.name, local)
-            elif isinstance(node, ast.ImportFrom):
-                yield from self._check_from(area, relative, path, node, local)
-            elif isinstance(node, ast.Call):
-                yield from self._check_call(area, relative, node, local)
+            if isinstance(node, ast.Call):
+                yield from self._check_call(area, relative, node)
             elif (
                 isinstance(node, ast.Constant)
                 and isinstance(node.value, str)
@@ -170,7 +174,7 @@ class _Checker:
         line: int,
         module: str,
         local: set[str],
-        shown: str | None = None,
+        shown: str,
     ) -> Iterator[Violation]:
         top = module.split(".", 1)[0]
         target = self._area_of_module(area, top, local)
@@ -180,8 +184,7 @@ class _Checker:
                 relative,
                 line,
                 "import-boundary",
-                f"'{shown or 'import ' + module}' reaches into {where}/ "
-                f"({self._describe(area, target)})",
+                f"'{shown}' reaches into {where}/ ({self._describe(area, target)})",
             )
 
     def _area_of_module(self, area: Area, top: str, local: set[str]) -> Area | None:
@@ -194,50 +197,36 @@ class _Checker:
                 return other
         return None
 
-    def _check_from(
-        self, area: Area, relative: str, path: Path, node: ast.ImportFrom, local: set[str]
+    def _check_relative(
+        self, area: Area, relative: str, path: Path, statement: ImportStatement
     ) -> Iterator[Violation]:
-        if node.level == 0:
-            if node.module:
-                names = ", ".join(alias.name for alias in node.names)
-                shown = f"from {node.module} import {names}"
-                yield from self._check_import(
-                    area, relative, node.lineno, node.module, local, shown
-                )
-            return
         base = path.parent
-        for _ in range(node.level - 1):
+        for _ in range(statement.level - 1):
             base = base.parent
-        parts = node.module.split(".") if node.module else []
-        candidates = [base.joinpath(*parts)] if parts else []
-        if not parts:
-            candidates = [base / alias.name for alias in node.names]
+        parts = statement.module.split(".") if statement.module else []
+        candidates = [base.joinpath(*parts)] if parts else [base / n for n in statement.names]
         for candidate in candidates:
             target = self.project.area_of(candidate)
             if target is not None and self._violation_for(area, target):
-                dotted = "." * node.level + (node.module or "")
-                names = ", ".join(alias.name for alias in node.names)
                 yield Violation(
                     relative,
-                    node.lineno,
+                    statement.line,
                     "import-boundary",
-                    f"'from {dotted} import {names}' reaches into "
+                    f"'{statement.text}' reaches into "
                     f"{self.project.area_name(target)}/ ({self._describe(area, target)})",
                 )
                 return
 
-    def _check_call(
-        self, area: Area, relative: str, node: ast.Call, local: set[str]
-    ) -> Iterator[Violation]:
+    def _check_call(self, area: Area, relative: str, node: ast.Call) -> Iterator[Violation]:
+        """A call given an area's bare name (``Path("Deployment")``); imports are checked above."""
         func = node.func
         name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in _IMPORT_CALLS:
+            return
         for arg in node.args:
             if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
                 continue
-            if name in _IMPORT_CALLS:
-                shown = f"{name}({arg.value!r})"
-                yield from self._check_import(area, relative, node.lineno, arg.value, local, shown)
-            elif arg.value in self.area_names:
+            if arg.value in self.area_names:
                 target = self.area_names[arg.value]
                 if self._violation_for(area, target):
                     yield Violation(

@@ -2,10 +2,16 @@
 
 Every section is a :class:`msgspec.Struct` that refuses unknown keys, so a typo
 is caught with the file, the line and the keys that would have been accepted.
+Every number has bounds (:data:`BOUNDS`) and every path must stay inside the
+project (absolute paths and ``..`` that leave it are refused here; symbolic
+links are resolved by :meth:`mlbook.project.Project.open`). Whatever the text,
+:func:`parse_config` returns a :class:`Config` or raises one :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
+import math
+import posixpath
 import re
 import tomllib
 from pathlib import Path
@@ -16,6 +22,7 @@ import msgspec
 from mlbook.errors import ConfigError
 
 __all__ = [
+    "BOUNDS",
     "CONFIG_FILE",
     "Config",
     "DataSettings",
@@ -25,6 +32,7 @@ __all__ = [
     "LayoutSettings",
     "ProjectSettings",
     "RunnerSettings",
+    "config_line",
     "load_config",
     "parse_config",
 ]
@@ -129,18 +137,29 @@ def load_config(path: Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, f"cannot read the config ({exc}); check the file") from exc
+        raise _error(path, f"cannot read the config ({exc}); check the file") from exc
     return parse_config(text, path)
 
 
 def parse_config(text: str, path: Path | str = CONFIG_FILE) -> Config:
-    """Validate config text; ``path`` only names the file in errors."""
+    """Validate config text; ``path`` only names the file in errors.
+
+    Raises:
+        ConfigError: bad TOML (nesting too deep included), an unknown key, a wrong
+            type, a number out of bounds, or a path leaving the project.
+    """
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = _line_of_decode_error(str(exc))
         detail = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(path, f"not valid TOML: {detail}", line) from exc
+        raise _error(path, f"not valid TOML: {detail}", line) from exc
+    except RecursionError as exc:
+        raise _error(path, "not valid TOML: arrays or tables nested too deep") from exc
+    except ValueError as exc:  # an integer of more than 4300 digits
+        digits = re.search(r"\d{4300}", text)
+        line = text.count("\n", 0, digits.start()) + 1 if digits else None
+        raise _error(path, "not valid TOML: a number has more than 4300 digits", line) from exc
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
@@ -149,31 +168,98 @@ def parse_config(text: str, path: Path | str = CONFIG_FILE) -> Config:
     return config
 
 
+#: every number in mlbook.toml: (section, key) -> (lowest, highest, what to write); never NaN
+BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
+    ("runner", "jobs"): (1, 1024, "a whole number from 1 to 1024"),
+    ("experiments", "test_steps"): (1, 1_000_000, "a whole number from 1 to 1000000"),
+    ("git", "max_file_mb"): (0.001, math.inf, "megabytes from 0.001 up, or inf for no limit"),
+}
+
+
 def _check_values(config: Config, text: str, path: Path | str) -> None:
-    if config.runner.jobs < 1:
-        raise ConfigError(
-            path, "runner.jobs: expected a whole number >= 1", _find_line(text, "runner", "jobs")
-        )
-    if config.experiments.test_steps < 1:
-        raise ConfigError(
-            path,
-            "experiments.test_steps: expected a whole number >= 1",
-            _find_line(text, "experiments", "test_steps"),
-        )
+    for (section, key), (low, high, what) in BOUNDS.items():
+        value = getattr(getattr(config, section), key)
+        if not low <= value <= high:  # NaN fails every comparison
+            raise _error(
+                path,
+                f"{section}.{key}: expected {what}, got {value!r}",
+                _find_line(text, section, key),
+            )
     try:
         re.compile(config.experiments.id_pattern)
-    except re.error as exc:
-        raise ConfigError(
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise _error(
             path,
             f"experiments.id_pattern: not a valid regular expression ({exc})",
             _find_line(text, "experiments", "id_pattern"),
         ) from exc
     if config.experiments.include and config.experiments.exclude:
-        raise ConfigError(
+        raise _error(
             path,
             "experiments: set include or exclude, not both",
             _find_line(text, "experiments", "exclude"),
         )
+    _check_paths(config, text, path)
+
+
+def _check_paths(config: Config, text: str, path: Path | str) -> None:
+    """Paths are relative and stay inside the project (symbolic links: ``Project.open``)."""
+    models = config.layout.models or "Models"
+    deployment = config.layout.deployment or "Deployment"
+    checks = [
+        ("layout", area, getattr(config.layout, area), "")
+        for area in ("datasets", "models", "deployment", "data_processing")
+    ]
+    checks += [
+        ("experiments", "outputs", config.experiments.outputs, models),
+        ("export", "dir", config.export.dir, deployment),
+    ]
+    for section, key, value, base in checks:
+        if value is None or (value == "" and not base):
+            continue  # an area left unset: its default name
+        problem = _path_problem(value, base)
+        if problem:
+            raise _error(
+                path,
+                f"{section}.{key}: {value!r} {problem}; use a relative path inside the project",
+                _find_line(text, section, key),
+            )
+
+
+def _path_problem(value: str, base: str) -> str:
+    """Why ``value`` (relative to ``base``, itself relative to the root) is refused, or ``""``."""
+    if "\0" in value:
+        return "contains a NUL character"
+    if value.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", value):
+        return "is absolute"
+    inside = posixpath.normpath(posixpath.join(base, value.replace("\\", "/")))
+    if inside == ".." or inside.startswith("../"):
+        return "leaves the project"
+    if inside == "." or inside == posixpath.normpath(base or "."):
+        where = "the project root" if inside == "." else f"{base}/ itself"
+        return f"is {where}, not a directory inside it"
+    if inside.split("/")[0] in {".mlbook", ".git"}:
+        return "is inside mlbook's or git's own directory"
+    return ""
+
+
+def config_line(path: Path, section: str, key: str | None) -> int | None:
+    """The 1-based line of ``key`` in ``[section]`` of the config file at ``path`` (or None)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _find_line(text, section, key)
+
+
+def _error(path: Path | str, problem: str, line: int | None = None) -> ConfigError:
+    """A :class:`ConfigError` whose message stays short, whatever value the file holds."""
+    if len(problem) > _MAX_PROBLEM:
+        problem = problem[: _MAX_PROBLEM - 1] + "…"
+    return ConfigError(path, problem, line)
+
+
+_MAX_PROBLEM = 300
 
 
 def _explain(exc: msgspec.ValidationError, text: str, path: Path | str) -> ConfigError:
@@ -184,13 +270,13 @@ def _explain(exc: msgspec.ValidationError, text: str, path: Path | str) -> Confi
         section = (unknown["at"] or "").lstrip(".")
         if not section:
             known = ", ".join(f"[{name}]" for name in _SECTIONS)
-            return ConfigError(
+            return _error(
                 path,
                 f"unknown section [{key}]; expected one of {known}",
                 _find_line(text, key, None),
             )
         fields = ", ".join(_SECTIONS[section].__struct_fields__) if section in _SECTIONS else ""
-        return ConfigError(
+        return _error(
             path,
             f"[{section}] unknown key '{key}'; expected one of: {fields}",
             _find_line(text, section, key),
@@ -201,7 +287,7 @@ def _explain(exc: msgspec.ValidationError, text: str, path: Path | str) -> Confi
     problem = problem.replace("`", "")
     section, _, key = dotted.partition(".")
     line = _find_line(text, section, key or None) if section else None
-    return ConfigError(path, f"{dotted}: {problem.lower()}" if dotted else problem, line)
+    return _error(path, f"{dotted}: {problem.lower()}" if dotted else problem, line)
 
 
 def _find_line(text: str, section: str, key: str | None) -> int | None:
@@ -222,6 +308,11 @@ def _find_line(text: str, section: str, key: str | None) -> int | None:
             return number
         if current == "" and re.match(rf"^{re.escape(section)}\.{re.escape(key)}\s*=", line):
             return number
+    if header_line is None and key is not None:  # an inline table: `git = {max_file_mb = 1}`
+        pattern = re.compile(rf"^{re.escape(section)}\s*=.*\b{re.escape(key)}\s*=")
+        for number, raw in enumerate(text.splitlines(), start=1):
+            if pattern.match(raw.strip()):
+                return number
     return header_line
 
 

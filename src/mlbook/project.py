@@ -4,6 +4,12 @@ A project is a directory holding ``mlbook.toml``. It has four areas, each a
 directory whose name is configurable: datasets, models, deployment and
 data processing. :meth:`Project.find` locates the root from any directory
 inside it.
+
+Every area and output directory stays inside the root: the config refuses
+absolute paths and ``..`` that leave it, and :meth:`Project.open` resolves
+symbolic links and refuses a directory that lands outside (or on the root
+itself). One exception: the datasets area may be a symbolic link to another
+disk, where data often lives; mlbook only reads there unless told to write.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mlbook.config import CONFIG_FILE, Config, load_config
-from mlbook.errors import ProjectError
+from mlbook.config import CONFIG_FILE, Config, config_line, load_config
+from mlbook.errors import ConfigError, ProjectError
 
 __all__ = [
     "AREAS",
@@ -74,7 +80,8 @@ class Project:
 
         Raises:
             ProjectError: ``root`` has no ``mlbook.toml``.
-            ConfigError: the config is not valid.
+            ConfigError: the config is not valid, or an area or output directory
+                resolves outside the project (symbolic links followed).
         """
         root = Path(root).resolve()
         config_path = root / CONFIG_FILE
@@ -82,7 +89,36 @@ class Project:
             raise ProjectError(
                 f"not an mlbook project: {config_path} does not exist; run `mlbook init {root}`"
             )
-        return cls(root=root, config=load_config(config_path))
+        project = cls(root=root, config=load_config(config_path))
+        project._check_inside(config_path)
+        return project
+
+    def _check_inside(self, config_path: Path) -> None:
+        """Refuse an area or output directory that resolves outside the root (or onto it)."""
+        checks: list[tuple[str, str, Path]] = [
+            ("layout", area, self.area_dir(area)) for area in AREAS if area != "datasets"
+        ]
+        checks += [
+            ("experiments", "outputs", self.outputs_dir),
+            ("export", "dir", self.exports_dir),
+        ]
+        for section, key, directory in checks:
+            try:
+                resolved = directory.resolve()
+            except (OSError, RuntimeError) as exc:  # a symlink loop
+                problem = f"cannot be resolved ({exc})"
+            else:
+                if resolved != self.root and resolved.is_relative_to(self.root):
+                    continue
+                where = "is the project root" if resolved == self.root else "is outside the project"
+                problem = f"resolves to {resolved}, which {where}"
+            shown = self.relative(directory)
+            raise ConfigError(
+                config_path,
+                f"{section}.{key}: {shown} {problem} (a symbolic link?); "
+                "use a directory inside the project",
+                config_line(config_path, section, key),
+            )
 
     def area_name(self, area: Area) -> str:
         """The directory name of ``area`` relative to the root.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,11 @@ _BLOCKS = "▁▂▃▄▅▆▇█"
 
 
 def _status(status: str) -> str:
-    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+    return f"[{_status_style(status)}]{status}[/]"
+
+
+def _status_style(status: str) -> str:
+    return _STATUS_STYLE.get(status, "white")
 
 
 def _escape(text: str) -> str:
@@ -50,37 +55,29 @@ def _metrics_text(metrics: dict[str, Any], limit: int = 4) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in items)
 
 
-def _table(columns: list[str], rows: list[tuple[Any, ...]], title: str | None = None) -> None:
-    """A rich table on a terminal; plain aligned columns (never truncated) otherwise."""
-    from mlbook.cli._render import console, print_table
-
-    if console.is_terminal:
-        print_table(columns, rows, title=title)
-        return
-    import re
-
-    cells = [columns] + [
-        ["-" if v is None else re.sub(r"\[/?[a-z ]*\]", "", str(v)) for v in row] for row in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    if title:
-        click.echo(title)
-    for row in cells:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-
-
 def sparkline(values: list[float], width: int = 40) -> str:
-    """Values as a row of block characters (downsampled to ``width``)."""
+    """Values as a row of block characters (downsampled to ``width``).
+
+    NaN shows as a space; ±inf as the top or bottom block.
+    """
     if not values:
         return ""
     if len(values) > width:
         step = len(values) / width
         values = [values[int(i * step)] for i in range(width - 1)] + [values[-1]]
-    low, high = min(values), max(values)
+    finite = [v for v in values if math.isfinite(v)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
     span = (high - low) or 1.0
-    return "".join(_BLOCKS[int((v - low) / span * (len(_BLOCKS) - 1))] for v in values)
+    top = len(_BLOCKS) - 1
+
+    def block(v: float) -> str:
+        if math.isnan(v):
+            return " "
+        if math.isinf(v):
+            return _BLOCKS[top if v > 0 else 0]
+        return _BLOCKS[int((v - low) / span * top)]
+
+    return "".join(map(block, values))
 
 
 @click.command()
@@ -115,7 +112,7 @@ def ls(output_format: str) -> None:
     \b
         mlbook ls --format json
     """
-    from mlbook.cli._render import print_json
+    from mlbook.cli._render import print_json, print_table
     from mlbook.experiments.discovery import find_scripts, load_script
     from mlbook.project import Project
 
@@ -142,7 +139,7 @@ def ls(output_format: str) -> None:
     if output_format == "json":
         print_json(rows)
         return
-    _table(
+    print_table(
         ["id", "script", "versions", "hooks"],
         [
             (
@@ -315,7 +312,7 @@ def runs(
     \b
         mlbook runs -e E012 'acc>0.9' --sort -acc --format csv
     """
-    from mlbook.cli._render import console, print_json
+    from mlbook.cli._render import Column, console, print_json, print_records
     from mlbook.experiments.query import runs as query_runs
     from mlbook.project import Project
 
@@ -328,23 +325,24 @@ def runs(
         sort=sort,
         limit=limit or None,
     )
+    records = [r.to_dict() for r in found]
     if output_format == "json":
-        print_json([r.to_dict() for r in found])
+        print_json(records)
         return
     if output_format == "csv":
-        params = sorted({k for r in found for k in r.params})
-        metrics = sorted({k for r in found for k in r.metrics})
+        params = sorted({k for r in records for k in r["params"]})
+        metrics = sorted({k for r in records for k in r["metrics"]})
         writer = csv.writer(sys.stdout, lineterminator="\n")
         base = ["id", "experiment", "version", "mode", "status", "created", "duration"]
         writer.writerow(base + [f"params.{k}" for k in params] + [f"metrics.{k}" for k in metrics])
-        for r in found:
+        for r in records:
             writer.writerow(
-                [r.id, r.experiment, r.version, r.mode, r.status, r.created, r.duration]
-                + [r.params.get(k, "") for k in params]
-                + [r.metrics.get(k, "") for k in metrics]
+                [r[k] for k in base]
+                + [r["params"].get(k, "") for k in params]
+                + [r["metrics"].get(k, "") for k in metrics]
             )
         return
-    if not found:
+    if not records:
         narrowed = filters or experiments or versions or statuses
         console.print(
             "no runs match"
@@ -353,20 +351,17 @@ def runs(
             else "no runs recorded yet: `mlbook run` records them"
         )
         return
-    _table(
-        ["id", "experiment", "version", "status", "started", "time", "metrics"],
+    print_records(
         [
-            (
-                r.id,
-                r.experiment,
-                r.version,
-                _status(r.status),
-                _when(r.started),
-                _seconds(r.duration),
-                _metrics_text(r.metrics),
-            )
-            for r in found
+            Column("id", "id"),
+            Column("experiment", "experiment"),
+            Column("version", "version"),
+            Column("status", "status", style=_status_style),
+            Column("started", lambda r: _when(r["started"])),
+            Column("time", lambda r: _seconds(r["duration"])),
+            Column("metrics", lambda r: _metrics_text(r["metrics"])),
         ],
+        records,
     )
 
 
@@ -383,23 +378,23 @@ def show(run_id: str, output_format: str) -> None:
     \b
         mlbook show 20261125-110407-8b3a63
     """
-    from mlbook.cli._render import console, print_json
+    from mlbook.cli._render import Column, console, print_json, print_records
     from mlbook.experiments.query import get_run, metric_series, run_artifacts, run_files
     from mlbook.experiments.store import Store
     from mlbook.project import Project
 
-    with Store.for_project(Project.find()) as store:
+    with Store.for_project(Project.find(), readonly=True) as store:
         record = get_run(store, run_id)
         series = metric_series(store, record)
         artifacts = run_artifacts(store, record.id)
         files = run_files(store, record.id)
+    data = record.to_dict()
+    data["series"] = {k: [[p.step, p.value] for p in points] for k, points in series.items()}
+    data["artifacts"] = [
+        dict(zip(("path", "size", "sha256", "kind"), a, strict=True)) for a in artifacts
+    ]
+    data["files"] = [dict(zip(("path", "size", "sha256"), f, strict=True)) for f in files]
     if output_format == "json":
-        data = record.to_dict()
-        data["series"] = {k: [[s, v] for s, v in points] for k, points in series.items()}
-        data["artifacts"] = [
-            dict(zip(("path", "size", "sha256", "kind"), a, strict=True)) for a in artifacts
-        ]
-        data["files"] = [dict(zip(("path", "size", "sha256"), f, strict=True)) for f in files]
         print_json(data)
         return
     console.print(
@@ -422,23 +417,44 @@ def show(run_id: str, output_format: str) -> None:
             f"data: {record.data_version or '-'}   python {record.python or '-'}"
             + (f"   packages: {shown}{more}" if shown else "")
         )
-    _table(["param", "value"], sorted(record.params.items()), title="params")
-    if record.metrics:
-        _table(["metric", "value"], list(record.metrics.items()), title="final metrics")
-    if series:
-        trend = [
-            (key, len(points), points[-1][1], sparkline([v for _, v in points]))
-            for key, points in series.items()
-        ]
-        _table(["series", "points", "last", "trend"], trend, title="metric series")
-    if files or artifacts:
-        rows = [(p, "code", size, digest[:12]) for p, size, digest in files]
-        rows += [
-            (p, kind, size, digest[:12])
-            for p, size, digest, kind in artifacts
-            if not kind.endswith("-deleted")  # cleaned-up checkpoints stay in --format json
-        ]
-        _table(["path", "kind", "size", "sha256"], rows, title="files")
+    print_records(
+        [Column("param", "name"), Column("value", "value")],
+        [{"name": k, "value": v} for k, v in sorted(data["params"].items())],
+        title="params",
+    )
+    if data["metrics"]:
+        print_records(
+            [Column("metric", "name"), Column("value", "value")],
+            [{"name": k, "value": v} for k, v in data["metrics"].items()],
+            title="final metrics",
+        )
+    if data["series"]:
+        print_records(
+            [
+                Column("series", "key"),
+                Column("points", lambda r: len(r["points"]), justify="right"),
+                Column("last", lambda r: r["points"][-1][1], justify="right"),
+                Column("trend", lambda r: sparkline([v for _, v in r["points"]])),
+            ],
+            [{"key": k, "points": points} for k, points in data["series"].items()],
+            title="metric series",
+        )
+    shown_files = [{**f, "kind": "code"} for f in data["files"]] + [
+        a
+        for a in data["artifacts"]
+        if not a["kind"].endswith("-deleted")  # cleaned-up checkpoints stay in --format json
+    ]
+    if shown_files:
+        print_records(
+            [
+                Column("path", "path"),
+                Column("kind", "kind"),
+                Column("size", "size", justify="right"),
+                Column("sha256", lambda r: r["sha256"][:12]),
+            ],
+            shown_files,
+            title="files",
+        )
     if record.error:
         console.print("[red]error:[/]")
         click.echo(record.error)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -36,7 +37,7 @@ def log(exp_id: str | None, status: str | None, output_format: str) -> None:
         mlbook log E012
         mlbook log E012 --status done
     """
-    from mlbook.cli._render import console, print_json, print_table
+    from mlbook.cli._render import Column, console, print_json, print_records
     from mlbook.project import Project
     from mlbook.provenance.journal import best_metric, read_journal, set_status
 
@@ -60,71 +61,57 @@ def log(exp_id: str | None, status: str | None, output_format: str) -> None:
             raise ProvenanceError(
                 f"{path}: no entry for {exp_id}; create it with `mlbook new {exp_id} TITLE`"
             )
+    records = [e.to_dict() for e in entries]
     if output_format == "json":
-        print_json(
-            [
-                {
-                    "id": e.id,
-                    "title": e.title,
-                    "status": e.status,
-                    "created": e.created,
-                    "line": e.line,
-                    "steps": [
-                        {
-                            "number": s.number,
-                            "version": s.version,
-                            "run_id": s.run_id,
-                            "done": s.done,
-                            "status": s.status,
-                            "metrics": s.metrics,
-                            "before": s.before,
-                            "after": s.after,
-                        }
-                        for s in e.steps
-                    ],
-                    "notes": e.notes,
-                }
-                for e in entries
-            ]
-        )
+        print_json(records)
         return
     if exp_id is not None:
-        [entry] = entries
-        console.print(f"[bold][{entry.id}] {entry.title}[/] · {entry.status}")
-        print_table(
-            ["#", "version", "run", "status", "metrics", "commits"],
+        [entry] = records
+        console.print(f"[{entry['id']}] {entry['title']}", style="bold", markup=False, end="")
+        console.print(f" · {entry['status']}", markup=False)
+        print_records(
             [
-                (
-                    s.number,
-                    s.version,
-                    s.run_id,
-                    s.status,
-                    " ".join(f"{k} {v:.4g}" for k, v in s.metrics.items()) or None,
-                    f"{s.before or '?'} → {s.after or '?'}" if s.before or s.after else None,
-                )
-                for s in entry.steps
+                Column("#", "number", justify="right"),
+                Column("version", "version"),
+                Column("run", "run_id"),
+                Column("status", "status"),
+                Column("metrics", _step_metrics),
+                Column("commits", _step_commits),
             ],
-            justify={"#": "right"},
+            entry["steps"],
         )
-        for line in entry.notes:
-            console.print(f"  note {line}")
+        for line in entry["notes"]:
+            console.print(f"  note {line}", markup=False)
         return
-    if not entries:
+    if not records:
         console.print(f"no experiments in {project.relative(path)} yet; add one with `mlbook new`")
         return
-    rows = []
-    for e in entries:
-        best = best_metric(e)
-        rows.append(
-            (
-                e.id,
-                e.title,
-                e.status,
-                f"{sum(s.done for s in e.steps)}/{len(e.steps)}",
-                f"{best[0]} {best[1]:.4g}" if best else None,
-            )
-        )
-    print_table(["id", "title", "status", "steps", "best"], rows, justify={"steps": "right"})
+    for record, entry_object in zip(records, entries, strict=True):
+        record["best"] = best_metric(entry_object)
+    print_records(
+        [
+            Column("id", "id"),
+            Column("title", "title"),
+            Column("status", "status"),
+            Column("steps", _steps_done, justify="right"),
+            Column("best", lambda r: f"{r['best'][0]} {r['best'][1]:.4g}" if r["best"] else None),
+        ],
+        records,
+    )
+
+
+def _step_metrics(step: Mapping[str, Any]) -> str | None:
+    return " ".join(f"{k} {v:.4g}" for k, v in step["metrics"].items()) or None
+
+
+def _step_commits(step: Mapping[str, Any]) -> str | None:
+    if not (step["before"] or step["after"]):
+        return None
+    return f"{step['before'] or '?'} → {step['after'] or '?'}"
+
+
+def _steps_done(entry: Mapping[str, Any]) -> str:
+    return f"{sum(s['done'] for s in entry['steps'])}/{len(entry['steps'])}"
 
 
 @click.command()
@@ -257,7 +244,7 @@ def diff(run_a: str, run_b: str | None, all_files: bool, no_color: bool) -> None
     from mlbook.provenance.diff import diff_runs, run_side
 
     project = Project.find()
-    with Store.for_project(project) as store:
+    with Store.for_project(project, readonly=True) as store:
         a = get_run(store, run_a)
         side_a = run_side(a, run_files(store, a.id))
         side_b = None

@@ -30,7 +30,7 @@ from mlbook.errors import DatasetError
 if TYPE_CHECKING:
     from mlbook.datasets.formats._common import ImageMode
     from mlbook.datasets.loaders import Sample
-    from mlbook.datasets.torch import TorchDataset
+    from mlbook.datasets.torch import Target, TorchDataset
     from mlbook.progress import Reporter
 
 __all__ = ["ClassSubset", "Dataset", "load_dataset", "open_dataset"]
@@ -177,13 +177,31 @@ class Dataset:
         self,
         split: str | Iterable[str] | None = None,
         classes: ClassSubset | None = None,
-        start: int = 1,
+        *,
+        target: Target = "label",
+        start: int | None = None,
+        channels: int | None = None,
         transform: Any = None,
+        cache: bool = False,
     ) -> TorchDataset:
-        """A ``torch.utils.data.Dataset`` for torchvision detection models (extra ``torch``)."""
+        """A ``torch.utils.data.Dataset`` of ``(image, class id)`` or, with
+        ``target="detection"``, ``(image, target dict)`` (extra ``torch``).
+
+        See :class:`~mlbook.datasets.torch.TorchDataset` for the arguments and how
+        class ids are numbered.
+        """
         from mlbook.datasets.torch import TorchDataset
 
-        return TorchDataset(self, split=split, classes=classes, start=start, transform=transform)
+        return TorchDataset(
+            self,
+            split=split,
+            classes=classes,
+            target=target,
+            start=start,
+            channels=channels,
+            transform=transform,
+            cache=cache,
+        )
 
     def save(self, root: Path | str | None = None, images: ImageMode = "link") -> Path:
         """Write ``dataset.json`` and ``records.jsonl`` (canonical form) into ``root``

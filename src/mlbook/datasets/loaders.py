@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from mlbook.datasets.metadata import Record
     from mlbook.datasets.subsets import ClassEncoding
 
-__all__ = ["Sample", "iter_samples", "load_image"]
+__all__ = ["Sample", "image_mode", "iter_samples", "load_image"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,24 +35,44 @@ class Sample:
     image: Any = None
 
 
-def load_image(dataset: Dataset, record: Record) -> Any:
-    """Decode the record's image as an RGB PIL image.
+def load_image(dataset: Dataset, record: Record, mode: str = "RGB") -> Any:
+    """Decode the record's image as a PIL image in ``mode`` (``"RGB"``, ``"L"``...).
 
     Raises:
         DatasetError: Pillow is missing or the file cannot be read.
     """
+    Image = _pillow()
+    path = dataset.path_of(record.file)
+    try:
+        with Image.open(path) as image:
+            return image.convert(mode)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read image of record {record.id!r}: {exc}") from exc
+
+
+def image_mode(dataset: Dataset, record: Record) -> str:
+    """The Pillow mode of the record's image (``"L"``, ``"RGB"``...), read from its header.
+
+    Raises:
+        DatasetError: Pillow is missing or the file cannot be read.
+    """
+    Image = _pillow()
+    path = dataset.path_of(record.file)
+    try:
+        with Image.open(path) as image:
+            return str(image.mode)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read image of record {record.id!r}: {exc}") from exc
+
+
+def _pillow() -> Any:
     try:
         from PIL import Image
     except ImportError:
         raise DatasetError(
             "decoding images needs Pillow; install it with `pip install mlbook[images]`"
         ) from None
-    path = dataset.path_of(record.file)
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read image of record {record.id!r}: {exc}") from exc
+    return Image
 
 
 def iter_samples(

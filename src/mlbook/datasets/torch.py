@@ -1,59 +1,148 @@
-"""A ``torch.utils.data.Dataset`` in the shape torchvision detection models expect.
+"""The ``torch.utils.data.Dataset`` over mlbook records, for classification or detection.
 
-Imported only when used (``Dataset.torch()``); needs the ``torch`` extra.
+Imported only when used (``Dataset.torch()``, ``mlbook.pytorch.TorchDataset``);
+needs the ``torch`` extra.
+
+Class ids are the ids of one :class:`~mlbook.datasets.subsets.ClassEncoding`,
+``dataset.encoding``:
+
+- no ``classes`` and no ``start``: the dataset's own encoding (``dataset.json``);
+- ``classes=["cat", "dog"]`` and/or ``start=N``: those classes (all without
+  ``classes``) numbered contiguously in the dataset's id order from ``start``
+  (default 0);
+- ``classes=`` a ``ClassEncoding`` or a name -> id dict: exactly those ids.
+
+torchvision's detection models keep 0 for the background: pass ``start=1`` with
+``target="detection"``. Save ``ds.encoding`` next to the model
+(``ds.encoding.save(path / "labels.json")``) so predictions decode.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset as _TorchBase
 
-from mlbook.datasets.loaders import load_image
+from mlbook.datasets.loaders import image_mode, load_image
+from mlbook.errors import DatasetError
 
 if TYPE_CHECKING:
     from mlbook.datasets.dataset import ClassSubset, Dataset
 
-__all__ = ["TorchDataset", "collate"]
+__all__ = ["Target", "TorchDataset", "collate"]
+
+#: What an item's second element is: the class id, or torchvision's detection dict.
+Target = Literal["label", "detection"]
+
+# Pillow modes with one band of intensity (an alpha band is dropped)
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
-class TorchDataset(_TorchBase[tuple[Any, dict[str, Any]]]):
-    """Image tensors (float, CxHxW, 0..1) and targets ``{boxes, labels, image_id, area, iscrowd}``.
+class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
+    """Images as float tensors ``C x H x W`` in 0..1, with a class id or a detection target.
 
-    Labels use ``self.encoding``: the class subset numbered from ``start`` (default 1,
-    since torchvision detectors keep 0 for the background). Save it next to the model
-    with ``dataset.encoding.save(path / "labels.json")``.
+    - ``target="label"`` (classification): items are ``(image, class id)``; every
+      record must have exactly one label (of the class subset).
+    - ``target="detection"``: items are ``(image, {"boxes", "labels", "image_id",
+      "area", "iscrowd"})`` as torchvision detection models expect; batch them with
+      :func:`collate`.
+
+    Args:
+        dataset: an opened :class:`~mlbook.datasets.dataset.Dataset` or its directory.
+        split: one split or several (``None``: all records).
+        classes: a class subset: names, or an encoding; records with none of these
+            classes are left out.
+        target: ``"label"`` or ``"detection"``.
+        start: the first id when numbering the classes (see the module docstring).
+        channels: 1 (grayscale) or 3 (RGB); default: from the mode of the first
+            image, then the same for every image.
+        transform: ``transform(image)`` for labels, ``transform(image, target)``
+            (returning both) for detection.
+        cache: keep decoded images in memory (small datasets, several epochs).
+
+    Raises:
+        DatasetError: a bad ``target`` or ``channels``, an unknown class or split,
+            or (labels) a record with no label or several.
     """
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset | Path | str,
         split: str | Iterable[str] | None = None,
         classes: ClassSubset | None = None,
-        start: int = 1,
-        transform: Callable[[Any, dict[str, Any]], tuple[Any, dict[str, Any]]] | None = None,
+        *,
+        target: Target = "label",
+        start: int | None = None,
+        channels: int | None = None,
+        transform: Callable[..., Any] | None = None,
+        cache: bool = False,
     ) -> None:
-        self.dataset = dataset
-        chosen = classes if classes is not None else dataset.classes
-        self.encoding = dataset.subset(chosen, start=start)
-        self.records = dataset.records(split=split, classes=self.encoding)
+        from mlbook.datasets.dataset import open_dataset
+
+        if target not in ("label", "detection"):
+            raise DatasetError(f"target must be 'label' or 'detection', got {target!r}")
+        if channels not in (None, 1, 3):
+            raise DatasetError(f"channels must be 1 or 3, got {channels!r}")
+        self.dataset = open_dataset(dataset) if isinstance(dataset, str | Path) else dataset
+        if classes is None and start is None:
+            self.encoding = self.dataset.encoding
+        else:
+            chosen = self.dataset.classes if classes is None else classes
+            self.encoding = self.dataset.subset(chosen, start=start or 0)
+        subset = None if classes is None else self.encoding
+        self.records = self.dataset.records(split=split, classes=subset)
+        self.target = target
         self.transform = transform
+        self._channels = channels
+        self._cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.labels: list[int] = []
+        if target == "label":
+            self.labels = [self._label(record) for record in self.records]
+
+    def _label(self, record: Any) -> int:
+        if len(record.labels) != 1:
+            raise DatasetError(
+                f"{self.dataset.name}: record {record.id!r} ({record.file}) has "
+                f"{len(record.labels)} labels {record.labels}; target='label' needs exactly "
+                "one: fix the record, choose a class subset, or use target='detection'"
+            )
+        return self.encoding.encode(record.labels[0])
+
+    @property
+    def channels(self) -> int:
+        """Channels of every image: as given, else from the first image's mode."""
+        if self._channels is None:
+            mode = image_mode(self.dataset, self.records[0]) if self.records else "RGB"
+            self._channels = 1 if mode in _GRAY_MODES else 3
+        return self._channels
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[Any, dict[str, Any]]:
+    def image(self, index: int) -> torch.Tensor:
+        """The decoded image of record ``index`` (before ``transform``)."""
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        mode = "L" if self.channels == 1 else "RGB"
+        decoded = load_image(self.dataset, self.records[index], mode)
+        array = np.asarray(decoded, dtype=np.float32) / 255.0
+        tensor = torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1))
+        tensor = tensor.permute(2, 0, 1).contiguous()
+        if self._cache is not None:
+            self._cache[index] = tensor
+        return tensor
+
+    def detection_target(self, index: int) -> dict[str, Any]:
+        """The torchvision detection target of record ``index``."""
         record = self.records[index]
-        image = load_image(self.dataset, record)
-        array = np.asarray(image, dtype=np.uint8)
-        tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
         boxes = torch.tensor(
             [(b.x1, b.y1, b.x2, b.y2) for b in record.boxes], dtype=torch.float32
         ).reshape(-1, 4)
-        target: dict[str, Any] = {
+        return {
             "boxes": boxes,
             "labels": torch.tensor(
                 [self.encoding.encode(b.name) for b in record.boxes], dtype=torch.int64
@@ -62,9 +151,34 @@ class TorchDataset(_TorchBase[tuple[Any, dict[str, Any]]]):
             "area": (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]),
             "iscrowd": torch.tensor([int(b.iscrowd) for b in record.boxes], dtype=torch.int64),
         }
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        image = self.image(index)
+        if self.target == "detection":
+            target = self.detection_target(index)
+            if self.transform is not None:
+                transformed: tuple[torch.Tensor, Any] = self.transform(image, target)
+                return transformed
+            return image, target
         if self.transform is not None:
-            return self.transform(tensor, target)
-        return tensor, target
+            image = self.transform(image)
+        return image, self.labels[index]
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images stacked (``N x C x H x W``) and their labels (``N``, int64).
+
+        For classification datasets that fit in memory: batch them with a
+        ``TensorDataset``.
+
+        Raises:
+            DatasetError: a detection dataset (its targets do not stack).
+        """
+        if self.target != "label":
+            raise DatasetError("tensors() stacks class ids; it needs target='label'")
+        if not self.records:
+            return torch.empty(0), torch.empty(0, dtype=torch.int64)
+        images = torch.stack([self[index][0] for index in range(len(self))])
+        return images, torch.tensor(self.labels, dtype=torch.int64)
 
 
 def collate(batch: list[tuple[Any, dict[str, Any]]]) -> tuple[list[Any], list[dict[str, Any]]]:

@@ -26,7 +26,6 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -245,50 +244,15 @@ def _labels(project: Project, run: RunRecord, dataset: str | None) -> bytes | No
 
 
 def _packages(files: dict[str, Path]) -> dict[str, str]:
-    names: set[str] = set()
+    """Versions of the installed packages the bundle's code imports (and what loading needs)."""
+    from mlbook.provenance.files import file_imports, package_versions
+
+    local = {Path(rel).parts[0].removesuffix(".py") for rel in files}  # the bundle's own code
+    names = {"mlbook", "safetensors", "torch"}
     for path in files.values():
-        if path.suffix != ".py":
-            continue
-        with contextlib.suppress(SyntaxError, ValueError, OSError):
-            for node in ast.walk(ast.parse(path.read_bytes())):
-                if isinstance(node, ast.Import):
-                    names.update(alias.name for alias in node.names)
-                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                    names.add(node.module)
-    names |= {"mlbook", "safetensors", "torch"}
-    return _versions(names)
-
-
-def _versions(module_names: set[str]) -> dict[str, str]:
-    """Installed distributions providing the top-level packages of ``module_names``."""
-    import sys
-    from importlib import metadata
-
-    owners: Mapping[str, list[str]] | None = None
-    versions: dict[str, str] = {}
-    for top in sorted({name.partition(".")[0] for name in module_names}):
-        if not top or top in sys.stdlib_module_names or top.startswith("_"):
-            continue
-        candidates = [top, top.replace("_", "-")]
-        if all(_version(c) is None for c in candidates):
-            if owners is None:
-                owners = metadata.packages_distributions()
-            candidates = owners.get(top, [])
-        for name in candidates:
-            version = _version(name)
-            if version is not None:
-                versions[name] = version
-                break
-    return versions
-
-
-def _version(distribution: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+        if path.suffix == ".py":
+            names.update(s.module for s in file_imports(path) if s.top and s.top not in local)
+    return package_versions(names)
 
 
 def export_run(
@@ -335,7 +299,7 @@ def export_run(
         raise ExportError(str(exc)) from exc
     run = _pick_run(project, experiment, version, run_id)
     with Store.for_project(project, recover=False) as store:
-        recorded = run_files(store, run.id)
+        recorded: list[tuple[str, int, str]] = list(run_files(store, run.id))
     stack = contextlib.ExitStack()
     with stack:
         code, settings, code_commit = _collect_code(project, run, script, recorded, force, stack)

@@ -14,7 +14,16 @@ from mlbook.experiments.api import Experiment, Params
 
 if TYPE_CHECKING:
     from mlbook.experiments.discovery import Script, find_scripts, load_experiment, load_script
-    from mlbook.experiments.query import RunList, RunRecord, get_run, runs
+    from mlbook.experiments.query import (
+        RunList,
+        RunRecord,
+        get_run,
+        metric_series,
+        metric_summaries,
+        run_artifacts,
+        run_files,
+        runs,
+    )
     from mlbook.experiments.run import Run, load_weights
     from mlbook.experiments.runner import (
         RunInfo,
@@ -41,8 +50,12 @@ __all__ = [
     "load_experiment",
     "load_script",
     "load_weights",
+    "metric_series",
+    "metric_summaries",
     "new_experiment",
+    "run_artifacts",
     "run_experiments",
+    "run_files",
     "runs",
 ]
 
@@ -54,6 +67,10 @@ _LAZY: dict[str, str] = {
     "RunList": "mlbook.experiments.query",
     "RunRecord": "mlbook.experiments.query",
     "get_run": "mlbook.experiments.query",
+    "metric_series": "mlbook.experiments.query",
+    "metric_summaries": "mlbook.experiments.query",
+    "run_artifacts": "mlbook.experiments.query",
+    "run_files": "mlbook.experiments.query",
     "runs": "mlbook.experiments.query",
     "Run": "mlbook.experiments.run",
     "load_weights": "mlbook.experiments.run",

@@ -1,9 +1,10 @@
 """What runs inside each child process: one version of one experiment.
 
 Started by the local backend as ``python -m mlbook.experiments._child SPEC``
-(SPEC: JSON). The child changes to ``Models/``, puts it on ``sys.path``,
-imports the script, builds the :class:`~mlbook.experiments.run.Run`, calls the
-hooks and reports everything to the runner over the event pipe: metrics in
+(SPEC: a :class:`~mlbook.experiments.contract.RunSpec` as JSON). The child
+changes to ``Models/``, puts it on ``sys.path``, imports the script, builds the
+:class:`~mlbook.experiments.run.Run`, calls the hooks and reports everything to
+the runner through its :class:`~mlbook.experiments.metrics.Outbox`: metrics in
 batches, artifacts, the project files it imported (collected at the end, so
 lazy imports inside ``train`` count) and its final status.
 """
@@ -14,7 +15,10 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlbook.experiments.contract import RunSpec
 
 __all__ = ["main"]
 
@@ -84,42 +88,41 @@ def _clean_metrics(result: Any, where: str) -> dict[str, Any]:
     return clean
 
 
-def run_child(spec: dict[str, Any]) -> int:
+def run_child(spec: RunSpec) -> int:
     """Run one version as described by ``spec``; returns the process exit code."""
     from mlbook.experiments.api import call_train
+    from mlbook.experiments.contract import Channel
     from mlbook.experiments.discovery import load_script
-    from mlbook.experiments.metrics import Channel
+    from mlbook.experiments.metrics import Outbox
     from mlbook.experiments.run import Run
 
-    channel = Channel(spec.get("fd"))
-    models_dir = Path(spec["models_dir"])
-    root = Path(spec["project_root"])
+    outbox = Outbox(Channel(spec.events_fd, spec.ack_fd))
+    models_dir = Path(spec.models_dir)
+    root = Path(spec.project_root)
     os.chdir(models_dir)
     if str(models_dir) not in sys.path:
         sys.path.insert(0, str(models_dir))
     status, metrics, error = "failed", {}, None
-    run: Run | None = None
     try:
-        exp = load_script(Path(spec["script"]), models_dir, isolate=False)
+        exp = load_script(Path(spec.script), models_dir, isolate=False)
         run = Run(
-            id=spec["run_id"],
-            experiment=spec["experiment"],
-            version=spec["version"],
-            mode=spec["mode"],
-            params=exp.params(spec["version"]),
-            dir=Path(spec["dir"]),
+            id=spec.run_id,
+            experiment=spec.experiment,
+            version=spec.version,
+            mode=spec.mode,
+            params=exp.params(spec.version),
+            dir=Path(spec.dir),
             project_root=root,
             models_dir=models_dir,
-            dataset_dir=Path(spec["dataset_dir"]) if spec.get("dataset_dir") else None,
-            resume_dir=Path(spec["resume_dir"]) if spec.get("resume_dir") else None,
-            source_weights=Path(spec["source_weights"]) if spec.get("source_weights") else None,
-            test_steps=int(spec.get("test_steps", 2)),
-            channel=channel,
-            run_pk=int(spec.get("run_pk", 0)),
+            dataset_dir=Path(spec.dataset_dir) if spec.dataset_dir else None,
+            resume_dir=Path(spec.resume_dir) if spec.resume_dir else None,
+            source_weights=Path(spec.source_weights) if spec.source_weights else None,
+            test_steps=spec.test_steps,
+            outbox=outbox,
         )
         run.dir.mkdir(parents=True, exist_ok=True)
         model = exp.build_model(run.params)
-        if spec["mode"] == "export":
+        if spec.mode == "export":
             hook = exp.hooks.get("export")
             if hook is None:
                 raise RuntimeError("export mode needs an export hook: decorate it with @exp.export")
@@ -137,24 +140,22 @@ def run_child(spec: dict[str, Any]) -> int:
     except BaseException as exc:
         status, error = "failed", _format_error(exc)
     try:
-        if run is not None:
-            run.flush()
-        channel.send(["files", _imported_files(root), _top_level_modules()])
-        channel.send(["end", status, metrics, error])
-        channel.close()
-    except BrokenPipeError:
+        outbox.finish(_imported_files(root), _top_level_modules(), status, metrics, error)
+    except OSError:  # the runner is gone (BrokenPipeError) or the pipe broke
         return 3
     return {"completed": 0, "interrupted": 130}.get(status, 1)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: ``python -m mlbook.experiments._child SPEC_JSON``."""
-    import json
+    import msgspec
+
+    from mlbook.experiments.contract import RunSpec
 
     _die_with_parent()
     args = sys.argv[1:] if argv is None else argv
-    spec = json.loads(args[0])
-    sys.argv = [spec["script"]]
+    spec = msgspec.json.decode(args[0], type=RunSpec)
+    sys.argv = [spec.script]
     code = run_child(spec)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,15 +1,21 @@
 """Where versions run: the backend seam, and the ``local`` backend (child processes).
 
-A backend does three things: :meth:`Backend.submit` a :class:`Job`, stream its
-events back (:meth:`Backend.events`), and tell when it ended (an ``["exit",
-returncode, signal_name]`` event, always the job's last). A Ray backend will
-implement the same protocol.
+A backend runs :class:`Job` s and streams their events back
+(:mod:`mlbook.experiments.contract`): :meth:`Backend.submit` starts one,
+:meth:`Backend.events` returns what arrived, :meth:`Backend.acknowledge` tells a
+child that its flush is committed, and every job ends with an
+:class:`~mlbook.experiments.contract.Exit` event. A Ray backend implements the
+same protocol.
+
+The local backend reads at most :data:`READ_LIMIT` bytes per child per call to
+:meth:`LocalBackend.events`: the runner commits what it got before it reads
+more, so a child that logs faster than the store writes fills its pipe and
+waits, and the runner's memory stays bounded however long the run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import selectors
 import signal
@@ -18,11 +24,25 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Protocol
 
-from mlbook.experiments.metrics import FrameReader
+import msgspec
 
-__all__ = ["Backend", "Job", "LocalBackend", "get_backend"]
+from mlbook.experiments.contract import ACK, Event, Exit, FrameReader, RunSpec
+
+__all__ = [
+    "READ_LIMIT",
+    "Backend",
+    "Job",
+    "LocalBackend",
+    "get_backend",
+    "leftover_processes",
+    "stop_process_group",
+]
+
+#: Bytes read from one child per :meth:`LocalBackend.events` call (then the runner commits).
+READ_LIMIT = 4 << 20
+_PIPE_SIZE = 1 << 20
 
 
 @dataclass
@@ -30,7 +50,7 @@ class Job:
     """One version to run: ``key`` names it in events; ``spec`` goes to the child."""
 
     key: int
-    spec: dict[str, Any]
+    spec: RunSpec
     log_path: Path
 
 
@@ -41,8 +61,12 @@ class Backend(Protocol):
         """Start ``job``; returns the process ID (0 when there is none on this host)."""
         ...
 
-    def events(self, timeout: float) -> list[tuple[int, list[Any]]]:
-        """Events that arrived within ``timeout`` seconds, as ``(job key, event)``."""
+    def events(self, timeout: float) -> list[tuple[int, list[Event]]]:
+        """Events that arrived within ``timeout`` seconds, per job key, in order."""
+        ...
+
+    def acknowledge(self, key: int, seq: int) -> None:
+        """Tell job ``key`` that everything up to event ``seq`` is committed."""
         ...
 
     def interrupt(self, key: int) -> None:
@@ -59,9 +83,11 @@ class _Child:
     job: Job
     process: subprocess.Popen[bytes]
     fd: int
+    ack_fd: int
+    log: IO[bytes]
     reader: FrameReader = field(default_factory=FrameReader)
-    log: Any = None
     open: bool = True
+    broken: str | None = None
 
 
 class LocalBackend:
@@ -73,60 +99,69 @@ class LocalBackend:
         self.children: dict[int, _Child] = {}
 
     def submit(self, job: Job) -> int:
-        """Spawn the child; its stdout and stderr go to ``job.log_path``."""
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        with contextlib.suppress(OSError, ImportError):  # a 1 MiB pipe: the loop rarely waits
+        """Spawn the child in its own process group; its output goes to ``job.log_path``."""
+        events_read, events_write = os.pipe()
+        ack_read, ack_write = os.pipe()
+        os.set_blocking(events_read, False)
+        os.set_blocking(ack_write, False)
+        with contextlib.suppress(OSError, ImportError):  # a larger pipe: fewer waits
             import fcntl
 
-            fcntl.fcntl(write_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-        job.spec["fd"] = write_fd
+            fcntl.fcntl(events_write, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+        spec = msgspec.structs.replace(job.spec, events_fd=events_write, ack_fd=ack_read)
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the child ends
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         try:
             process = subprocess.Popen(
-                [self.python, "-m", "mlbook.experiments._child", json.dumps(job.spec)],
+                [self.python, "-m", "mlbook.experiments._child", msgspec.json.encode(spec)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,),
+                pass_fds=(events_write, ack_read),
                 env=env,
                 process_group=0,
             )
         except BaseException:
-            os.close(read_fd)
+            for fd in (events_read, ack_write):
+                os.close(fd)
             log.close()
             raise
         finally:
-            os.close(write_fd)
-        child = _Child(job=job, process=process, fd=read_fd, log=log)
+            os.close(events_write)
+            os.close(ack_read)
+        child = _Child(job=job, process=process, fd=events_read, ack_fd=ack_write, log=log)
         self.children[job.key] = child
-        self.selector.register(read_fd, selectors.EVENT_READ, child)
+        self.selector.register(events_read, selectors.EVENT_READ, child)
         return process.pid
 
-    def events(self, timeout: float) -> list[tuple[int, list[Any]]]:
+    def events(self, timeout: float) -> list[tuple[int, list[Event]]]:
         """Read what the children sent; report each child's exit once its pipe is drained."""
-        out: list[tuple[int, list[Any]]] = []
+        out: dict[int, list[Event]] = {}
         if self.selector.get_map():
             for key, _ in self.selector.select(timeout):
-                self._read(key.data, out)
+                self._read(key.data, out, READ_LIMIT)
         else:
             time.sleep(min(timeout, 0.05))
         for child in list(self.children.values()):
             if child.open and child.process.poll() is not None:
-                self._read(child, out)  # a grandchild may hold the pipe open: stop waiting
+                # the child is gone: what is left in the pipe is bounded by its size; a
+                # grandchild may still hold the pipe open, so stop at what is there now
+                self._read(child, out, None)
                 self._close(child)
             if not child.open:
                 code = child.process.wait()
                 name = signal.Signals(-code).name if code < 0 else None
-                out.append((child.job.key, ["exit", code, name]))
+                out.setdefault(child.job.key, []).append(Exit(code, name, child.broken))
                 child.log.close()
+                with contextlib.suppress(OSError):
+                    os.close(child.ack_fd)
                 del self.children[child.job.key]
-        return out
+        return list(out.items())
 
-    def _read(self, child: _Child, out: list[tuple[int, list[Any]]]) -> None:
-        while child.open:
+    def _read(self, child: _Child, out: dict[int, list[Event]], limit: int | None) -> None:
+        taken = 0
+        while child.open and (limit is None or taken < limit):
             try:
                 data = os.read(child.fd, 1 << 20)
             except BlockingIOError:
@@ -134,14 +169,31 @@ class LocalBackend:
             if not data:
                 self._close(child)
                 return
-            out.extend((child.job.key, event) for event in child.reader.feed(data))
+            taken += len(data)
+            events = out.setdefault(child.job.key, [])
+            try:
+                events.extend(child.reader.feed(data))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                child.broken = f"the child sent a malformed event ({exc}); it was stopped"
+                self._close(child, kill=True)
+                return
 
-    def _close(self, child: _Child) -> None:
+    def _close(self, child: _Child, kill: bool = False) -> None:
         if child.open:
             self.selector.unregister(child.fd)
             os.close(child.fd)
             child.open = False
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
             child.process.wait()
+
+    def acknowledge(self, key: int, seq: int) -> None:
+        """Write ``seq`` on the child's ack pipe (never blocks; a gone child is ignored)."""
+        child = self.children.get(key)
+        if child is not None:
+            with contextlib.suppress(OSError):
+                os.write(child.ack_fd, ACK.pack(seq))
 
     def interrupt(self, key: int) -> None:
         """Send SIGINT to the child (Python raises KeyboardInterrupt in the hook)."""
@@ -156,6 +208,41 @@ class LocalBackend:
         if child is not None and child.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 child.process.kill()
+
+
+def leftover_processes(pgid: int) -> list[tuple[int, str]]:
+    """Processes still in process group ``pgid`` (a finished child's), as ``(pid, command)``."""
+    found: list[tuple[int, str]] = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                    fields = handle.read().rsplit(b") ", 1)[1].split()
+                if int(fields[2]) != pgid or fields[0] == b"Z":
+                    continue
+                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                    command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+            found.append((int(entry.name), command.strip()[:80]))
+    return found
+
+
+def stop_process_group(pgid: int, grace: float = 2.0) -> list[tuple[int, str]]:
+    """SIGTERM what is left of process group ``pgid``, SIGKILL after ``grace``; what was left."""
+    left = leftover_processes(pgid)
+    if not left:
+        return []
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and leftover_processes(pgid):
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    return left
 
 
 def get_backend(name: str) -> Backend:

@@ -1,5 +1,9 @@
 """Reading the run store: :func:`runs`, :func:`get_run`, metric series, filters.
 
+Every reader of the store goes through this module (the CLI, export, the
+journal, the UI), on a read-only connection (:func:`reading`); the writes are
+all in :mod:`mlbook.experiments.store`.
+
 Filters are small expressions, ``acc>0.9``, ``loss<=0.1``, ``params.lr=0.001``,
 ``status=failed``: a bare name is a run column when there is one (id,
 experiment, version, mode, status, host) and otherwise a final metric;
@@ -9,11 +13,18 @@ filtering 100,000 runs takes milliseconds.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
+import socket
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
 import orjson
 
 from mlbook.errors import ExperimentError, StoreError
@@ -23,24 +34,27 @@ if TYPE_CHECKING:
     from mlbook.project import Project
 
 __all__ = [
+    "Artifact",
     "Filter",
+    "Point",
     "RunList",
     "RunRecord",
+    "Summary",
+    "UsedFile",
     "get_run",
+    "latest_weights",
     "metric_series",
+    "metric_summaries",
     "parse_filter",
+    "reading",
     "run_artifacts",
     "run_files",
+    "run_with_artifact",
     "runs",
 ]
 
 _COLUMNS = ("id", "experiment", "version", "mode", "status", "host")
 _TIME_COLUMNS = ("created", "started", "ended")
-_SELECT = (
-    "SELECT pk, id, experiment, version, mode, status, created, started, ended, host, pid,"
-    " params, metrics, error, outputs, weights, resumed_from, commit_before, commit_after,"
-    " commit_reason, data_version, python, packages FROM runs"
-)
 _FILTER = re.compile(r"^\s*([A-Za-z_][\w.\-]*)\s*(<=|>=|!=|==|=|<|>)\s*(.*?)\s*$")
 _NAME = re.compile(r"^[A-Za-z_][\w\-]*$")
 
@@ -53,16 +67,25 @@ class Filter:
     op: str
     value: float | str
 
-    def sql(self) -> tuple[str, Any]:
-        """The SQL condition (with one ``?``) and its argument."""
-        op = "=" if self.op == "==" else self.op
+    def column(self) -> str:
+        """The SQL expression of the field (a column, or a JSON path into params/metrics)."""
         if self.field in _COLUMNS or self.field in _TIME_COLUMNS:
-            column = self.field
-        else:
-            source, _, name = self.field.partition(".")
-            if not name:
-                source, name = "metrics", self.field
-            column = f"json_extract({source}, '$.\"{name}\"')"
+            return self.field
+        source, _, name = self.field.partition(".")
+        if not name:
+            source, name = "metrics", self.field
+        return f"json_extract({source}, '$.\"{name}\"')"
+
+    def sql(self) -> tuple[str, Any]:
+        """The SQL condition (with one ``?``) and its argument.
+
+        A number compares with numbers only: a NaN metric (stored as ``"nan"``)
+        matches no ``acc>0.9``.
+        """
+        op = "=" if self.op == "==" else self.op
+        column = self.column()
+        if isinstance(self.value, float) and column.startswith("json_extract"):
+            return f"({column} {op} ? AND typeof({column}) IN ('integer', 'real'))", self.value
         return f"{column} {op} ?", self.value
 
 
@@ -93,160 +116,62 @@ def parse_filter(text: str) -> Filter:
     return Filter(name, op, value)
 
 
-class RunRecord:
-    """One run as stored; built straight from a row, JSON columns parsed on first use.
+class RunRecord(msgspec.Struct, frozen=True, dict=True):
+    """One run as stored, decoded from the ``runs`` columns of the same names.
 
-    Times are Unix seconds. Paths are relative to the project root.
+    Times are Unix seconds; paths are relative to the project root. The JSON
+    columns (``params``, ``metrics``, ``packages``) are parsed on first use.
     """
 
-    __slots__ = ("_metrics", "_packages", "_params", "_row")
+    pk: int
+    id: str
+    experiment: str
+    version: str
+    mode: str
+    status: str
+    created: float
+    started: float | None
+    ended: float | None
+    host: str
+    pid: int | None
+    runner_pid: int | None
+    params_json: str
+    metrics_json: str
+    error: str | None
+    outputs: str
+    weights: str | None
+    resumed_from: str | None
+    commit_before: str | None
+    commit_after: str | None
+    commit_reason: str | None
+    data_version: str | None
+    python: str | None
+    packages_json: str | None
 
-    def __init__(self, row: tuple[Any, ...]) -> None:
-        self._row = row
-        self._params: dict[str, Any] | None = None
-        self._metrics: dict[str, Any] | None = None
-        self._packages: dict[str, str] | None = None
-
-    @property
-    def pk(self) -> int:
-        """Internal row number (metric rows refer to it)."""
-        value: int = self._row[0]
-        return value
-
-    @property
-    def id(self) -> str:
-        """The run ID."""
-        value: str = self._row[1]
-        return value
-
-    @property
-    def experiment(self) -> str:
-        """Experiment ID (``E012``)."""
-        value: str = self._row[2]
-        return value
-
-    @property
-    def version(self) -> str:
-        """Version name."""
-        value: str = self._row[3]
-        return value
-
-    @property
-    def mode(self) -> str:
-        """``run`` or ``export``."""
-        value: str = self._row[4]
-        return value
-
-    @property
-    def status(self) -> str:
-        """``running``, ``completed``, ``failed``, ``interrupted`` or ``crashed``."""
-        value: str = self._row[5]
-        return value
-
-    @property
-    def created(self) -> float:
-        """When the run was created (Unix seconds)."""
-        value: float = self._row[6]
-        return value
-
-    @property
-    def started(self) -> float | None:
-        """When it started (Unix seconds)."""
-        value: float | None = self._row[7]
-        return value
-
-    @property
-    def ended(self) -> float | None:
-        """When it ended (Unix seconds), ``None`` while running."""
-        value: float | None = self._row[8]
-        return value
-
-    @property
-    def host(self) -> str:
-        """Host name of the runner."""
-        value: str = self._row[9]
-        return value
-
-    @property
-    def pid(self) -> int | None:
-        """Process ID of the child that ran it."""
-        value: int | None = self._row[10]
-        return value
-
-    @property
-    def error(self) -> str | None:
-        """Traceback, signal or reason when the run did not complete."""
-        value: str | None = self._row[13]
-        return value
-
-    @property
-    def outputs(self) -> str:
-        """Output directory, relative to the project root."""
-        value: str = self._row[14]
-        return value
-
-    @property
-    def weights(self) -> str | None:
-        """Weights saved with ``run.save_weights``, relative to the root."""
-        value: str | None = self._row[15]
-        return value
-
-    @property
-    def resumed_from(self) -> str | None:
-        """The run this one resumed."""
-        value: str | None = self._row[16]
-        return value
-
-    @property
-    def commit_before(self) -> str | None:
-        """Commit of the code before the run (provenance)."""
-        value: str | None = self._row[17]
-        return value
-
-    @property
-    def commit_after(self) -> str | None:
-        """Commit after the run, results included (provenance)."""
-        value: str | None = self._row[18]
-        return value
-
-    @property
-    def commit_reason(self) -> str | None:
-        """Why there is no commit, when there is none."""
-        value: str | None = self._row[19]
-        return value
-
-    @property
-    def data_version(self) -> str | None:
-        """Hash (or DVC hash) of the dataset used."""
-        value: str | None = self._row[20]
-        return value
-
-    @property
-    def python(self) -> str | None:
-        """Python version of the run."""
-        value: str | None = self._row[21]
-        return value
-
-    @property
+    @functools.cached_property
     def params(self) -> dict[str, Any]:
         """The version's hyper-parameters."""
-        if self._params is None:
-            self._params = orjson.loads(self._row[11])
-        return self._params
+        value: dict[str, Any] = orjson.loads(self.params_json)
+        return value
 
-    @property
+    @functools.cached_property
     def metrics(self) -> dict[str, Any]:
-        """Final metrics (what the hooks returned)."""
-        if self._metrics is None:
-            self._metrics = orjson.loads(self._row[12])
-        return self._metrics
+        """Final metrics (what the hooks returned; NaN and ±inf as floats)."""
+        from mlbook.experiments.store import NON_FINITE
 
-    @property
+        value: dict[str, Any] = orjson.loads(self.metrics_json)
+        for key, item in value.items():
+            if isinstance(item, str) and item in NON_FINITE:
+                value[key] = NON_FINITE[item]
+        return value
+
+    @functools.cached_property
     def packages(self) -> dict[str, str] | None:
-        """Package versions recorded by provenance."""
-        if self._packages is None and self._row[22]:
-            self._packages = orjson.loads(self._row[22])
-        return self._packages
+        """Package versions the run used (provenance)."""
+        if not self.packages_json:
+            return None
+        value: dict[str, str] = orjson.loads(self.packages_json)
+        return value
 
     @property
     def duration(self) -> float | None:
@@ -256,8 +181,12 @@ class RunRecord:
         return self.ended - self.started
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict (for JSON output)."""
-        data = {name: getattr(self, name) for name in _FIELDS}
+        """A plain dict (for JSON output): the columns, JSON ones parsed, and the duration."""
+        data = {
+            name: getattr(self, name)
+            for name in (field.removesuffix("_json") for field in self.__struct_fields__)
+            if name not in ("pk", "runner_pid")
+        }
         data["duration"] = self.duration
         return data
 
@@ -265,30 +194,28 @@ class RunRecord:
         return f"RunRecord({self.id} {self.experiment}/{self.version} {self.status})"
 
 
-_FIELDS = (
-    "id",
-    "experiment",
-    "version",
-    "mode",
-    "status",
-    "created",
-    "started",
-    "ended",
-    "host",
-    "pid",
-    "params",
-    "metrics",
-    "error",
-    "outputs",
-    "weights",
-    "resumed_from",
-    "commit_before",
-    "commit_after",
-    "commit_reason",
-    "data_version",
-    "python",
-    "packages",
+# The SELECT list is the struct's own field list: a column and its field share a name.
+_SELECT = (
+    "SELECT "
+    + ", ".join(
+        f"{name.removesuffix('_json')} AS {name}" if name.endswith("_json") else name
+        for name in RunRecord.__struct_fields__
+    )
+    + " FROM runs"
 )
+_HOST = socket.gethostname()
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    record = RunRecord(*row)
+    if record.status == "running" and record.runner_pid and record.host == _HOST:
+        from mlbook.experiments.store import crashed_error, runner_alive
+
+        if not runner_alive(record.runner_pid):  # read-only: the next writer records it
+            record = msgspec.structs.replace(
+                record, status="crashed", error=crashed_error(record.runner_pid)
+            )
+    return record
 
 
 class RunList(list[RunRecord]):
@@ -317,21 +244,36 @@ class RunList(list[RunRecord]):
         return pd.DataFrame(rows)
 
 
-def _open(where: Project | Store | Path | str | None) -> tuple[Store, bool]:
+@contextlib.contextmanager
+def reading(where: Project | Store | Path | str | None = None) -> Iterator[Store]:
+    """A read-only store for ``where`` (a project, store, store file or project directory).
+
+    An open :class:`Store` is used as it is and left open; anything else is
+    opened read-only (default: the project around the current directory) and
+    closed at the end. Query errors become one :class:`StoreError` line.
+    """
     from mlbook.experiments.store import STORE_FILE, Store
     from mlbook.project import Project
 
     if isinstance(where, Store):
-        return where, False
-    if where is None:
-        where = Project.find()
-    if isinstance(where, Project):
-        path = where.state_dir / STORE_FILE
+        store, owned = where, False
     else:
-        path = Path(where)
-        if path.is_dir():
-            path = Project.find(path).state_dir / STORE_FILE
-    return Store.open(path), True
+        if where is None:
+            where = Project.find()
+        if isinstance(where, Project):
+            path = where.state_dir / STORE_FILE
+        else:
+            path = Path(where)
+            if path.is_dir():
+                path = Project.find(path).state_dir / STORE_FILE
+        store, owned = Store.open(path, readonly=True), True
+    try:
+        yield store
+    except sqlite3.Error as exc:
+        raise StoreError(f"{store.path}: query failed ({exc})") from exc
+    finally:
+        if owned:
+            store.close()
 
 
 def runs(
@@ -380,19 +322,9 @@ def runs(
     sql += " ORDER BY " + _order(sort)
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    store, owned = _open(where)
-    try:
+    with reading(where) as store:
         rows = store.db.execute(sql, args).fetchall()
-    except Exception as exc:
-        import sqlite3
-
-        if isinstance(exc, sqlite3.Error):
-            raise StoreError(f"{store.path}: query failed ({exc})") from exc
-        raise
-    finally:
-        if owned:
-            store.close()
-    return RunList(map(RunRecord, rows))
+    return RunList(map(_record, rows))
 
 
 def _order(sort: str | None) -> str:
@@ -400,11 +332,7 @@ def _order(sort: str | None) -> str:
         return "created DESC, pk DESC"
     descending = sort.startswith("-")
     name = sort.lstrip("-+")
-    if name in _COLUMNS or name in _TIME_COLUMNS:
-        column = name
-    else:
-        condition, _ = parse_filter(f"{name}=0").sql()
-        column = condition.rsplit(" = ?", 1)[0]
+    column = parse_filter(f"{name}=0").column()
     return f"{column} {'DESC' if descending else 'ASC'}, pk DESC"
 
 
@@ -414,44 +342,172 @@ def get_run(where: Project | Store | Path | str | None, run_id: str) -> RunRecor
     Raises:
         ExperimentError: no such run, or the prefix matches several runs.
     """
-    store, owned = _open(where)
-    try:
+    with reading(where) as store:
         rows = store.db.execute(
             _SELECT + " WHERE id = ? OR id LIKE ? ORDER BY id LIMIT 3",
             (run_id, run_id.replace("%", "").replace("_", "") + "%"),
         ).fetchall()
-    finally:
-        if owned:
-            store.close()
-    exact = [r for r in rows if r[1] == run_id]
+    records = [_record(row) for row in rows]
+    exact = [r for r in records if r.id == run_id]
     if exact:
-        return RunRecord(exact[0])
-    if not rows:
+        return exact[0]
+    if not records:
         raise ExperimentError(f"no run {run_id!r}; list runs with `mlbook runs`")
-    if len(rows) > 1:
+    if len(records) > 1:
         raise ExperimentError(f"run ID prefix {run_id!r} is ambiguous; give more characters")
-    return RunRecord(rows[0])
+    return records[0]
 
 
-def metric_series(store: Store, run: RunRecord) -> dict[str, list[tuple[int, float]]]:
-    """Every metric series of ``run``: key -> [(step, value), ...] in logging order."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    for key, step, value in store.db.execute(
-        "SELECT key, step, value FROM metrics WHERE run = ? ORDER BY rowid", (run.pk,)
-    ):
-        series.setdefault(key, []).append((step, value))
+class Point(NamedTuple):
+    """One metric point: step, value (NaN and ±inf kept) and time (Unix seconds)."""
+
+    step: int
+    value: float
+    time: float
+
+
+class Summary(msgspec.Struct, frozen=True):
+    """A metric of one run at a glance: points logged, step range, min, max, last value.
+
+    ``min``/``max`` leave NaN out (``None`` when every value was NaN); ``last``
+    is NaN when the last value logged was.
+    """
+
+    count: int
+    first_step: int
+    last_step: int
+    min: float | None
+    max: float | None
+    last: float
+    last_time: float
+
+
+def metric_series(
+    where: Project | Store | Path | str | None,
+    run: RunRecord | str,
+    keys: Sequence[str] | None = None,
+    *,
+    start: int | None = None,
+    end: int | None = None,
+) -> dict[str, list[Point]]:
+    """Metric series of a run: key -> points in logging order.
+
+    Args:
+        where: where the store is (see :func:`reading`).
+        run: a run or a run ID.
+        keys: only these metrics (default: all).
+        start, end: only points with ``start <= step <= end``.
+    """
+    from mlbook.experiments.series import decode_points
+
+    sql = (
+        "SELECT key, count, first_step, stride, steps, vals, first_time, times FROM metric_chunks"
+        " WHERE run = ?"
+    )
+    with reading(where) as store:
+        record = run if isinstance(run, RunRecord) else get_run(store, run)
+        args: list[Any] = [record.pk]
+        if keys is not None:
+            sql += f" AND key IN ({', '.join('?' * len(keys))})"
+            args.extend(keys)
+        if start is not None:
+            sql += " AND last_step >= ? "
+            args.append(start)
+        if end is not None:
+            sql += " AND first_step <= ?"
+            args.append(end)
+        rows = store.db.execute(sql + " ORDER BY rowid", args).fetchall()
+    series: dict[str, list[Point]] = {}
+    low = -(1 << 63) if start is None else start
+    high = (1 << 63) if end is None else end
+    for key, count, first_step, stride, steps, values, first_time, times in rows:
+        columns = decode_points(count, first_step, stride, steps, values, first_time, times)
+        rows_of_chunk: Iterable[tuple[int, float, float]] = zip(*columns, strict=True)
+        if not (low <= min(columns[0]) and max(columns[0]) <= high):  # partly in range
+            rows_of_chunk = filter(lambda row: low <= row[0] <= high, rows_of_chunk)
+        # tuple.__new__ builds the named tuples without a Python-level call each
+        series.setdefault(key, []).extend(map(_new_tuple, repeat(Point), rows_of_chunk))
     return series
 
 
-def run_artifacts(store: Store, run_id: str) -> list[tuple[str, int, str, str]]:
-    """Files a run wrote: ``(path, size, sha256, kind)``."""
-    return store.db.execute(
-        "SELECT path, size, sha256, kind FROM artifacts WHERE run_id = ? ORDER BY path", (run_id,)
-    ).fetchall()
+_new_tuple = tuple.__new__
 
 
-def run_files(store: Store, run_id: str) -> list[tuple[str, int, str]]:
-    """Project files a run imported: ``(path, size, sha256)``."""
-    return store.db.execute(
-        "SELECT path, size, sha256 FROM run_files WHERE run_id = ? ORDER BY path", (run_id,)
-    ).fetchall()
+def metric_summaries(
+    where: Project | Store | Path | str | None, run: RunRecord | str
+) -> dict[str, Summary]:
+    """Every metric of a run at a glance (no series is read): key -> :class:`Summary`."""
+    with reading(where) as store:
+        record = run if isinstance(run, RunRecord) else get_run(store, run)
+        rows = store.db.execute(
+            "SELECT key, count, first_step, last_step, min, max, last, last_time"
+            " FROM metric_summary WHERE run = ? ORDER BY key",
+            (record.pk,),
+        ).fetchall()
+    return {
+        key: Summary(count, first, last_step, low, high, float("nan") if last is None else last, t)
+        for key, count, first, last_step, low, high, last, t in rows
+    }
+
+
+class Artifact(NamedTuple):
+    """A file a run wrote: path (root-relative), size, sha256 and kind."""
+
+    path: str
+    size: int
+    sha256: str
+    kind: str
+
+
+class UsedFile(NamedTuple):
+    """A project file a run imported: path (root-relative), size and sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+def run_artifacts(where: Project | Store | Path | str | None, run_id: str) -> list[Artifact]:
+    """Files a run wrote, by path."""
+    with reading(where) as store:
+        rows = store.db.execute(
+            "SELECT path, size, sha256, kind FROM artifacts WHERE run_id = ? ORDER BY path",
+            (run_id,),
+        ).fetchall()
+    return [Artifact(*row) for row in rows]
+
+
+def run_files(where: Project | Store | Path | str | None, run_id: str) -> list[UsedFile]:
+    """Project files a run imported, by path."""
+    with reading(where) as store:
+        rows = store.db.execute(
+            "SELECT path, size, sha256 FROM run_files WHERE run_id = ? ORDER BY path", (run_id,)
+        ).fetchall()
+    return [UsedFile(*row) for row in rows]
+
+
+def latest_weights(
+    where: Project | Store | Path | str | None, experiment: str, version: str
+) -> str | None:
+    """Weights (root-relative) of the newest completed run of a version, if any."""
+    with reading(where) as store:
+        row = store.db.execute(
+            "SELECT weights FROM runs WHERE experiment = ? AND version = ? AND mode = 'run'"
+            " AND status = 'completed' AND weights IS NOT NULL ORDER BY created DESC LIMIT 1",
+            (experiment, version),
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def run_with_artifact(
+    where: Project | Store | Path | str | None, sha256: str, kinds: Sequence[str]
+) -> str | None:
+    """The newest run that recorded a file with this sha256 (of one of ``kinds``)."""
+    with reading(where) as store:
+        row = store.db.execute(
+            "SELECT a.run_id FROM artifacts a JOIN runs r ON r.id = a.run_id"
+            f" WHERE a.sha256 = ? AND a.kind IN ({', '.join('?' * len(kinds))})"
+            " ORDER BY r.created DESC LIMIT 1",
+            (sha256, *kinds),
+        ).fetchone()
+    return None if row is None else str(row[0])

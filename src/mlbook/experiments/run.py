@@ -8,19 +8,19 @@ owns the store. In ``test`` mode :meth:`Run.iterate` stops after a few steps.
 from __future__ import annotations
 
 import pickle
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from mlbook._fs import atomic_writer, sha256_file
 from mlbook.errors import ExperimentError
 from mlbook.experiments.api import Params
-from mlbook.experiments.metrics import Channel, MetricBuffer
+from mlbook.experiments.contract import Channel
+from mlbook.experiments.metrics import Outbox
 
 if TYPE_CHECKING:
-    from mlbook.pytorch import Checkpoint
+    from mlbook.experiments.checkpoints import Checkpoint
 
 __all__ = ["Run", "load_weights"]
 
@@ -64,8 +64,7 @@ class Run:
         resume_dir: Path | None = None,
         source_weights: Path | None = None,
         test_steps: int = 2,
-        channel: Channel | None = None,
-        run_pk: int = 0,
+        outbox: Outbox | None = None,
     ) -> None:
         self.id = id
         self.experiment = experiment
@@ -79,8 +78,7 @@ class Run:
         self.resume_dir = resume_dir
         self.source_weights = source_weights
         self.test_steps = test_steps
-        self._channel = channel or Channel(None)
-        self._metrics = MetricBuffer(self._channel, run_pk)
+        self._outbox = outbox or Outbox(Channel(None))
         self._last_progress = 0.0
         self.weights_path: Path | None = None
 
@@ -94,14 +92,21 @@ class Run:
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Record metric values at ``step`` (default: the previous step + 1).
 
-        Values must convert with ``float()`` (numbers, 0-d arrays and tensors).
-        Buffered: costs about a microsecond; sent to the runner in batches.
+        Values are numbers (anything ``float()`` takes but strings: 0-d arrays and
+        tensors too); NaN and ±inf are kept. A value that is not a number, or a
+        step that is not an integer, is dropped with one warning naming the key.
+        Buffered: costs about a microsecond; sent to the runner in batches at
+        least every 0.2 s.
         """
-        self._metrics.log(step, metrics)
+        self._outbox.log(step, metrics)
 
     def flush(self) -> None:
-        """Send buffered metrics to the runner now (the runner also does this at the end)."""
-        self._metrics.flush()
+        """Send buffered metrics and return once the runner has committed them to the store.
+
+        After ``flush()`` returns, a ``kill -9`` of the runner loses none of the
+        points logged before it.
+        """
+        self._outbox.flush()
 
     def iterate(self, iterable: Iterable[T], total: int | None = None) -> Iterator[T]:
         """Yield from ``iterable``, reporting progress; stops after ``test_steps`` in test mode."""
@@ -113,7 +118,7 @@ class Run:
         limit = self.test_steps if self.is_test else None
         if limit is not None and total is not None:
             total = min(total, limit)
-        send = self._channel.send
+        progress = self._outbox.progress
         done = 0
         for item in iterable:
             if limit is not None and done >= limit:
@@ -121,10 +126,10 @@ class Run:
             now = time.monotonic()
             if now - self._last_progress >= _PROGRESS_SECONDS:
                 self._last_progress = now
-                send(["progress", done, total])
+                progress(done, total)
             yield item
             done += 1
-        send(["progress", done, total])
+        progress(done, total)
 
     # -- data ----------------------------------------------------------------------
 
@@ -194,7 +199,7 @@ class Run:
         if self.is_test:
             return
         digest = sha256 or sha256_file(path)
-        self._channel.send(["artifact", str(path), path.stat().st_size, digest, kind])
+        self._outbox.artifact(str(path), path.stat().st_size, digest, kind)
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -203,78 +208,38 @@ class Run:
         model: Any,
         optimizer: Any = None,
         *,
-        step: int | None = None,
+        step: int,
         metrics: Mapping[str, Any] | None = None,
         keep_last: int | None = None,
         keep_best: str | None = None,
         mode: Literal["max", "min"] = "max",
         extra: Mapping[str, Any] | None = None,
-        keep: int | None = None,
-    ) -> Path:
-        """Save the checkpoint of ``step`` and clean up older ones.
-
-        With a PyTorch model (anything with ``state_dict()``)::
+    ) -> Checkpoint:
+        """Save the checkpoint of ``step`` and clean up older ones::
 
             run.save_checkpoint(model, optimizer, step=epoch, metrics={"acc": acc},
                                 keep_last=2, keep_best="acc")
 
-        saves the model, the optimizer, the metrics and the random generators as
-        ``checkpoints/step-<step>.pt``, records it as an artifact, and keeps the
-        ``keep_last`` newest plus the best by ``keep_best`` (``mode`` max or min);
-        the one just written and the best are never deleted. See
-        :func:`mlbook.pytorch.save_checkpoint` (needs the ``torch`` extra).
-
-        With anything else (a picklable object, a dict of tensors),
-        ``run.save_checkpoint(state, step=epoch, keep=3)`` saves it as it is as
-        ``checkpoints/step-<step>.ckpt`` and keeps the newest ``keep`` (default 3);
-        :meth:`load_checkpoint` without a model reads it back.
+        A PyTorch model is saved with its optimizer, metrics and random generators
+        as ``checkpoints/step-<step>.pt``; any other object is pickled as
+        ``checkpoints/step-<step>.ckpt``. ``keep_last`` newest and the best by
+        ``keep_best`` (``mode`` max or min) are kept. Returns the
+        :class:`~mlbook.experiments.checkpoints.Checkpoint` written; see
+        :func:`mlbook.experiments.checkpoints.save_checkpoint`.
         """
-        if step is None and isinstance(optimizer, int) and not _is_module(model):
-            step, optimizer = optimizer, None  # the older positional form (state, step)
-        if step is None:
-            raise ExperimentError("run.save_checkpoint(...) needs step=<the step or epoch>")
-        if _is_module(model):
-            from mlbook.pytorch import save_checkpoint
+        from mlbook.experiments.checkpoints import save_checkpoint
 
-            return save_checkpoint(
-                self,
-                model,
-                optimizer,
-                step=step,
-                metrics=metrics,
-                keep_last=keep_last if keep_last is not None else keep,
-                keep_best=keep_best,
-                mode=mode,
-                extra=extra,
-            )
-        if optimizer is not None or metrics is not None or keep_best is not None:
-            raise ExperimentError(
-                "run.save_checkpoint: optimizer=, metrics= and keep_best= go with a PyTorch "
-                f"model (an object with state_dict()), got {type(model).__name__}"
-            )
-        keep = keep if keep is not None else (keep_last if keep_last is not None else 3)
-        target = self.path(f"checkpoints/step-{step:08d}.ckpt")
-        with atomic_writer(target) as handle:
-            _dump(model, handle)
-        existing = sorted((self.dir / "checkpoints").glob("step-*.ckpt"))
-        for old in existing[:-keep] if keep > 0 else []:
-            old.unlink(missing_ok=True)
-        return target
-
-    @overload
-    def load_checkpoint(self, model: None = None) -> tuple[Any, int] | None: ...
-
-    @overload
-    def load_checkpoint(
-        self,
-        model: Any,
-        optimizer: Any = None,
-        *,
-        which: str | Path = "latest",
-        key: str | None = None,
-        mode: Literal["max", "min"] = "max",
-        restore_rng: bool = True,
-    ) -> Checkpoint | None: ...
+        return save_checkpoint(
+            self,
+            model,
+            optimizer,
+            step=step,
+            metrics=metrics,
+            keep_last=keep_last,
+            keep_best=keep_best,
+            mode=mode,
+            extra=extra,
+        )
 
     def load_checkpoint(
         self,
@@ -285,31 +250,28 @@ class Run:
         key: str | None = None,
         mode: Literal["max", "min"] = "max",
         restore_rng: bool = True,
-    ) -> Any:
+        map_location: Any = "cpu",
+    ) -> Checkpoint | None:
         """Load a checkpoint of this run, else of the run being resumed; ``None`` if none.
 
-        With a PyTorch model, ``run.load_checkpoint(model, optimizer, which="best",
-        key="acc")`` loads the newest (``"latest"``), the best, or a named checkpoint
-        file into the model and optimizer and returns its
-        :class:`~mlbook.pytorch.Checkpoint` (path, step, metrics); see
-        :func:`mlbook.pytorch.load_checkpoint`. Without a model, returns the newest
-        ``(state, step)`` saved by ``run.save_checkpoint(state, step=...)``.
+        ``run.load_checkpoint(model, optimizer, which="best", key="acc")`` loads the
+        newest (``"latest"``), the best, or a named checkpoint file into a PyTorch
+        model and optimizer; ``run.load_checkpoint()`` returns a checkpoint of another
+        object with the object as ``.state``. See
+        :func:`mlbook.experiments.checkpoints.load_checkpoint`.
         """
-        if model is not None:
-            from mlbook.pytorch import load_checkpoint
+        from mlbook.experiments.checkpoints import load_checkpoint
 
-            return load_checkpoint(
-                self, model, optimizer, which=which, key=key, mode=mode, restore_rng=restore_rng
-            )
-        for directory in (self.dir, self.resume_dir):
-            if directory is None:
-                continue
-            found = sorted((directory / "checkpoints").glob("step-*.ckpt"))
-            if found:
-                step = int(found[-1].stem.split("-")[1])
-                with open(found[-1], "rb") as handle:
-                    return _load(handle), step
-        return None
+        return load_checkpoint(
+            self,
+            model,
+            optimizer,
+            which=which,
+            key=key,
+            mode=mode,
+            restore_rng=restore_rng,
+            map_location=map_location,
+        )
 
     def resume_from(
         self,
@@ -327,38 +289,14 @@ class Run:
             start = run.resume_from(model, optimizer)
             for epoch in run.iterate(range(start, run.params.epochs)): ...
 
-        See :func:`mlbook.pytorch.resume_from`.
+        See :func:`mlbook.experiments.checkpoints.resume_from`.
         """
-        from mlbook.pytorch import resume_from
+        from mlbook.experiments.checkpoints import resume_from
 
         return resume_from(self, model, optimizer, which=which, key=key, mode=mode)
 
     def __repr__(self) -> str:
         return f"Run({self.experiment}/{self.version} {self.mode} id={self.id})"
-
-
-def _is_module(value: Any) -> bool:
-    """True for a PyTorch-style model: something with ``state_dict()`` that is not a dict."""
-    return callable(getattr(value, "state_dict", None)) and not isinstance(value, Mapping)
-
-
-def _dump(state: Any, handle: Any) -> None:
-    if "torch" in sys.modules:
-        import torch
-
-        torch.save(state, handle)
-    else:
-        pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _load(handle: Any) -> Any:
-    head = handle.read(2)
-    handle.seek(0)
-    if head == b"PK":  # torch's zip format
-        import torch
-
-        return torch.load(handle, weights_only=False)
-    return pickle.load(handle)
 
 
 def load_weights(path: Path | str, model: Any = None) -> Any:

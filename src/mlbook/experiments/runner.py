@@ -8,34 +8,55 @@ job to the backend, writes the events the child streams back, and ends the run
 failing version never stops the next one; Ctrl-C stops the current ones and
 starts no more.
 
+The runner is the store's only writer for its runs. Events from a child (see
+:mod:`mlbook.experiments.contract`) are applied in order: the metric batches
+that one read brings are committed in one transaction (with the attempt's last
+sequence number, so a repeated event is dropped), and only then are the
+child's flushes acknowledged. A store write that fails (a full disk) fails that
+run with the reason and stops its child; Ctrl-C and SIGTERM end runs
+``interrupted``; processes a finished child left behind are stopped, with a
+warning.
+
 Provenance and the journal plug in through :class:`RunObserver`: observers get
 ``before_run`` / ``after_run`` (and ``experiment_created`` from ``mlbook new``).
-Register a factory in :data:`OBSERVER_FACTORIES`.
 """
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import signal
+import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from mlbook.errors import ExperimentError
-from mlbook.experiments.backends import Backend, Job, get_backend
+from mlbook.errors import ExperimentError, MlbookWarning, StoreError
+from mlbook.experiments.backends import Backend, Job, get_backend, stop_process_group
+from mlbook.experiments.contract import (
+    Artifact,
+    End,
+    Event,
+    Exit,
+    Files,
+    Flush,
+    Metrics,
+    Progress,
+    RunSpec,
+    Warn,
+)
 from mlbook.experiments.discovery import load_script, select_scripts, select_versions
+from mlbook.experiments.series import Chunk, pack_series
 from mlbook.experiments.store import Store, new_run_id
 
 if TYPE_CHECKING:
     from mlbook.project import Project
 
 __all__ = [
-    "OBSERVER_FACTORIES",
     "Mode",
     "RunInfo",
     "RunListener",
@@ -48,10 +69,8 @@ __all__ = [
 Mode = Literal["test", "run", "export"]
 MODES: tuple[str, ...] = ("test", "run", "export")
 INTERRUPT_GRACE_SECONDS = 10.0
-
-#: "module:callable" factories called with the project, each returning a RunObserver.
-#: Provenance (git snapshots) and the journal register themselves here.
-OBSERVER_FACTORIES: list[str] = ["mlbook.provenance.observer:observer"]
+STORE_FAILURE_GRACE_SECONDS = 2.0
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
@@ -78,6 +97,8 @@ class RunInfo:
     started: float = field(default_factory=time.time)
     ended: float | None = None
     files: list[str] = field(default_factory=list)
+    attempt: int = 1
+    last_seq: int = 0
 
     @property
     def elapsed(self) -> float:
@@ -85,12 +106,13 @@ class RunInfo:
         return (self.ended or time.time()) - self.started
 
 
-class RunObserver:
-    """Hooks around each run; the default does nothing. Subclass and override.
+class RunObserver(Protocol):
+    """Hooks around each run (provenance and the journal are one).
 
-    ``store`` is ``None`` in test mode. Exceptions raised by an observer are
-    turned into warnings: a failed side channel never loses a run. Only
-    :meth:`preflight` may refuse, before any run starts.
+    ``store`` is ``None`` in test mode. Exceptions an observer raises become
+    warnings: a failed side channel never loses a run. Only :meth:`preflight`
+    may refuse, before any run starts. The methods have no-op bodies, so a class
+    that names this protocol as its base overrides only what it needs.
     """
 
     def preflight(self, mode: str) -> None:
@@ -107,28 +129,18 @@ class RunObserver:
 
 
 def default_observers(project: Project) -> list[RunObserver]:
-    """Instantiate every factory registered in :data:`OBSERVER_FACTORIES`."""
-    observers: list[RunObserver] = []
-    for target in OBSERVER_FACTORIES:
-        module, _, name = target.partition(":")
-        factory = getattr(importlib.import_module(module), name)
-        observers.append(factory(project))
-    return observers
+    """The observers every run gets: provenance (git snapshots, data version) and the journal."""
+    from mlbook.provenance.observer import ProvenanceObserver
+
+    return [ProvenanceObserver(project)]
 
 
-_STAGES = {"before_run": "before the run", "after_run": "after the run"}
-
-
-def notify(observers: Sequence[RunObserver], method: str, *args: Any) -> None:
-    """Call ``method`` on each observer, turning their errors into warnings."""
-    for observer in observers:
-        try:
-            getattr(observer, method)(*args)
-        except Exception as exc:
-            from mlbook.errors import MlbookWarning
-
-            what = _STAGES.get(method, method)
-            warnings.warn(f"{what}: {exc}", MlbookWarning, stacklevel=2)
+def _side_channel(stage: str, call: Callable[[], object]) -> None:
+    """Run an observer hook; its failure is one warning, never a lost run."""
+    try:
+        call()
+    except Exception as exc:
+        warnings.warn(f"{stage}: {exc}", MlbookWarning, stacklevel=3)
 
 
 class RunListener(Protocol):
@@ -162,10 +174,14 @@ class RunnerResult:
         """True when every run completed."""
         return not self.interrupted and all(r.status == "completed" for r in self.runs)
 
+    stop_signal: int | None = None
+
     @property
     def exit_code(self) -> int:
-        """0 all completed, 130 interrupted, 1 otherwise."""
-        return 130 if self.interrupted else (0 if self.ok else 1)
+        """0 all completed, 128 + the signal when stopped (130 Ctrl-C, 143 SIGTERM), 1 otherwise."""
+        if self.interrupted:
+            return 128 + (self.stop_signal or signal.SIGINT)
+        return 0 if self.ok else 1
 
 
 @dataclass
@@ -252,9 +268,7 @@ def run_experiments(
             planned = plan(project, ids, versions, skip_versions)
         chosen = default_observers(project) if observers is None else list(observers)
         for observer in chosen:
-            preflight = getattr(observer, "preflight", None)
-            if preflight is not None:
-                preflight(mode)
+            observer.preflight(mode)
         runner = _Runner(
             project,
             store,
@@ -308,13 +322,16 @@ class _Runner:
         self.backend = backend
         self.active: dict[int, RunInfo] = {}
         self.stopping = False
+        self.stop_signal: int | None = None
         self.stop_deadline = 0.0
         self.temp_root: Path | None = None
+        self.store_failed: dict[str, str] = {}
+        self.kill_at: dict[int, float] = {}
 
     def run(self, planned: list[_Planned]) -> RunnerResult:
         done: list[RunInfo] = []
         pending = list(enumerate(planned))
-        previous = self._install_sigint()
+        previous = self._install_signals()
         try:
             while (pending and not self.stopping) or self.active:
                 while pending and len(self.active) < self.jobs and not self.stopping:
@@ -324,35 +341,42 @@ class _Runner:
                         self.active[key] = info
                     else:
                         done.append(self._finish(info))
-                for key, event in self.backend.events(0.1):
+                for key, events in self.backend.events(0.1):
                     current = self.active.get(key)
-                    if current is not None and self._handle(current, event):
+                    if current is not None and self._apply(key, current, events):
                         done.append(self._finish(self.active.pop(key)))
-                if self.stopping and time.monotonic() > self.stop_deadline:
+                now = time.monotonic()
+                if self.stopping and now > self.stop_deadline:
                     for key in self.active:
                         self.backend.kill(key)
+                for key, deadline in list(self.kill_at.items()):
+                    if key not in self.active:
+                        del self.kill_at[key]
+                    elif now > deadline:
+                        self.backend.kill(key)
         finally:
-            self._restore_sigint(previous)
+            self._restore_signals(previous)
             if self.temp_root is not None:
                 shutil.rmtree(self.temp_root, ignore_errors=True)
-        return RunnerResult(runs=done, interrupted=self.stopping)
+        return RunnerResult(runs=done, interrupted=self.stopping, stop_signal=self.stop_signal)
 
-    # -- Ctrl-C --------------------------------------------------------------------
+    # -- Ctrl-C and SIGTERM --------------------------------------------------------------
 
-    def _install_sigint(self) -> Any:
+    def _install_signals(self) -> dict[int, Any]:
         if not _main_thread():
-            return None
-        return signal.signal(signal.SIGINT, self._on_sigint)
+            return {}
+        return {signum: signal.signal(signum, self._on_signal) for signum in _STOP_SIGNALS}
 
-    def _restore_sigint(self, previous: Any) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    def _restore_signals(self, previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self.stopping:  # second Ctrl-C: no more waiting
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.stopping:  # a second Ctrl-C: no more waiting
             self.stop_deadline = 0.0
             return
         self.stopping = True
+        self.stop_signal = signum
         self.stop_deadline = time.monotonic() + INTERRUPT_GRACE_SECONDS
         for key in self.active:
             self.backend.interrupt(key)
@@ -390,99 +414,187 @@ class _Runner:
             dataset_dir=self.project.datasets_dir / item.dataset if item.dataset else None,
             pk=pk,
         )
-        notify(self.observers, "before_run", info, self.store)
-        spec = {
-            "script": str(item.script),
-            "models_dir": str(self.project.models_dir),
-            "project_root": str(self.project.root),
-            "run_id": run_id,
-            "run_pk": pk,
-            "experiment": item.ident,
-            "version": item.version,
-            "mode": self.mode,
-            "dir": str(out_dir),
-            "dataset_dir": str(info.dataset_dir) if info.dataset_dir else None,
-            "resume_dir": str(item.resume_dir) if item.resume_dir else None,
-            "source_weights": self._source_weights(item) if self.mode == "export" else None,
-            "test_steps": self.test_steps,
-        }
-        log_path = out_dir / "output.log"
+        for observer in self.observers:
+            _side_channel("before the run", partial(observer.before_run, info, self.store))
+        spec = RunSpec(
+            script=str(item.script),
+            models_dir=str(self.project.models_dir),
+            project_root=str(self.project.root),
+            run_id=run_id,
+            run_pk=pk,
+            experiment=item.ident,
+            version=item.version,
+            mode=self.mode,
+            dir=str(out_dir),
+            dataset_dir=str(info.dataset_dir) if info.dataset_dir else None,
+            resume_dir=str(item.resume_dir) if item.resume_dir else None,
+            source_weights=self._source_weights(item) if self.mode == "export" else None,
+            test_steps=self.test_steps,
+            attempt=info.attempt,
+        )
         try:
-            info.pid = self.backend.submit(Job(key=key, spec=spec, log_path=log_path))
+            info.pid = self.backend.submit(Job(key=key, spec=spec, log_path=out_dir / "output.log"))
         except OSError as exc:
             info.status, info.error = "failed", f"could not start the child process: {exc}"
-        if self.store is not None and info.pid:
-            self.store.set_pid(run_id, info.pid)
+        if self.store is not None and info.status == "running":
+            try:
+                info.last_seq = self.store.start_attempt(
+                    pk, info.attempt, host=socket.gethostname(), pid=info.pid
+                )
+            except StoreError as exc:
+                self._store_failed(key, info, exc)
         self.listener.run_started(info)
         return info
 
     def _source_weights(self, item: _Planned) -> str | None:
-        assert self.store is not None
-        row = self.store.db.execute(
-            "SELECT weights FROM runs WHERE experiment = ? AND version = ? AND mode = 'run' "
-            "AND status = 'completed' AND weights IS NOT NULL ORDER BY created DESC LIMIT 1",
-            (item.ident, item.version),
-        ).fetchone()
-        return str(self.project.root / row[0]) if row else None
+        from mlbook.experiments.query import latest_weights
 
-    def _handle(self, info: RunInfo, event: list[Any]) -> bool:
-        """Apply one event; True when the run has ended."""
-        kind = event[0]
-        if kind == "metrics":
-            rows = event[1]
-            if self.store is not None:
-                self.store.add_metrics(rows)
-            info.step = max(info.step, rows[-1][2])
-            for row in rows[-8:]:
-                info.latest[row[1]] = row[3]
+        weights = latest_weights(self.store, item.ident, item.version)
+        return str(self.project.root / weights) if weights else None
+
+    def _apply(self, key: int, info: RunInfo, events: list[Event]) -> bool:
+        """Apply one read's events: commit their metrics, then the rest in order.
+
+        Returns True when the run has ended (its child exited).
+        """
+        fresh: list[Event] = []
+        top = info.last_seq
+        for event in events:  # drop what was applied already (a resent or retried event)
+            if isinstance(event, Exit):
+                fresh.append(event)
+            elif event.seq > top:
+                fresh.append(event)
+                top = event.seq
+        chunks: list[Chunk] = []
+        for event in fresh:
+            if isinstance(event, Metrics):
+                for series in event.series:
+                    chunk = pack_series(series.key, series.steps, series.values, series.times)
+                    if chunk is not None:
+                        chunks.append(chunk)
+        writable = info.run_id not in self.store_failed
+        if chunks and self.store is not None and writable:
+            try:
+                self.store.add_metrics(info.pk, chunks, attempt=info.attempt, seq=top)
+            except StoreError as exc:
+                self._store_failed(key, info, exc)
+        info.last_seq = top
+        for chunk in chunks:
+            info.step = max(info.step, chunk.last_step)
+            info.latest[chunk.key] = chunk.last
+        if chunks:
             self.listener.run_progress(info)
-        elif kind == "progress":
-            info.step, info.total = event[1], event[2]
-            self.listener.run_progress(info)
-        elif kind == "artifact":
-            _, path, size, digest, artifact_kind = event
-            if self.store is not None:
-                rel = self.project.relative(path)
-                self.store.add_artifact(info.run_id, rel, size, digest, artifact_kind)
-        elif kind == "files":
-            self._record_files(info, event[1], event[2] if len(event) > 2 else [])
-        elif kind == "end":
-            _, info.status, info.metrics, info.error = event
-        elif kind == "exit":
-            _, code, signal_name = event
-            if info.error is None and info.status == "running":
-                info.status = "failed"
-                info.error = (
-                    f"the child process was killed by {signal_name}"
-                    if signal_name
-                    else f"the child process exited with code {code} without reporting"
-                ) + _log_tail(info.dir / "output.log")
-            if self.stopping and info.status != "completed":
-                info.status = "interrupted"
-                info.error = info.error or "interrupted (Ctrl-C)"
-            return True
+        for event in fresh:
+            if isinstance(event, Flush):
+                if writable:  # committed above: the points are in SQLite
+                    self.backend.acknowledge(key, event.seq)
+            elif isinstance(event, Progress):
+                info.step, info.total = event.step, event.total
+                self.listener.run_progress(info)
+            elif isinstance(event, Artifact):
+                self._record(key, info, partial(self._add_artifact, info, event))
+            elif isinstance(event, Files):
+                self._record(key, info, partial(self._record_files, info, event))
+            elif isinstance(event, Warn):
+                where = f"{info.experiment}/{info.version}"
+                warnings.warn(f"{where}: {event.message}", MlbookWarning, stacklevel=2)
+            elif isinstance(event, End):
+                if info.status == "running":  # the child's own account comes first
+                    info.status, info.metrics, info.error = event.status, event.metrics, event.error
+            elif isinstance(event, Exit):
+                self._exited(info, event)
+                return True
         return False
 
-    def _record_files(self, info: RunInfo, module_files: list[str], modules: list[str]) -> None:
+    def _record(self, key: int, info: RunInfo, write: Callable[[], None]) -> None:
+        if info.run_id in self.store_failed:
+            return
+        try:
+            write()
+        except StoreError as exc:
+            self._store_failed(key, info, exc)
+
+    def _add_artifact(self, info: RunInfo, event: Artifact) -> None:
+        if self.store is not None:
+            rel = self.project.relative(Path(event.path))
+            self.store.add_artifact(info.run_id, rel, event.size, event.sha256, event.kind)
+
+    def _record_files(self, info: RunInfo, event: Files) -> None:
         """Store the files a run used (loaded modules + static walk) and its package versions."""
         from mlbook.provenance.files import package_versions, used_files
 
         used = used_files(
-            self.project.root, module_files, info.script, search_path=[self.project.models_dir]
+            self.project.root, event.files, info.script, search_path=[self.project.models_dir]
         )
         info.files = [f.path for f in used]
         if self.store is not None:
             self.store.add_files(info.run_id, [(f.path, f.size, f.sha256) for f in used])
-            if modules:
-                self.store.set_provenance(info.run_id, packages=package_versions(modules))
+            if event.modules:
+                self.store.set_provenance(info.run_id, packages=package_versions(event.modules))
+
+    def _store_failed(self, key: int, info: RunInfo, exc: StoreError) -> None:
+        """The store cannot take this run's events: stop its child; the run will fail.
+
+        The child's own error, when it sends one (it may have filled the disk
+        itself), stays the run's error; the store's reason is added to it.
+        """
+        if info.run_id not in self.store_failed:
+            self.store_failed[info.run_id] = f"the run store could not be written: {exc}"
+            # a child that is already ending gets a moment to send its own error
+            self.kill_at[key] = time.monotonic() + STORE_FAILURE_GRACE_SECONDS
+
+    def _exited(self, info: RunInfo, event: Exit) -> None:
+        if event.reason and info.status in ("running", "completed"):
+            info.status, info.error = "failed", event.reason
+        store_error = self.store_failed.get(info.run_id)
+        if store_error is not None:
+            if info.status in ("running", "completed") or info.error is None:
+                info.status, info.error = "failed", f"{store_error}; the run was stopped"
+            else:
+                info.status = "failed"
+                info.error = f"{info.error}\n({store_error})"
+        if info.status == "running":
+            info.status = "failed"
+            info.error = (
+                f"the child process was killed by {event.signal}"
+                if event.signal
+                else f"the child process exited with code {event.code} without reporting"
+            ) + _log_tail(info.dir / "output.log")
+        if self.stopping and info.status != "completed" and info.run_id not in self.store_failed:
+            info.status = "interrupted"
+            info.error = info.error or f"interrupted ({_signal_name(self.stop_signal)})"
+        if info.pid:
+            left = stop_process_group(info.pid)
+            if left:
+                shown = ", ".join(f"{pid} ({command})" for pid, command in left[:3])
+                more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+                warnings.warn(
+                    f"{info.experiment}/{info.version}: the run left {len(left)} process(es) "
+                    f"running: {shown}{more}; they were stopped",
+                    MlbookWarning,
+                    stacklevel=2,
+                )
 
     def _finish(self, info: RunInfo) -> RunInfo:
         info.ended = time.time()
         if self.store is not None:
-            self.store.finish_run(info.run_id, info.status, info.metrics, info.error)
-        notify(self.observers, "after_run", info, self.store)
+            try:
+                self.store.finish_run(info.run_id, info.status, info.metrics, info.error)
+            except StoreError as exc:
+                warnings.warn(
+                    f"{info.experiment}/{info.version}: run {info.run_id} ended {info.status} "
+                    f"but could not be recorded: {exc}",
+                    MlbookWarning,
+                    stacklevel=2,
+                )
+        for observer in self.observers:
+            _side_channel("after the run", partial(observer.after_run, info, self.store))
         self.listener.run_finished(info)
         return info
+
+
+def _signal_name(signum: int | None) -> str:
+    return "Ctrl-C" if signum in (None, signal.SIGINT) else signal.Signals(signum).name
 
 
 def _log_tail(path: Path, lines: int = 20) -> str:
@@ -537,12 +649,9 @@ def new_experiment(
     template = files("mlbook.templates").joinpath("experiment.py.txt").read_text(encoding="utf-8")
     text = template.replace("{id}", ident).replace("{title}", title.replace('"', "'"))
     atomic_write_text(path, text)
-    notify(
-        default_observers(project) if observers is None else observers,
-        "experiment_created",
-        project,
-        ident,
-        title,
-        path,
-    )
+    for observer in default_observers(project) if observers is None else observers:
+        _side_channel(
+            "after creating the experiment",
+            partial(observer.experiment_created, project, ident, title, path),
+        )
     return path

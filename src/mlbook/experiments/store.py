@@ -1,18 +1,30 @@
-"""The run store, ``.mlbook/runs.sqlite``: schema, migrations, writes, crash detection.
+"""The run store, ``.mlbook/runs.sqlite``: opening, migrations, every write, crash detection.
 
-One process writes a run: the runner (children send it events). Several
-runners may share one store: WAL mode, a busy timeout and short transactions
-let them, and migrations run inside ``BEGIN IMMEDIATE`` so two processes that
-open a new store at once cannot both apply them.
+This module is the only one that writes SQL; :mod:`mlbook.experiments.query`
+beside it reads. One process writes a run: the runner (children send it
+events). Several runners may share one store: WAL mode, a busy timeout and
+short transactions let them, and migrations (:mod:`~mlbook.experiments.schema`)
+run inside ``BEGIN IMMEDIATE`` so two processes that open an old store at once
+cannot both apply them.
+
+Read-only commands (``mlbook runs``, ``show``, ``log``, ``exports``, ``ui``) open
+with ``readonly=True``: nothing is written, so they work on a full disk and
+never wait on a writer.
 
 A run whose runner died (``kill -9``, power loss) stays ``running`` in the
-file; :meth:`Store.open` finds such runs (runner pid gone on this host) and
-marks them ``crashed``, keeping every metric that was committed.
+file; a writing :meth:`Store.open` finds such runs (runner pid gone on this
+host) and marks them ``crashed``, keeping every metric that was committed.
+
+Every ``sqlite3`` and ``OSError`` failure leaves this module as a
+:class:`~mlbook.errors.StoreError` naming the file and what was being done
+(one place: :meth:`Store._errors`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import os
 import platform
 import secrets
@@ -27,8 +39,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mlbook.errors import StoreError
+from mlbook.experiments.schema import (
+    INSERT_CHUNK,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    UPSERT_SUMMARY,
+    chunk_rows,
+)
 
 if TYPE_CHECKING:
+    from mlbook.experiments.series import Chunk
     from mlbook.project import Project
 
 __all__ = [
@@ -44,74 +64,9 @@ STORE_FILE = "runs.sqlite"
 STATUSES = ("running", "completed", "failed", "interrupted", "crashed")
 FINAL_STATUSES = frozenset(STATUSES) - {"running"}
 BUSY_TIMEOUT_MS = 30_000
-
-# Each entry migrates from version i to i + 1; never edit a released entry, append.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE experiments (
-        id TEXT PRIMARY KEY,
-        script TEXT NOT NULL DEFAULT '',
-        title TEXT NOT NULL DEFAULT '',
-        created REAL NOT NULL
-    );
-    CREATE TABLE runs (
-        pk INTEGER PRIMARY KEY,
-        id TEXT NOT NULL UNIQUE,
-        experiment TEXT NOT NULL,
-        version TEXT NOT NULL,
-        mode TEXT NOT NULL,
-        status TEXT NOT NULL,
-        created REAL NOT NULL,
-        started REAL,
-        ended REAL,
-        host TEXT NOT NULL DEFAULT '',
-        pid INTEGER,
-        runner_pid INTEGER,
-        params TEXT NOT NULL DEFAULT '{}',
-        metrics TEXT NOT NULL DEFAULT '{}',
-        error TEXT,
-        outputs TEXT NOT NULL DEFAULT '',
-        weights TEXT,
-        resumed_from TEXT,
-        commit_before TEXT,
-        commit_after TEXT,
-        commit_reason TEXT,
-        data_version TEXT,
-        python TEXT,
-        packages TEXT
-    );
-    CREATE INDEX runs_experiment ON runs (experiment, version);
-    CREATE INDEX runs_status ON runs (status);
-    CREATE TABLE metrics (
-        run INTEGER NOT NULL,
-        key TEXT NOT NULL,
-        step INTEGER NOT NULL,
-        value REAL NOT NULL,
-        time REAL NOT NULL
-    );
-    CREATE INDEX metrics_run ON metrics (run);
-    CREATE TABLE artifacts (
-        run_id TEXT NOT NULL,
-        path TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        kind TEXT NOT NULL DEFAULT 'file',
-        PRIMARY KEY (run_id, path)
-    );
-    CREATE TABLE run_files (
-        run_id TEXT NOT NULL,
-        path TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        PRIMARY KEY (run_id, path)
-    );
-    """,
-    # 2: newest-first listings without a sort
-    """
-    CREATE INDEX runs_created ON runs (created);
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+#: Bytes kept free beside a writable store (``runs.sqlite.reserve``): on a full disk
+#: the file is deleted so that how a run ended can still be recorded.
+RESERVE_BYTES = 2 << 20
 
 # Columns provenance may fill with Store.set_provenance (commit_*, data, versions).
 PROVENANCE_COLUMNS = frozenset(
@@ -124,39 +79,98 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def _json(value: Any) -> str:
+    return orjson.dumps(
+        value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=str
+    ).decode()
+
+
+#: Final metrics that JSON cannot hold are stored as these strings (read back as floats).
+NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def _metrics_json(metrics: dict[str, Any]) -> str:
+    """Final metrics as JSON, NaN and ±inf kept as ``"nan"``, ``"inf"``, ``"-inf"``."""
+    return _json(
+        {
+            key: str(value) if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in metrics.items()
+        }
+    )
+
+
 class Store:
     """A connection to a run store. Use :meth:`open` or :meth:`for_project`."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, connection: sqlite3.Connection, readonly: bool = False) -> None:
         self.path = path
         self.db = connection
+        self.readonly = readonly
 
     # -- opening -------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path | str, *, recover: bool = True) -> Store:
-        """Open (creating and migrating as needed) the store at ``path``.
+    def open(cls, path: Path | str, *, recover: bool = True, readonly: bool = False) -> Store:
+        """Open the store at ``path``.
 
-        With ``recover`` (the default) runs left ``running`` by a dead runner on
-        this host are marked ``crashed``.
+        Writing (the default) creates and migrates the file as needed and, with
+        ``recover``, marks runs left ``running`` by a dead runner on this host
+        ``crashed``. With ``readonly`` nothing is written: a missing store reads
+        as an empty one, and runs of a dead runner read as ``crashed``.
 
         Raises:
             StoreError: the file is not a run store, is newer than this mlbook, or
                 cannot be opened.
         """
         path = Path(path)
+        if readonly:
+            return cls._open_readonly(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             store = _retry_when_locked(lambda: cls._connect(path))
         except sqlite3.DatabaseError as exc:
             raise StoreError(
-                f"{path}: cannot open the run store ({exc}); move the file away to start a new one"
+                f"{path}: cannot open the run store ({_reason(exc)}); "
+                "move the file away to start a new one"
+                if not _disk_full(exc)
+                else f"{path}: cannot open the run store: {_reason(exc)}"
             ) from exc
         except OSError as exc:
-            raise StoreError(f"{path}: cannot create the run store ({exc})") from exc
+            raise StoreError(f"{path}: cannot create the run store ({_reason(exc)})") from exc
+        store._keep_reserve()
         if recover:
             store.recover_crashed()
         return store
+
+    @property
+    def reserve_path(self) -> Path:
+        """The reserve file beside the store (see :data:`RESERVE_BYTES`)."""
+        return self.path.with_name(self.path.name + ".reserve")
+
+    def _keep_reserve(self) -> None:
+        """Make sure the reserve file exists (quietly skipped when there is no room)."""
+        target = self.reserve_path
+        if target.exists():
+            return
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(temporary, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+            os.replace(temporary, target)
+        except (OSError, AttributeError):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+
+    def _release_reserve(self) -> bool:
+        """Delete the reserve file to make room; False when there was none."""
+        try:
+            self.reserve_path.unlink()
+        except OSError:
+            return False
+        return True
 
     @classmethod
     def _connect(cls, path: Path) -> Store:
@@ -177,9 +191,35 @@ class Store:
         return store
 
     @classmethod
-    def for_project(cls, project: Project, *, recover: bool = True) -> Store:
+    def _open_readonly(cls, path: Path) -> Store:
+        if not path.exists():
+            db = sqlite3.connect(":memory:", isolation_level=None)
+            empty = cls(path, db, readonly=True)
+            empty._migrate()
+            return empty
+        try:
+            db = _connect_readonly(path)
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot read the run store ({_reason(exc)})") from exc
+        if version < SCHEMA_VERSION:  # an older store: migrate it once, then read
+            db.close()
+            cls.open(path, recover=False).close()
+            return cls._open_readonly(path)
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StoreError(
+                f"{path}: schema version {version} is newer than this mlbook knows "
+                f"({SCHEMA_VERSION}); upgrade mlbook"
+            )
+        return cls(path, db, readonly=True)
+
+    @classmethod
+    def for_project(
+        cls, project: Project, *, recover: bool = True, readonly: bool = False
+    ) -> Store:
         """Open the store of ``project`` (``.mlbook/runs.sqlite``)."""
-        return cls.open(project.state_dir / STORE_FILE, recover=recover)
+        return cls.open(project.state_dir / STORE_FILE, recover=recover, readonly=readonly)
 
     def _migrate(self) -> None:
         (version,) = self.db.execute("PRAGMA user_version").fetchone()
@@ -194,9 +234,13 @@ class Store:
         try:
             (version,) = self.db.execute("PRAGMA user_version").fetchone()
             for index in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[index].split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
+                migration = MIGRATIONS[index]
+                if callable(migration):
+                    migration(self.db)
+                else:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version = {index + 1}")
             self.db.execute("COMMIT")
         except BaseException:
@@ -218,28 +262,43 @@ class Store:
     ) -> None:
         self.close()
 
+    # -- the one place errors are mapped ----------------------------------------------
+
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One short write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
-        self.db.execute("BEGIN IMMEDIATE")
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn ``sqlite3`` and OS errors into one :class:`StoreError` line."""
         try:
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{self.path}: {action} failed ({_reason(exc)})") from exc
 
-    def _write(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
-        try:
+    @contextlib.contextmanager
+    def transaction(self, action: str = "writing") -> Iterator[sqlite3.Connection]:
+        """One short write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``)."""
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only: {action} is not allowed")
+        with self._errors(action):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _write(self, action: str, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only: {action} is not allowed")
+        with self._errors(action):
             return self.db.execute(sql, args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: write failed ({exc})") from exc
 
     # -- runs ------------------------------------------------------------------------
 
     def ensure_experiment(self, ident: str, script: str = "", title: str = "") -> None:
         """Record experiment ``ident`` (first sight only; later calls update script/title)."""
         self._write(
+            f"recording experiment {ident}",
             "INSERT INTO experiments (id, script, title, created) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET script = excluded.script, "
             "title = CASE WHEN excluded.title != '' THEN excluded.title ELSE title END",
@@ -261,6 +320,7 @@ class Store:
         run_id = run_id or new_run_id()
         now = time.time()
         cursor = self._write(
+            f"creating run {run_id}",
             "INSERT INTO runs (id, experiment, version, mode, status, created, started, host,"
             " runner_pid, params, outputs, resumed_from, python)"
             " VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -273,7 +333,7 @@ class Store:
                 now,
                 socket.gethostname(),
                 os.getpid(),
-                orjson.dumps(params, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+                _json(params),
                 outputs,
                 resumed_from,
                 platform.python_version(),
@@ -282,37 +342,75 @@ class Store:
         assert cursor.lastrowid is not None
         return cursor.lastrowid, run_id
 
-    def set_pid(self, run_id: str, pid: int) -> None:
-        """Record the child process that runs ``run_id``."""
-        self._write("UPDATE runs SET pid = ? WHERE id = ?", (pid, run_id))
+    def start_attempt(self, run_pk: int, attempt: int, *, host: str = "", pid: int = 0) -> int:
+        """Record attempt ``attempt`` at a run; returns the last event sequence it wrote.
 
-    def add_metrics(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Insert metric points ``(run_pk, key, step, value, time)`` in one transaction."""
-        try:
-            with self.transaction():
-                self.db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", rows)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: writing metrics failed ({exc})") from exc
+        A later attempt (a retried task) replaces the metrics of earlier ones, so
+        a run's series are those of its final attempt, never a mix.
+        """
+        with self.transaction(f"starting attempt {attempt}") as db:
+            row = db.execute(
+                "SELECT last_seq FROM attempts WHERE run = ? AND attempt = ?", (run_pk, attempt)
+            ).fetchone()
+            if row is not None:
+                db.execute(
+                    "UPDATE attempts SET host = ?, pid = ? WHERE run = ? AND attempt = ?",
+                    (host, pid or None, run_pk, attempt),
+                )
+                return int(row[0])
+            earlier = db.execute(
+                "SELECT count(*) FROM attempts WHERE run = ? AND attempt < ?", (run_pk, attempt)
+            ).fetchone()[0]
+            if earlier:
+                db.execute(
+                    "DELETE FROM metric_chunks WHERE run = ? AND attempt < ?", (run_pk, attempt)
+                )
+                db.execute("DELETE FROM metric_summary WHERE run = ?", (run_pk,))
+                _rebuild_summary(db, run_pk)
+            db.execute(
+                "INSERT INTO attempts (run, attempt, host, pid, started) VALUES (?, ?, ?, ?, ?)",
+                (run_pk, attempt, host, pid or None, time.time()),
+            )
+            db.execute("UPDATE runs SET pid = ? WHERE pk = ?", (pid or None, run_pk))
+            return 0
+
+    def add_metrics(
+        self, run_pk: int, chunks: Iterable[Chunk], *, attempt: int = 1, seq: int = 0
+    ) -> None:
+        """Write metric chunks (and their summaries) in one transaction.
+
+        With ``seq``, also record it as the attempt's last written event, in the
+        same transaction: a caller that drops events at or below the recorded
+        sequence number writes each point exactly once.
+        """
+        with self.transaction("writing metrics") as db:
+            for chunk in chunks:
+                row, summary = chunk_rows(run_pk, attempt, chunk)
+                db.execute(INSERT_CHUNK, row)
+                db.execute(UPSERT_SUMMARY, summary)
+            if seq:
+                db.execute(
+                    "UPDATE attempts SET last_seq = max(last_seq, ?) WHERE run = ? AND attempt = ?",
+                    (seq, run_pk, attempt),
+                )
 
     def add_artifact(self, run_id: str, path: str, size: int, sha256: str, kind: str) -> None:
         """Record a file a run wrote (``path`` relative to the project root)."""
-        self._write(
-            "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?)",
-            (run_id, path, size, sha256, kind),
-        )
-        if kind == "weights":
-            self._write("UPDATE runs SET weights = ? WHERE id = ?", (path, run_id))
+        with self.transaction(f"recording an artifact of run {run_id}") as db:
+            db.execute(
+                "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?)",
+                (run_id, path, size, sha256, kind),
+            )
+            if kind == "weights":
+                db.execute("UPDATE runs SET weights = ? WHERE id = ?", (path, run_id))
 
     def add_files(self, run_id: str, files: Iterable[tuple[str, int, str]]) -> None:
         """Record the project files a run used: ``(path, size, sha256)``, paths root-relative."""
-        try:
-            with self.transaction():
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?)",
-                    [(run_id, *row) for row in files],
-                )
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: writing run files failed ({exc})") from exc
+        with self.transaction(f"recording the files of run {run_id}") as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?)",
+                [(run_id, *row) for row in files],
+            )
 
     def set_provenance(self, run_id: str, **fields: Any) -> None:
         """Set provenance columns of a run.
@@ -326,9 +424,13 @@ class Store:
             raise StoreError(f"set_provenance: unknown field(s) {', '.join(sorted(unknown))}")
         if not fields:
             return
-        values = [orjson.dumps(v).decode() if k == "packages" else v for k, v in fields.items()]
+        values = [_json(v) if k == "packages" else v for k, v in fields.items()]
         assignments = ", ".join(f"{key} = ?" for key in fields)
-        self._write(f"UPDATE runs SET {assignments} WHERE id = ?", (*values, run_id))
+        self._write(
+            f"recording the provenance of run {run_id}",
+            f"UPDATE runs SET {assignments} WHERE id = ?",
+            (*values, run_id),
+        )
 
     def finish_run(
         self,
@@ -337,43 +439,112 @@ class Store:
         metrics: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
-        """Set a run's final status, final metrics and error text."""
+        """Set a run's final status, final metrics and error text.
+
+        On a full disk the reserve file beside the store is given up so that this
+        write still succeeds.
+        """
         if status not in FINAL_STATUSES:
             raise StoreError(f"finish_run: {status!r} is not a final status")
-        self._write(
-            "UPDATE runs SET status = ?, ended = ?, metrics = ?, error = ? WHERE id = ?",
-            (
-                status,
-                time.time(),
-                orjson.dumps(metrics or {}, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
-                error,
-                run_id,
-            ),
-        )
+        try:
+            self._finish(run_id, status, metrics, error)
+        except StoreError as exc:
+            # a full disk: how the run ended matters most, so spend the reserve on it
+            if not (exc.__cause__ and _disk_full(exc.__cause__) and self._release_reserve()):
+                raise
+            self._finish(run_id, status, metrics, error)
+
+    def _finish(
+        self, run_id: str, status: str, metrics: dict[str, Any] | None, error: str | None
+    ) -> None:
+        now = time.time()
+        with self.transaction(f"finishing run {run_id}") as db:
+            db.execute(
+                "UPDATE runs SET status = ?, ended = ?, metrics = ?, error = ? WHERE id = ?",
+                (status, now, _metrics_json(metrics or {}), error, run_id),
+            )
+            db.execute(
+                "UPDATE attempts SET ended = ? WHERE ended IS NULL AND run = "
+                "(SELECT pk FROM runs WHERE id = ?)",
+                (now, run_id),
+            )
 
     def recover_crashed(self) -> list[str]:
         """Mark ``running`` runs whose runner process is gone (on this host) ``crashed``."""
-        host = socket.gethostname()
-        rows = self.db.execute(
-            "SELECT id, runner_pid FROM runs WHERE status = 'running' AND host = ?", (host,)
-        ).fetchall()
-        crashed = [run_id for run_id, pid in rows if pid is None or not _alive(pid)]
-        for run_id in crashed:
-            pid = dict(rows)[run_id]
+        with self._errors("reading running runs"):
+            rows = self.db.execute(
+                "SELECT id, runner_pid FROM runs WHERE status = 'running' AND host = ?",
+                (socket.gethostname(),),
+            ).fetchall()
+        crashed = {run_id: pid for run_id, pid in rows if pid is None or not runner_alive(pid)}
+        for run_id, pid in crashed.items():
             self._write(
+                f"marking run {run_id} crashed",
                 "UPDATE runs SET status = 'crashed', ended = ?, error = ? "
                 "WHERE id = ? AND status = 'running'",
-                (
-                    time.time(),
-                    f"the runner (pid {pid}) died while this run was running; "
-                    "metrics up to its death are kept",
-                    run_id,
-                ),
+                (time.time(), crashed_error(pid), run_id),
             )
-        return crashed
+        return list(crashed)
 
 
-def _alive(pid: int) -> bool:
+def crashed_error(pid: int | None) -> str:
+    """The error text of a run whose runner died."""
+    return (
+        f"the runner (pid {pid}) died while this run was running; "
+        "metrics committed until then are kept"
+    )
+
+
+def _rebuild_summary(db: sqlite3.Connection, run_pk: int) -> None:
+    db.execute(
+        "INSERT INTO metric_summary (run, key, count, first_step, last_step, min, max, last,"
+        " last_time) SELECT run, key, sum(count), min(first_step), max(last_step), min(min),"
+        " max(max), NULL, max(first_time) FROM metric_chunks WHERE run = ? GROUP BY run, key",
+        (run_pk,),
+    )
+    db.execute(
+        "UPDATE metric_summary SET last = (SELECT c.last FROM metric_chunks c WHERE"
+        " c.run = metric_summary.run AND c.key = metric_summary.key ORDER BY c.rowid DESC"
+        " LIMIT 1) WHERE run = ?",
+        (run_pk,),
+    )
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection; on a full disk (no room for the WAL index) an immutable one."""
+    uri = path.resolve().as_uri()
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        db.execute("PRAGMA busy_timeout = 5000")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise
+    # no write-ahead log to read: the main file is the whole store
+    db = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return db
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return "disk is full" in str(exc) or "disk I/O error" in str(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, with what to do for the usual cases."""
+    if _disk_full(exc):
+        return f"{exc}: the disk is full; free some space and run again"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def runner_alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this host and is not a zombie."""
     if pid == os.getpid():
         return True
     try:

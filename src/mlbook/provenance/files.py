@@ -1,11 +1,21 @@
-"""The project files a run used, and the versions of the packages it imported.
+"""The project files a run used, the imports of source files, and package versions.
 
-:func:`used_files` merges two sources: the module files the run's process had
-loaded at the end (``sys.modules``), and a static walk of the imports of the
-script (every ``import`` statement, lazy ones inside functions included),
-resolved against the run's search path (``Models/``, the script's directory)
-and relative to the importing package. Only files inside the project are kept,
-never installed packages or a virtual environment inside it.
+This module is mlbook's one static import walker and its one package-version
+detector; ``mlbook check`` (boundaries), run provenance and ``mlbook export``
+all use them.
+
+- :func:`import_statements` / :func:`file_imports`: every import statement of a
+  source (lazy ones inside functions, classes, ``try`` and ``if`` included) as an
+  :class:`ImportStatement` with its line, module, names and level; optionally
+  ``importlib.import_module("x")`` / ``__import__("x")`` calls with a literal name.
+- :func:`import_closure`: the files reachable from a script by static imports.
+- :func:`used_files` merges two sources: the module files the run's process had
+  loaded at the end (``sys.modules``), and the static closure of the script,
+  resolved against the run's search path (``Models/``, the script's directory)
+  and relative to the importing package. Only files inside the project are kept,
+  never installed packages or a virtual environment inside it.
+- :func:`package_versions`: installed distributions (canonical names) and
+  versions for imported module names.
 """
 
 from __future__ import annotations
@@ -17,16 +27,18 @@ import platform
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from mlbook._fs import sha256_file
 
 __all__ = [
+    "ImportStatement",
     "UsedFile",
     "environment",
+    "file_imports",
     "import_closure",
+    "import_statements",
     "package_versions",
     "used_files",
 ]
@@ -34,6 +46,7 @@ __all__ = [
 _SKIP_PARTS = frozenset(
     {"site-packages", "dist-packages", ".venv", "venv", ".git", ".mlbook", "__pycache__"}
 )
+_IMPORT_CALLS = frozenset({"import_module", "__import__"})
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,96 @@ class UsedFile:
     path: str
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class ImportStatement:
+    """One import in a source file, as written.
+
+    Attributes:
+        line: the 1-based line of the statement.
+        module: ``a.b`` in ``import a.b``, ``from a.b import c`` or
+            ``import_module("a.b")``; ``""`` in ``from . import c``.
+        names: what ``from ... import`` names (``("c",)``); empty for ``import a.b``.
+        level: the leading dots of a relative import (0: absolute).
+        call: ``"import_module"`` or ``"__import__"`` for such a call with a
+            literal name; ``""`` for an import statement.
+    """
+
+    line: int
+    module: str
+    names: tuple[str, ...] = ()
+    level: int = 0
+    call: str = ""
+
+    @property
+    def text(self) -> str:
+        """The import as a person would write it: ``from ..a import b, c``."""
+        if self.call:
+            return f"{self.call}({self.module!r})"
+        if self.names:
+            return f"from {'.' * self.level}{self.module} import {', '.join(self.names)}"
+        return f"import {self.module}"
+
+    @property
+    def top(self) -> str:
+        """The top-level package of an absolute import (``""`` for a relative one)."""
+        return "" if self.level else self.module.partition(".")[0]
+
+
+def _statements(tree: ast.AST) -> Iterator[ast.stmt]:
+    """Every statement, at any depth (function bodies too), skipping expressions.
+
+    Imports are statements, so this finds them all while visiting a fraction of
+    the nodes :func:`ast.walk` would.
+    """
+    todo: list[Any] = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.stmt):
+            yield node
+        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            children = getattr(node, name, None)
+            if isinstance(children, list):
+                todo.extend(children)
+
+
+def import_statements(tree: ast.AST, *, calls: bool = False) -> list[ImportStatement]:
+    """The imports of a parsed source, sorted by line.
+
+    ``import a, b`` gives one statement per module. With ``calls``, also each
+    ``importlib.import_module("x")`` / ``__import__("x")`` whose first argument is
+    a string literal (this walks every expression, so it is slower).
+    """
+    found: list[ImportStatement] = []
+    for node in _statements(tree):
+        if isinstance(node, ast.Import):
+            found.extend(ImportStatement(node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names = tuple(alias.name for alias in node.names)
+            found.append(ImportStatement(node.lineno, node.module or "", names, node.level))
+    if calls:
+        for call in ast.walk(tree):
+            if not isinstance(call, ast.Call) or not call.args:
+                continue
+            func = call.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = call.args[0]
+            literal = first.value if isinstance(first, ast.Constant) else None
+            if name in _IMPORT_CALLS and isinstance(literal, str) and literal:
+                found.append(ImportStatement(call.lineno, literal, call=name))
+    found.sort(key=lambda statement: statement.line)
+    return found
+
+
+def file_imports(path: Path | str, *, calls: bool = False) -> list[ImportStatement]:
+    """The imports of a Python file (:func:`import_statements`); ``[]`` when it cannot be
+    read or parsed."""
+    try:
+        tree = ast.parse(Path(path).read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    return import_statements(tree, calls=calls)
 
 
 def _inside(root: Path, path: Path) -> str | None:
@@ -66,30 +169,8 @@ def _module_file(base: Path, dotted: str) -> Path | None:
     return module if module.is_file() else None
 
 
-def _statements(tree: ast.AST) -> Iterator[ast.stmt]:
-    """Every statement, at any depth (function bodies too), skipping expressions.
-
-    Imports are statements, so this finds them all while visiting a fraction of
-    the nodes :func:`ast.walk` would.
-    """
-    todo: list[Any] = [tree]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, ast.stmt):
-            yield node
-        for name in ("body", "orelse", "finalbody", "handlers", "cases"):
-            children = getattr(node, name, None)
-            if isinstance(children, list):
-                todo.extend(children)
-
-
 def _imports_of(path: Path, search_path: Sequence[Path]) -> set[Path]:
     """Files that ``path`` imports (any depth in the file), resolved where they exist."""
-    try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (OSError, SyntaxError, ValueError):
-        return set()
-    package_dir = path.parent
     found: set[Path] = set()
 
     def add(base: Path, dotted: str) -> None:
@@ -99,28 +180,23 @@ def _imports_of(path: Path, search_path: Sequence[Path]) -> set[Path]:
             if hit is not None:
                 found.add(hit)
 
-    for node in _statements(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                for base in search_path:
-                    add(base, alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package_dir
-                for _ in range(node.level - 1):
-                    base = base.parent
-                bases: Sequence[Path] = [base]
-            else:
-                bases = search_path
-            module = node.module or ""
-            for base in bases:
-                add(base, module)
-                for alias in node.names:  # `from pkg import submodule`
-                    name = f"{module}.{alias.name}" if module else alias.name
-                    hit = _module_file(base, name)
-                    if hit is not None:
-                        found.add(hit)
-                        add(base, name)
+    for statement in file_imports(path):
+        if statement.level:
+            base = path.parent
+            for _ in range(statement.level - 1):
+                base = base.parent
+            bases: Sequence[Path] = [base]
+        else:
+            bases = search_path
+        module = statement.module
+        for base in bases:
+            add(base, module)
+            for name in statement.names:  # `from pkg import submodule`
+                dotted = f"{module}.{name}" if module else name
+                hit = _module_file(base, dotted)
+                if hit is not None:
+                    found.add(hit)
+                    add(base, dotted)
     return found
 
 
@@ -175,56 +251,72 @@ def used_files(
 
 @functools.lru_cache(maxsize=1)
 def _distributions() -> Mapping[str, list[str]]:
+    from importlib import metadata
+
     return metadata.packages_distributions()
 
 
-@functools.lru_cache(maxsize=512)
-def _version(distribution: str) -> str | None:
+@functools.lru_cache(maxsize=1024)
+def _distribution(name: str) -> tuple[str, str] | None:
+    """``(canonical name, version)`` of the installed distribution ``name``, or ``None``."""
+    from importlib import metadata
+
     try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
+        found = metadata.distribution(name)
+    except (metadata.PackageNotFoundError, ValueError):
         return None
+    version = found.version
+    if not version:
+        return None
+    return str(found.metadata["Name"] or name), version
 
 
 def package_versions(module_names: Iterable[str]) -> dict[str, str]:
-    """Installed distributions providing ``module_names``, as ``{distribution: version}``.
+    """Installed distributions providing ``module_names``: ``{canonical name: version}``.
 
-    Standard-library and project modules (no distribution) are left out; names may
-    be dotted (``torch.nn``): the top-level package decides. A distribution named
-    like its package (``numpy``, ``torch``) is found directly; the full module →
-    distribution map (slow: it reads every installed distribution's file list) is
-    built only for a loaded module installed under another name (``PIL`` → Pillow).
+    The one rule mlbook uses (run provenance, export manifests): names may be
+    dotted (``torch.nn``) and the top-level package decides; standard-library,
+    private (``_x``) and project modules (no distribution) are left out. A
+    distribution named like its package (``numpy``, ``torch``, ``typing_extensions``
+    as ``typing-extensions``) is found directly; the full module → distribution map
+    (slow: it reads every installed distribution's file list) is built only for a
+    module installed in ``site-packages`` under another name (``PIL`` → Pillow,
+    ``sklearn`` → scikit-learn). Keys are the distributions' own spelling
+    (``Metadata: Name``), sorted case-insensitively.
     """
     versions: dict[str, str] = {}
     for top in sorted({name.partition(".")[0] for name in module_names}):
         if not top or top in sys.stdlib_module_names or top.startswith("_"):
             continue
-        direct = _version(top) or _version(top.replace("_", "-"))
+        direct = _distribution(top) or _distribution(top.replace("_", "-"))
         if direct is not None:
-            versions[_canonical(top)] = direct
+            versions[direct[0]] = direct[1]
             continue
         if not _installed_module(top):
             continue
-        for distribution in _distributions().get(top, ()):
-            version = _version(distribution)
-            if version is not None:
-                versions[_canonical(distribution)] = version
+        for name in _distributions().get(top, ()):
+            found = _distribution(name)
+            if found is not None:
+                versions[found[0]] = found[1]
     return dict(sorted(versions.items(), key=lambda item: item[0].lower()))
 
 
-@functools.lru_cache(maxsize=512)
-def _canonical(name: str) -> str:
-    try:
-        return str(metadata.metadata(name)["Name"] or name)
-    except metadata.PackageNotFoundError:
-        return name
-
-
+@functools.lru_cache(maxsize=1024)
 def _installed_module(top: str) -> bool:
-    """True when ``top`` is loaded here from an installed location (not the project)."""
-    module = sys.modules.get(top)
-    filename = getattr(module, "__file__", None) or ""
-    return "site-packages" in filename or "dist-packages" in filename
+    """True when top-level module ``top`` would be imported from an installed location.
+
+    Found without importing it, on this process's path (a run's project modules
+    are not on the runner's path).
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    origin = (spec.origin if spec else None) or ""
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return any("site-packages" in p or "dist-packages" in p for p in [origin, *locations])
 
 
 def environment() -> dict[str, str]:

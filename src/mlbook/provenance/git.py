@@ -20,25 +20,48 @@ Defined behaviour when git cannot help — the run must still run:
 - A dirty index: refs mode starts from a copy of it, so staged changes are
   snapshotted too and the user's index stays as it was.
 - Submodules: recorded as their checked-out commit (a gitlink), not their content.
+
+Concurrency and slow git, so that a snapshot always ends and a lost commit says why:
+
+- mlbook's own temporary files are never in a snapshot: they are written under
+  ``.mlbook/tmp/`` (:mod:`mlbook._fs`), and ``.mlbook/`` and any
+  ``*.mlbook.tmp`` file are excluded explicitly as well.
+- A file that vanishes while git reads the tree (a user's temporary file) makes
+  the tree build start again, up to :data:`_TREE_ATTEMPTS` times.
+- Refs mode runs no hooks (``-c core.hooksPath=/dev/null``): its commits are
+  mlbook's, not the user's. Branch mode runs the user's hooks (but pre-commit and
+  commit-msg, skipped by ``--no-verify``), each git command stopped after
+  ``git_timeout`` seconds (:data:`GIT_TIMEOUT`); a commit made before a slow
+  ``post-commit`` hook was stopped is kept, with a note in ``reason``.
+- Branch mode serialises mlbook's own commits (``flock`` on
+  ``<git-dir>/mlbook-commit.lock``) and waits for git's ``index.lock`` at most
+  ``lock_timeout`` seconds (:data:`LOCK_TIMEOUT`), then gives up naming the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mlbook._fs import TEMP_SUFFIX
 from mlbook.errors import ProvenanceError
 
 __all__ = [
+    "GIT_TIMEOUT",
+    "LOCK_TIMEOUT",
     "REF_PREFIX",
     "GitInfo",
     "Snapshot",
@@ -54,6 +77,15 @@ __all__ = [
 ]
 
 REF_PREFIX = "refs/mlbook/runs"
+#: seconds one git command may take (hooks included) before it is stopped
+GIT_TIMEOUT = 60.0
+#: seconds branch mode waits for git's ``index.lock`` (and for another mlbook commit)
+LOCK_TIMEOUT = 30.0
+# a file vanishing while `git add` reads the tree: build it again, this many times at most
+_TREE_ATTEMPTS = 4
+# mlbook's own state and temporary files, never part of a snapshot
+_STATE_DIR = ".mlbook"
+_NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 # hidden-ref snapshots are not the user's commits: without a configured identity
 # they are made by "mlbook" rather than lost (branch mode refuses instead)
 _FALLBACK_IDENTITY = {
@@ -111,6 +143,18 @@ class GitInfo:
     env: dict[str, str] = field(default_factory=dict, repr=False)
 
 
+class _GitTimeout(ProvenanceError):
+    """A git command (or a hook it ran) did not finish in time and was stopped."""
+
+
+class _GitFailed(ProvenanceError):
+    """A git command exited non-zero; ``stderr`` is all it said."""
+
+    def __init__(self, message: str, stderr: str) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+
 def _run(
     git: str,
     args: Sequence[str],
@@ -118,15 +162,61 @@ def _run(
     env: dict[str, str] | None = None,
     stdin: bytes | None = None,
     check: bool = True,
+    timeout: float = GIT_TIMEOUT,
 ) -> subprocess.CompletedProcess[bytes]:
-    done = subprocess.run(
-        [git, *args], cwd=cwd, env=env, input=stdin, capture_output=True, check=False
-    )
+    """Run git in its own process group; stop the whole group (hooks too) after ``timeout``."""
+    argv = [git, *args]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ProvenanceError(f"cannot run git in {cwd}: {exc.strerror or exc}") from exc
+    command = next((a for a in args if not a.startswith("-") and "=" not in a), "")
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise _GitTimeout(
+            f"git {command} did not finish within {timeout:g} s in {cwd} and was stopped "
+            "(a slow hook or a very large tree?)"
+        ) from None
+    except BaseException:
+        _stop(proc)
+        raise
+    done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
     if check and done.returncode != 0:
-        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = message[-1] if message else f"exit code {done.returncode}"
-        raise ProvenanceError(f"git {args[0]} failed in {cwd}: {detail}")
+        stderr = done.stderr.decode("utf-8", "replace").strip()
+        lines = stderr.splitlines()
+        said = [line for line in lines if line.startswith(("fatal:", "error:"))]
+        detail = (said or lines or [f"exit code {done.returncode}"])[0]
+        raise _GitFailed(f"git {command} failed in {cwd}: {detail}", stderr)
     return done
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
+    """Stop git's process group (hooks included) and reap git without waiting on its pipes.
+
+    SIGTERM first, so git removes its lock files (``index.lock``) as it exits;
+    SIGKILL for whatever is left after ``grace`` seconds.
+    """
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)  # a hook that ignored SIGTERM, or git itself
+    proc.wait()
 
 
 def _out(done: subprocess.CompletedProcess[bytes]) -> str:
@@ -190,6 +280,9 @@ def snapshot(
     mode: Mode = "refs",
     include: Sequence[Path | str] = (),
     data_dir: str | None = None,
+    *,
+    git_timeout: float = GIT_TIMEOUT,
+    lock_timeout: float = LOCK_TIMEOUT,
 ) -> Snapshot:
     """Record the project's files as a commit.
 
@@ -208,13 +301,17 @@ def snapshot(
         data_dir: the datasets area relative to ``root``: its files that git does
             not track yet are left out (the data is recorded by its hash instead),
             except each dataset's ``dataset.json``. ``None``: nothing left out.
+        git_timeout: seconds each git command may take, hooks included.
+        lock_timeout: seconds branch mode waits for ``index.lock`` and for another
+            mlbook process committing on the branch.
 
     Returns:
         the :class:`Snapshot`; ``commit`` is ``None`` (with ``reason``) without git.
 
     Raises:
-        ProvenanceError: branch mode during a merge/rebase or on a detached HEAD;
-            a bad run id or stage; git failing unexpectedly.
+        ProvenanceError: branch mode during a merge/rebase or on a detached HEAD,
+            or with ``index.lock`` held longer than ``lock_timeout`` (the message
+            names the lock); a bad run id or stage; git failing or timing out.
     """
     ref = run_ref(run_id, stage)
     info = git_info(root)
@@ -222,43 +319,91 @@ def snapshot(
         return Snapshot(commit=None, reason=info, mode=mode)
     cwd = Path(root).resolve()
     if mode == "branch":
-        skipped = _large_files(info, cwd, max_file_mb, data_dir)
-        pathspec = _pathspec(skipped, data_dir)
-        return _branch_commit(info, cwd, message, pathspec, skipped, data_dir)
-    tree, skipped = _build_tree(info, cwd, max_file_mb, include, data_dir)
+        return _branch_commit(info, cwd, message, max_file_mb, data_dir, git_timeout, lock_timeout)
+    # mlbook's own commits: no user hooks (update-ref would run reference-transaction)
+    git = _Git(info, cwd, git_timeout, _NO_HOOKS)
+    tree, skipped = _build_tree(git, max_file_mb, include, data_dir)
     parents = ["-p", info.head] if info.head else []
     env = info.env if has_identity(info) else {**info.env, **_FALLBACK_IDENTITY}
-    commit = _out(_run(info.git, ["commit-tree", tree, *parents], cwd, env, message.encode()))
-    _run(info.git, ["update-ref", "-m", f"mlbook: {message}", ref, commit], cwd, info.env)
+    commit = _out(git.run(["commit-tree", tree, *parents], env=env, stdin=message.encode()))
+    git.run(["update-ref", "-m", f"mlbook: {message}", ref, commit])
     return Snapshot(commit=commit, ref=ref, skipped=skipped, mode="refs")
 
 
+@dataclass(frozen=True)
+class _Git:
+    """git commands for one snapshot: the repository, the directory, a timeout, options."""
+
+    info: GitInfo
+    cwd: Path
+    timeout: float = GIT_TIMEOUT
+    options: tuple[str, ...] = ()
+
+    def run(
+        self,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        stdin: bytes | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
+        return _run(
+            self.info.git,
+            [*self.options, *args],
+            self.cwd,
+            self.info.env if env is None else env,
+            stdin,
+            check,
+            self.timeout,
+        )
+
+
 def _build_tree(
-    info: GitInfo,
-    cwd: Path,
+    git: _Git,
     max_file_mb: float,
     include: Sequence[Path | str] = (),
     data_dir: str | None = None,
 ) -> tuple[str, tuple[str, ...]]:
-    """Write the tree of the working files (temporary index) and return its hash."""
-    large = _large_files(info, cwd, max_file_mb, data_dir)
+    """Write the tree of the working files (temporary index) and return its hash.
+
+    A file that vanishes while git reads it (someone's temporary file) fails
+    ``git add``; the build then starts again from a fresh copy of the index.
+    """
+    for attempt in range(1, _TREE_ATTEMPTS + 1):
+        try:
+            return _build_tree_once(git, max_file_mb, include, data_dir)
+        except _GitFailed:
+            if attempt == _TREE_ATTEMPTS:
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _build_tree_once(
+    git: _Git,
+    max_file_mb: float,
+    include: Sequence[Path | str],
+    data_dir: str | None,
+) -> tuple[str, tuple[str, ...]]:
+    info, cwd = git.info, git.cwd
+    large = _large_files(git, max_file_mb, data_dir)
     forced, too_big = _included_files(cwd, include, max_file_mb)
     with tempfile.TemporaryDirectory(prefix="mlbook-index-") as tmp:
         index = Path(tmp) / "index"
         user_index = info.git_dir / "index"
         env = {**info.env, "GIT_INDEX_FILE": str(index)}
-        if user_index.is_file():
+        try:
             # copy2 keeps the index mtime too, so git still re-reads "racily clean" entries
             shutil.copy2(user_index, index)  # keeps git's stat cache: add -A stays fast
-        elif info.head:
-            _run(info.git, ["read-tree", info.head], cwd, env)
-        _add_all(info, cwd, env, _pathspec(large, data_dir))
-        _add_dataset_descriptions(info, cwd, env, data_dir)
+        except FileNotFoundError:
+            if info.head:
+                git.run(["read-tree", info.head], env=env)
+        _add_all(git, env, _pathspec(large, data_dir))
+        _add_dataset_descriptions(git, env, data_dir)
         if forced:
             spec = "\0".join(f":(literal){name}" for name in forced)
             args = ["add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul"]
-            _run(info.git, args, cwd, env, spec.encode("utf-8", "surrogateescape"))
-        tree = _out(_run(info.git, ["write-tree"], cwd, env))
+            git.run(args, env=env, stdin=spec.encode("utf-8", "surrogateescape"))
+        tree = _out(git.run(["write-tree"], env=env))
     return tree, tuple(sorted({*large, *too_big}))
 
 
@@ -275,50 +420,52 @@ def _included_files(
             continue
         paths = [start] if start.is_file() else sorted(start.rglob("*"))
         for path in paths:
-            if path.is_symlink() or not path.is_file():
+            if path.name.endswith(TEMP_SUFFIX):
                 continue
+            try:
+                if path.is_symlink() or not path.is_file():
+                    continue
+                size = path.stat().st_size
+            except OSError:
+                continue  # vanished meanwhile
             name = path.relative_to(cwd).as_posix()
-            (big if path.stat().st_size > limit else small).append(name)
+            (big if size > limit else small).append(name)
     return small, big
 
 
-def _add_all(info: GitInfo, cwd: Path, env: dict[str, str], pathspec: bytes) -> None:
+def _add_all(git: _Git, env: dict[str, str], pathspec: bytes) -> None:
     args = ["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"]
-    _run(info.git, args, cwd, env, pathspec)
+    git.run(args, env=env, stdin=pathspec)
 
 
-def _add_dataset_descriptions(
-    info: GitInfo, cwd: Path, env: dict[str, str], data_dir: str | None
-) -> None:
+def _add_dataset_descriptions(git: _Git, env: dict[str, str], data_dir: str | None) -> None:
     """Add each dataset's ``dataset.json`` (small, and says what the data is)."""
-    if data_dir is None or not (cwd / data_dir).is_dir():
+    if data_dir is None or not (git.cwd / data_dir).is_dir():
         return
     spec = f":(glob){_glob_escape(data_dir)}/**/dataset.json"
     args = ["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"]
-    _run(info.git, args, cwd, env, spec.encode("utf-8", "surrogateescape"), check=False)
+    git.run(args, env=env, stdin=spec.encode("utf-8", "surrogateescape"), check=False)
 
 
 def _glob_escape(path: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]\\" else c for c in path)
 
 
-def _large_files(
-    info: GitInfo, cwd: Path, max_file_mb: float, data_dir: str | None = None
-) -> tuple[str, ...]:
-    """New or modified files under ``cwd`` over the limit, relative to ``cwd``."""
+def _large_files(git: _Git, max_file_mb: float, data_dir: str | None = None) -> tuple[str, ...]:
+    """New or modified files under the directory over the limit, relative to it."""
     if max_file_mb == float("inf"):
         return ()
     limit = max_file_mb * 1024 * 1024
-    args = ["ls-files", "-z", "-m", "-o", "--exclude-standard", "--", "."]
+    args = ["ls-files", "-z", "-m", "-o", "--exclude-standard", "--", ".", *_EXCLUDED]
     if data_dir is not None:
-        args.append(f":(exclude,literal){data_dir}")
-    done = _run(info.git, args, cwd, info.env)
+        args.append(_exclude_dir(data_dir))
+    done = git.run(args)
     big: set[str] = set()
     for name in done.stdout.decode("utf-8", "surrogateescape").split("\0"):
         if not name:
             continue
         try:
-            size = (cwd / name).lstat().st_size
+            size = (git.cwd / name).lstat().st_size
         except OSError:
             continue  # deleted: git add -A records the deletion
         if size > limit:
@@ -326,10 +473,27 @@ def _large_files(
     return tuple(sorted(big))
 
 
+def _exclude_dir(path: str) -> str:
+    """A pathspec leaving out directory ``path`` (relative), ignored by .gitignore or not.
+
+    `git add` fails ("paths are ignored by one of your .gitignore files") when the
+    part of a pathspec before its first wildcard names an ignored path, exclusions
+    included; a first character written as a class (``[D]atasets/**``) has none.
+    """
+    escaped = _glob_escape(path.strip("/"))
+    head = f"[{escaped[0]}]" if escaped[0] != "[" else escaped[:3]
+    rest = escaped[1:] if escaped[0] != "[" else escaped[3:]
+    return f":(exclude,glob){head}{rest}/**"
+
+
+# what no snapshot holds, whatever .gitignore says: mlbook's state and temporary files
+_EXCLUDED = (_exclude_dir(_STATE_DIR), f":(exclude,glob)**/*{TEMP_SUFFIX}")
+
+
 def _pathspec(skipped: tuple[str, ...], data_dir: str | None = None) -> bytes:
-    specs = [".", *(f":(exclude,literal){name}" for name in skipped)]
+    specs = [".", *_EXCLUDED, *(f":(exclude,literal){name}" for name in skipped)]
     if data_dir is not None:
-        specs.append(f":(exclude,literal){data_dir}")
+        specs.append(_exclude_dir(data_dir))
     return "\0".join(specs).encode("utf-8", "surrogateescape")
 
 
@@ -354,29 +518,118 @@ def refuse_in_progress(info: GitInfo) -> None:
         )
 
 
+@contextlib.contextmanager
+def _commit_lock(info: GitInfo, deadline: float) -> Iterator[None]:
+    """Serialise mlbook's branch commits in this repository (other mlbook processes)."""
+    lock = info.git_dir / "mlbook-commit.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ProvenanceError(
+                        f"cannot commit on the branch: another mlbook process held {lock} "
+                        'too long; try again, or set [git] commits = "refs" in mlbook.toml'
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _index_locked(info: GitInfo, lock_timeout: float) -> ProvenanceError:
+    lock = info.git_dir / "index.lock"
+    return ProvenanceError(
+        f"cannot commit on the branch: {lock} still exists after {lock_timeout:g} s "
+        "(another git command is running, or one crashed); "
+        "remove the lock once no git command runs"
+    )
+
+
+def _wait_for_index(info: GitInfo, deadline: float, lock_timeout: float) -> None:
+    lock = info.git_dir / "index.lock"
+    while lock.exists():
+        if time.monotonic() >= deadline:
+            raise _index_locked(info, lock_timeout)
+        time.sleep(0.05)
+
+
 def _branch_commit(
     info: GitInfo,
     cwd: Path,
     message: str,
-    pathspec: bytes,
-    skipped: tuple[str, ...],
-    data_dir: str | None = None,
+    max_file_mb: float,
+    data_dir: str | None,
+    git_timeout: float,
+    lock_timeout: float,
 ) -> Snapshot:
     refuse_in_progress(info)
-    _add_all(info, cwd, info.env, pathspec)
-    _add_dataset_descriptions(info, cwd, info.env, data_dir)
-    staged = _run(info.git, ["diff", "--cached", "--quiet"], cwd, info.env, check=False)
-    if info.head is not None and staged.returncode == 0:
+    deadline = time.monotonic() + lock_timeout
+    git = _Git(info, cwd, git_timeout)
+    vanished = 0
+    with _commit_lock(info, deadline):
+        head = _head(git)  # another mlbook process may have committed since git_info
+        while True:
+            _wait_for_index(info, deadline, lock_timeout)
+            try:
+                return _branch_commit_once(git, head, message, max_file_mb, data_dir)
+            except _GitFailed as exc:
+                locked = bool(_INDEX_LOCKED.search(exc.stderr))
+                if not locked and not _VANISHED.search(exc.stderr):
+                    raise
+                vanished += not locked
+                if locked and time.monotonic() >= deadline:
+                    raise _index_locked(info, lock_timeout) from exc
+                if vanished >= _TREE_ATTEMPTS or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+
+
+# git's own lock taken by another git command; a file gone while git read the tree
+_INDEX_LOCKED = re.compile(r"index\.lock'?: File exists|Unable to create '[^']*index\.lock'")
+_VANISHED = re.compile(r"unable to stat|No such file or directory|unable to index|short read")
+
+
+def _head(git: _Git) -> str | None:
+    done = git.run(["rev-parse", "-q", "--verify", "HEAD^{commit}"], check=False)
+    return _out(done) if done.returncode == 0 else None
+
+
+def _branch_commit_once(
+    git: _Git, head: str | None, message: str, max_file_mb: float, data_dir: str | None
+) -> Snapshot:
+    info = git.info
+    skipped = _large_files(git, max_file_mb, data_dir)
+    _add_all(git, info.env, _pathspec(skipped, data_dir))
+    _add_dataset_descriptions(git, info.env, data_dir)
+    staged = git.run(["diff", "--cached", "--quiet"], check=False)
+    if head is not None and staged.returncode == 0:
         return Snapshot(
-            commit=info.head,
+            commit=head,
             ref=info.branch,
             reason="nothing changed; HEAD recorded",
             skipped=skipped,
             mode="branch",
         )
-    _run(info.git, ["commit", "-q", "--no-verify", "-m", message], cwd, info.env)
-    head = _out(_run(info.git, ["rev-parse", "HEAD"], cwd, info.env))
-    return Snapshot(commit=head, ref=info.branch, skipped=skipped, mode="branch")
+    try:
+        git.run(["commit", "-q", "--no-verify", "-m", message])
+    except _GitTimeout as exc:
+        # post-commit runs after the commit is made: keep the commit, say the hook was stopped
+        made = _head(git)
+        if made is None or made == head or _subject(git, made) != message.split("\n")[0]:
+            raise
+        return Snapshot(
+            commit=made, ref=info.branch, reason=f"{exc}", skipped=skipped, mode="branch"
+        )
+    made = _head(git)
+    return Snapshot(commit=made, ref=info.branch, skipped=skipped, mode="branch")
+
+
+def _subject(git: _Git, commit: str) -> str:
+    return _out(git.run(["log", "-1", "--format=%s", commit], check=False))
 
 
 def _require(root: Path | str) -> tuple[GitInfo, Path]:
@@ -464,7 +717,7 @@ def diff_commits(
         return ""
     info, cwd = _require(root)
     # the working tree is snapshotted into a tree object, so untracked files count too
-    right = resolve(cwd, b) if b is not None else _build_tree(info, cwd, float("inf"))[0]
+    right = resolve(cwd, b) if b is not None else _build_tree(_Git(info, cwd), float("inf"))[0]
     revs = [resolve(cwd, a), right]
     spec = [f":(literal){p}" for p in paths] if paths is not None else ["."]
     done = _run(

@@ -38,9 +38,10 @@ import fcntl
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from mlbook._fs import atomic_write_text
 from mlbook.errors import ProvenanceError
@@ -102,6 +103,10 @@ class Entry:
     line: int  # 1-based line of the heading
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict, steps included (for JSON output and tables)."""
+        return asdict(self)
 
 
 # ---------------------------------------------------------------- parsing

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,7 +38,7 @@ from mlbook.provenance.git import (
 )
 from mlbook.provenance.journal import add_entry, read_journal, record_step
 
-__all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "observer", "settle_journal"]
+__all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "settle_journal"]
 
 
 class RunLike(Protocol):
@@ -117,7 +116,15 @@ class ProvenanceObserver:
         self.project = project
         self._before: dict[str, Snapshot] = {}
 
-    def _snapshot(self, info: RunLike, stage: str, message: str) -> Snapshot:
+    def _snapshot(
+        self, info: RunLike, stage: str, message: str, previous: Snapshot | None = None
+    ) -> Snapshot:
+        """The snapshot, or a :class:`Snapshot` without a commit saying why (never raises).
+
+        A missing commit is also printed as one warning, once per run when both
+        stages miss it for the same reason (no git); ``[git] commits = "off"`` is
+        a choice, not a loss, and stays quiet.
+        """
         settings = self.project.config.git
         if settings.commits == "off":
             return Snapshot(commit=None, reason='[git] commits = "off" in mlbook.toml')
@@ -126,19 +133,33 @@ class ProvenanceObserver:
         if stage == "after" and out_dir and Path(out_dir).is_dir():
             # results, logs, plots and final weights; intermediate checkpoints stay out
             include = [p for p in sorted(Path(out_dir).iterdir()) if p.name != "checkpoints"]
-        return snapshot(
-            self.project.root,
-            info.run_id,
-            stage,
-            message,
-            settings.max_file_mb,
-            settings.commits,
-            include=include,
-            data_dir=None if settings.snapshot_data else self.project.area_name("datasets"),
-        )
+        try:
+            shot = snapshot(
+                self.project.root,
+                info.run_id,
+                stage,
+                message,
+                settings.max_file_mb,
+                settings.commits,
+                include=include,
+                data_dir=None if settings.snapshot_data else self.project.area_name("datasets"),
+            )
+            # no git or no repository: a setting may be what the user wants
+            hint = "" if shot.commit else '; or set [git] commits = "off"'
+        except (MlbookError, OSError) as exc:
+            shot, hint = Snapshot(commit=None, reason=str(exc), mode=settings.commits), ""
+        if shot.commit is None and not _same_loss(shot, previous):
+            _warn(f"run {info.run_id}: no {stage} commit: {shot.reason}{hint}")
+        elif shot.commit and shot.reason and not shot.reason.startswith("nothing changed"):
+            _warn(f"run {info.run_id}: {stage} commit {shot.short}: {shot.reason}")
+        return shot
 
     def _number(self, info: RunLike) -> int:
-        for entry in read_journal(self.project.journal_path):
+        try:
+            entries = read_journal(self.project.journal_path)
+        except MlbookError:
+            return 0  # already warned about by the journal update
+        for entry in entries:
             if entry.id == info.experiment:
                 for step in entry.steps:
                     if step.run_id == info.run_id:
@@ -157,7 +178,7 @@ class ProvenanceObserver:
         try:
             settle_journal(self.project)
         except MlbookError as exc:  # a side channel: never stops the runs
-            warnings.warn(f"journal: {exc}", MlbookWarning, stacklevel=2)
+            _warn(f"journal: {exc}")
         if self.project.config.git.commits != "branch":
             return
         info = git_info(self.project.root)
@@ -170,12 +191,33 @@ class ProvenanceObserver:
                 'run `git config user.name "..."` and `git config user.email "..."`'
             )
 
+    def _journal_step(self, info: RunLike, status: str, *commits: str | None) -> bool:
+        """Add or update the run's journal step; a broken journal is a warning, not a stop.
+
+        Returns:
+            whether the step was written.
+        """
+        metrics = _numbers(info.metrics) if status != "running" else {}
+        try:
+            record_step(
+                self.project.journal_path,
+                info.experiment,
+                info.version,
+                info.run_id,
+                status,
+                metrics,
+                *commits,
+            )
+        except MlbookError as exc:
+            _warn(f"run {info.run_id}: journal step not written: {exc}")
+            return False
+        return True
+
     def before_run(self, info: RunLike, store: StoreLike | None) -> None:
         """Journal step ``running``, the before snapshot, data version and Python version."""
         if store is None or info.mode != "run":
             return
-        journal = self.project.journal_path
-        record_step(journal, info.experiment, info.version, info.run_id, "running", {}, None, None)
+        journal_ok = self._journal_step(info, "running", None, None)
         tag = f"[{info.experiment}.{self._number(info)}]"
         shot = self._snapshot(info, "before", f"{tag} before run {info.version}")
         self._before[info.run_id] = shot
@@ -190,17 +232,8 @@ class ProvenanceObserver:
                 dataset_version(Path(dataset), self.project.config.data.hash_images).hash
             )
         store.set_provenance(info.run_id, **fields)
-        if shot.commit:
-            record_step(
-                journal,
-                info.experiment,
-                info.version,
-                info.run_id,
-                "running",
-                {},
-                shot.commit,
-                None,
-            )
+        if shot.commit and journal_ok:
+            self._journal_step(info, "running", shot.commit, None)
 
     def after_run(self, info: RunLike, store: StoreLike | None) -> None:
         """The after snapshot (results included) and the completed journal step."""
@@ -214,27 +247,36 @@ class ProvenanceObserver:
         else:
             message = f"{tag} after run {info.version} ({info.status})"
         before = self._before.pop(info.run_id, None)
-        step = partial(
-            record_step,
-            self.project.journal_path,
-            info.experiment,
-            info.version,
-            info.run_id,
-            _step_status(info.status),
-            metrics,
-            before.commit if before else None,
-        )
-        step(None)  # the after snapshot holds the final step line...
-        after = self._snapshot(info, "after", message)
-        store.set_provenance(info.run_id, commit_after=after.commit)
-        if after.commit:
-            step(after.commit)  # ...and the journal then names it
+        before_commit = before.commit if before else None
+        status = _step_status(info.status)
+        journal_ok = self._journal_step(info, status, before_commit, None)  # the snapshot holds it
+        after = self._snapshot(info, "after", message, previous=before)
+        fields: dict[str, Any] = {"commit_after": after.commit}
+        if after.commit is None or (after.reason and not after.reason.startswith("nothing")):
+            fields["commit_reason"] = _reasons(before, after)
+        store.set_provenance(info.run_id, **fields)
+        if after.commit and journal_ok:
+            self._journal_step(info, status, before_commit, after.commit)  # ...and it names it
 
     def experiment_created(self, project: Project, ident: str, title: str, path: Path) -> None:
         """Add the journal entry of a new experiment."""
         add_entry(project.journal_path, ident, title)
 
 
-def observer(project: Project) -> ProvenanceObserver:
-    """Factory for the runner's ``OBSERVER_FACTORIES`` (``mlbook.provenance.observer:observer``)."""
-    return ProvenanceObserver(project)
+def _warn(message: str) -> None:
+    warnings.warn(message, MlbookWarning, stacklevel=3)
+
+
+def _same_loss(shot: Snapshot, previous: Snapshot | None) -> bool:
+    """True when the before snapshot already missed its commit for this same reason."""
+    return previous is not None and previous.commit is None and previous.reason == shot.reason
+
+
+def _reasons(before: Snapshot | None, after: Snapshot) -> str:
+    """``commit_reason`` once the after snapshot is known: one reason, or each stage's."""
+    lost_before = before.reason if before is not None and before.commit is None else ""
+    if lost_before == after.reason:
+        return after.reason
+    if lost_before:
+        return f"before: {lost_before}; after: {after.reason}"
+    return f"after: {after.reason}"

@@ -15,19 +15,23 @@ Every helper takes the :class:`~mlbook.experiments.run.Run` a train hook gets::
             mt.save_checkpoint(run, model, optimizer, step=epoch, metrics={"acc": acc},
                                keep_last=2, keep_best="acc")
 
-A train hook may also use the run's own spelling of the checkpoint helpers, which
-calls these functions: ``run.save_checkpoint(model, optimizer, step=..., metrics=...)``,
-``run.load_checkpoint(model, ...)``, ``run.resume_from(model, optimizer)``.
+The ``Run`` methods are the same functions with the run bound:
+``run.save_checkpoint(model, optimizer, step=..., metrics=...)``,
+``run.load_checkpoint(model, ...)``, ``run.resume_from(model, optimizer)``. Saving and
+loading return a :class:`Checkpoint`; ``resume_from`` the step to continue from. They live in
+:mod:`mlbook.experiments.checkpoints`, which also checkpoints objects that are not
+PyTorch models.
 
 Checkpoints are ``checkpoints/step-<step>.pt`` in the run's directory: a dict with
-the model's and the optimizer's state, the step, the metrics and the random
-number generator states, written atomically and recorded as artifacts of the run
-(kind ``checkpoint``). ``checkpoints/index.json`` keeps each one's step and metrics
-so that cleanup never has to open them. Cleanup deletes only older checkpoints:
+the model's and the optimizer's state, the step, the metrics, the random number
+generator states and ``extra``, written atomically and recorded as artifacts of the
+run (kind ``checkpoint``). ``checkpoints/index.json`` keeps each one's step, metrics
+and sha256, so cleanup never opens them. Cleanup deletes only older checkpoints:
 never the one just written, never the best one.
 
-:class:`ClassificationDataset` is a ``torch.utils.data.Dataset`` over mlbook records
-for image classification: ``(image tensor, class id)`` in the dataset's encoding.
+:class:`TorchDataset` (also ``open_dataset(path).torch(...)``) is the
+``torch.utils.data.Dataset`` over mlbook records: ``(image, class id)`` for
+classification, ``(image, target dict)`` for detection.
 
 Pre-trained weights live in ``Datasets/weights/``; :func:`load_pretrained` loads them
 by name, records their sha256 as an input of the run (artifact kind ``input``), and
@@ -36,7 +40,8 @@ warns when they are the weights of an earlier run whose code has changed since.
 
 from __future__ import annotations
 
-from mlbook.pytorch._checkpoints import (
+from mlbook.datasets.torch import TorchDataset
+from mlbook.experiments.checkpoints import (
     CHECKPOINT_DIR,
     DELETED_KIND,
     Checkpoint,
@@ -45,7 +50,6 @@ from mlbook.pytorch._checkpoints import (
     resume_from,
     save_checkpoint,
 )
-from mlbook.pytorch._data import ClassificationDataset
 from mlbook.pytorch._setup import count_parameters, seed_everything, setup
 from mlbook.pytorch._weights import WEIGHT_SUFFIXES, Pretrained, load_pretrained
 
@@ -54,8 +58,8 @@ __all__ = [
     "DELETED_KIND",
     "WEIGHT_SUFFIXES",
     "Checkpoint",
-    "ClassificationDataset",
     "Pretrained",
+    "TorchDataset",
     "count_parameters",
     "list_checkpoints",
     "load_checkpoint",

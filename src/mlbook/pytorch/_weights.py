@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 import warnings
 from dataclasses import dataclass
@@ -89,32 +88,22 @@ def _read_weights(path: Path) -> dict[str, Any]:
 
 def _source_of(root: Path, digest: str) -> tuple[str, list[Any]] | None:
     """The earlier run that wrote a file with ``digest``, and the files it used."""
+    from mlbook.errors import StoreError
+    from mlbook.experiments.query import reading, run_files, run_with_artifact
     from mlbook.provenance.files import UsedFile
 
-    store = root / ".mlbook" / "runs.sqlite"
-    if not store.is_file():
+    path = root / ".mlbook" / "runs.sqlite"
+    if not path.is_file():
         return None
     try:
-        db = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5.0)
-    except sqlite3.Error:
+        with reading(path) as store:
+            run_id = run_with_artifact(store, digest, ("weights", "checkpoint"))
+            if run_id is None:
+                return None
+            files = run_files(store, run_id)
+    except StoreError:
         return None
-    try:
-        row = db.execute(
-            "SELECT a.run_id FROM artifacts a JOIN runs r ON r.id = a.run_id "
-            "WHERE a.sha256 = ? AND a.kind IN ('weights', 'checkpoint') "
-            "ORDER BY r.created DESC LIMIT 1",
-            (digest,),
-        ).fetchone()
-        if row is None:
-            return None
-        files = db.execute(
-            "SELECT path, size, sha256 FROM run_files WHERE run_id = ?", (row[0],)
-        ).fetchall()
-    except sqlite3.Error:
-        return None
-    finally:
-        db.close()
-    return row[0], [UsedFile(path, size, sha) for path, size, sha in files]
+    return run_id, [UsedFile(f.path, f.size, f.sha256) for f in files]
 
 
 def load_pretrained(

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from mlbook._fs import TEMP_SUFFIX, temp_dir_for
 from mlbook.datasets.problems import path_problem
 from mlbook.errors import DatasetError
 
@@ -36,10 +37,12 @@ class Output:
     """Where a writer puts its files: a staging directory, moved into place only when
     the writer has finished, so a failure leaves the target as it was.
 
-    When the target directory does not exist yet, the staging directory is made beside
-    it and renamed into place in one step; when it exists, the staging directory is
-    made inside it and each file is moved in by an atomic rename. An ``OSError`` while
-    writing (a full disk) becomes one :class:`DatasetError` and nothing is written.
+    The staging directory goes where :func:`mlbook._fs.temp_dir_for` says (the
+    project's ``.mlbook/tmp/``, else beside the target; run snapshots never see it).
+    When the target directory does not exist yet, the staging directory is renamed
+    into place in one step; when it exists, each file is moved in by an atomic rename.
+    An ``OSError`` while writing (a full disk) becomes one :class:`DatasetError` and
+    nothing is written.
     Pass a subclass to :func:`~mlbook.datasets.convert.write_dataset` (``output=``) to
     inject failures in tests.
 
@@ -110,10 +113,9 @@ class Output:
         for directory in reversed(missing[1:] if self._fresh else missing):
             directory.mkdir()
             self._made.append(directory)
-        where = self.base.parent if self._fresh else self.base
-        self._stage = Path(
-            tempfile.mkdtemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=where)
-        )
+        where = temp_dir_for(self.base if self._fresh else self.base / self.target.name)
+        name = f".{self.target.name}."
+        self._stage = Path(tempfile.mkdtemp(prefix=name, suffix=TEMP_SUFFIX, dir=where))
 
     def _commit(self) -> None:
         stage = self.stage

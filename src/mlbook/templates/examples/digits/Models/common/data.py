@@ -1,7 +1,7 @@
 """Digits as tensors: the mlbook records of ``Datasets/digits`` read into memory.
 
 The whole dataset is 1,797 images of 8x8 pixels, so each split is loaded once
-(through ``mlbook.pytorch.ClassificationDataset``) into two tensors (images
+(through ``open_dataset(...).torch(...)``) into two tensors (images
 ``N x 1 x 8 x 8`` in 0..1, labels ``N``) and batched with a plain ``DataLoader``.
 :func:`to_batch` turns whatever a caller of an exported model sends (arrays,
 nested lists, PIL images, PNG bytes, base64) into the same kind of tensor, so
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mlbook.pytorch import ClassificationDataset
+from mlbook.datasets import open_dataset
 
 SIZE = 8  # images are SIZE x SIZE pixels
 
@@ -29,11 +29,11 @@ SIZE = 8  # images are SIZE x SIZE pixels
 def load_split(dataset_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N x 1 x 8 x 8, float 0..1) and labels (N, int64) of one split.
 
-    Read through ``mlbook.pytorch.ClassificationDataset`` (a torch ``Dataset`` over
-    the mlbook records); labels are the dataset's own class encoding
-    (``dataset.json``): "0" -> 0 ... "9" -> 9.
+    Read through ``open_dataset(...).torch(split)`` (a torch ``Dataset`` over the
+    mlbook records): one channel, since the PNGs are grayscale; labels are the
+    dataset's own class encoding (``dataset.json``): "0" -> 0 ... "9" -> 9.
     """
-    return ClassificationDataset(dataset_dir, split, mode="L").tensors()
+    return open_dataset(dataset_dir).torch(split).tensors()
 
 
 def loader(run: Any, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
