@@ -458,7 +458,9 @@ def test_an_old_store_is_migrated_with_its_metrics(tmp_path: Path) -> None:
     )
     rows = [(1, "loss", step, 1.0 / (step + 1), 100.0 + step) for step in range(5000)]
     rows += [(1, "acc", step, 0.5, 100.0) for step in (0, 10, 20)]
+    db.execute("BEGIN")
     db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", rows)
+    db.execute("COMMIT")
     db.close()
     with Store.open(path) as store:
         series = metric_series(store, "r1")

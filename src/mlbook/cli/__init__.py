@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "checkout": ("Journal", "mlbook.cli.provenance:checkout", "Write a run's code to a directory."),
     "export": ("Deployment", "mlbook.cli.deploy:export", "Export a run as a verified bundle."),
     "exports": ("Deployment", "mlbook.cli.deploy:exports", "List export bundles and their status."),
+    "key": ("Deployment", "mlbook.cli.deploy:key", "Show or export the bundle-signing key."),
     "serve": ("Deployment", "mlbook.cli.deploy:serve", "Serve an export bundle over HTTP."),
 }
 

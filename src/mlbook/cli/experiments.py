@@ -104,8 +104,13 @@ def new(ident: str, title: str, name: str | None) -> None:
 
 @click.command(name="ls")
 @format_option("json")
-def ls(output_format: str) -> None:
+@click.pass_context
+def ls(ctx: click.Context, output_format: str) -> None:
     """List the experiments in Models/ and their versions.
+
+    Scripts are read without being imported: from their source, or (when their
+    versions are computed) in a child process, cached. `mlbook --debug ls` says
+    which scripts were imported and why. Exits 1 when a script cannot be read.
 
     Example:
 
@@ -113,44 +118,50 @@ def ls(output_format: str) -> None:
         mlbook ls --format json
     """
     from mlbook.cli._render import print_json, print_table
-    from mlbook.experiments.discovery import find_scripts, load_script
+    from mlbook.errors import MlbookError
+    from mlbook.experiments.discovery import find_scripts, read_script
     from mlbook.project import Project
 
     project = Project.find()
+    debug = bool(ctx.meta.get("mlbook.debug"))
     rows: list[dict[str, Any]] = []
     for script in find_scripts(project):
+        where = project.relative(script.path)
         try:
-            exp = load_script(script.path, project.models_dir)
-        except Exception as exc:  # one broken script must not hide the others
-            rows.append(
-                {"id": script.id, "script": project.relative(script.path), "error": str(exc)}
-            )
+            plan = read_script(project, script)
+        except MlbookError as exc:  # one broken script must not hide the others
+            rows.append({"id": script.id, "script": where, "error": str(exc)})
             continue
+        if debug and plan.read != "static":
+            how = "imported in a child process" + (" (cached)" if plan.read == "cache" else "")
+            click.echo(f"note: {where}: {how}: {plan.why}", err=True)
         rows.append(
             {
                 "id": script.id,
-                "script": project.relative(script.path),
-                "title": exp.title,
-                "dataset": exp.dataset,
-                "hooks": sorted(exp.hooks),
-                "versions": {name: params.to_dict() for name, params in exp.versions.items()},
+                "script": where,
+                "title": plan.title,
+                "dataset": plan.dataset,
+                "hooks": list(plan.hooks),
+                "versions": plan.versions,
             }
         )
     if output_format == "json":
         print_json(rows)
-        return
-    print_table(
-        ["id", "script", "versions", "hooks"],
-        [
-            (
-                r["id"],
-                r["script"],
-                f"[red]error: {r['error']}[/]" if "error" in r else ", ".join(r["versions"]),
-                ", ".join(r.get("hooks", [])),
-            )
-            for r in rows
-        ],
-    )
+    else:
+        print_table(
+            ["id", "script", "versions", "hooks"],
+            [
+                (
+                    r["id"],
+                    r["script"],
+                    f"[red]error: {r['error']}[/]" if "error" in r else ", ".join(r["versions"]),
+                    ", ".join(r.get("hooks", [])),
+                )
+                for r in rows
+            ],
+        )
+    if any("error" in r for r in rows):
+        ctx.exit(1)
 
 
 class _Live:

@@ -49,7 +49,7 @@ from mlbook.experiments.contract import (
     RunSpec,
     Warn,
 )
-from mlbook.experiments.discovery import load_script, select_scripts, select_versions
+from mlbook.experiments.discovery import read_script, select_scripts, select_versions
 from mlbook.experiments.series import Chunk, pack_series
 from mlbook.experiments.store import Store, new_run_id
 
@@ -202,20 +202,23 @@ def plan(
     versions: Sequence[str] = (),
     skip_versions: Sequence[str] = (),
 ) -> list[_Planned]:
-    """The (experiment, version) pairs a run would execute, in order."""
+    """The (experiment, version) pairs a run would execute, in order.
+
+    Scripts are read without being imported here (:func:`read_script`).
+    """
     planned: list[_Planned] = []
     for script in select_scripts(project, list(ids)):
-        exp = load_script(script.path, project.models_dir)
+        script_plan = read_script(project, script)
         where = project.relative(script.path)
-        for version in select_versions(exp, list(versions), list(skip_versions), where):
+        for version in select_versions(script_plan, list(versions), list(skip_versions), where):
             planned.append(
                 _Planned(
                     ident=script.id,
-                    title=exp.title,
+                    title=script_plan.title,
                     script=script.path,
                     version=version,
-                    params=exp.params(version).to_dict(),
-                    dataset=exp.dataset,
+                    params=script_plan.params(version),
+                    dataset=script_plan.dataset,
                 )
             )
     return planned
