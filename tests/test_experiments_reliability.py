@@ -11,8 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import gone, mlbook_cli, script, wait_for
 
 import mlbook
 from mlbook.cli import cli
@@ -41,30 +40,6 @@ from mlbook.experiments.runner import run_experiments
 from mlbook.experiments.series import chunk_of, decode_points, pack_series
 from mlbook.experiments.store import Store
 from mlbook.project import Project
-
-
-def script(project: Project, name: str, body: str) -> Path:
-    path = project.models_dir / name
-    path.write_text(textwrap.dedent(body), encoding="utf-8")
-    return path
-
-
-def mlbook_cli(project: Project, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlbook", *args],
-        cwd=project.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def stored_points(project: Project, key: str = "loss") -> int:
@@ -282,14 +257,7 @@ def test_processes_a_run_leaves_behind_are_stopped_with_a_warning(project: Proje
     info = result.runs[0]
     assert info.status == "completed"
     pid = int((info.dir / "orphan.pid").read_text())
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=10)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
+    wait_for(lambda: gone(pid), timeout=10)
 
 
 class ScriptedBackend:
