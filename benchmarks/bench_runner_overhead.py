@@ -110,7 +110,9 @@ def main() -> None:
         guild = HERE / ".venv-guild" / "bin" / "guild"
         if not guild.exists():
             sys.exit("Guild peer venv missing: run `bash benchmarks/setup_peers.sh` first")
-        os.environ["GUILD_HOME"] = str(root.parent / "guild-home")
+        home = root.parent / "guild-home"
+        home.mkdir(exist_ok=True)
+        os.environ["GUILD_HOME"] = str(home)
         os.chdir(root)
         peer = median(time_command([str(guild), "run", "train.py", "-y"], repeat))
         print(f"{'guild run train.py':<44} {peer * 1000:>8.0f} ms")

@@ -533,7 +533,8 @@ class _Runner:
         if self.store is not None:
             self.store.add_files(info.run_id, [(f.path, f.size, f.sha256) for f in used])
             if event.modules:
-                self.store.set_provenance(info.run_id, packages=package_versions(event.modules))
+                packages = package_versions(event.modules, self.project.state_dir / "cache")
+                self.store.set_provenance(info.run_id, packages=packages)
 
     def _store_failed(self, key: int, info: RunInfo, exc: StoreError) -> None:
         """The store cannot take this run's events: stop its child; the run will fail.
