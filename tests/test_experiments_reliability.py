@@ -263,6 +263,8 @@ def test_processes_a_run_leaves_behind_are_stopped_with_a_warning(project: Proje
 class ScriptedBackend:
     """A backend that replays events: the seam the runner's event handling is tested through."""
 
+    code_from_snapshot = True
+
     def __init__(self, events: list[Event]) -> None:
         self.events_to_send = events
         self.acks: list[int] = []
