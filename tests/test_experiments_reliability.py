@@ -42,6 +42,14 @@ from mlbook.experiments.store import Store
 from mlbook.project import Project
 
 
+@pytest.fixture
+def marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A file the test's script writes (its path in $MARKER) to say how far it got."""
+    path = tmp_path / "marker"
+    monkeypatch.setenv("MARKER", str(path))
+    return path
+
+
 def stored_points(project: Project, key: str = "loss") -> int:
     path = project.state_dir / "runs.sqlite"
     if not path.exists():
@@ -74,11 +82,7 @@ FLUSHED = """
 """
 
 
-def test_a_kill_of_the_runner_loses_no_flushed_point(
-    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    marker = tmp_path / "flushed.txt"
-    monkeypatch.setenv("MARKER", str(marker))
+def test_a_kill_of_the_runner_loses_no_flushed_point(project: Project, marker: Path) -> None:
     script(project, "E001_flushed.py", FLUSHED)
     runner = mlbook_cli(project, "run", "E001", "-q")
     try:
@@ -190,10 +194,8 @@ QUIET = """
 
 
 def test_a_quiet_loop_is_flushed_within_a_fraction_of_a_second(
-    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    project: Project, marker: Path
 ) -> None:
-    marker = tmp_path / "logged"
-    monkeypatch.setenv("MARKER", str(marker))
     script(project, "E004_quiet.py", QUIET)
     runner = mlbook_cli(project, "run", "E004", "-q")
     try:
@@ -220,11 +222,7 @@ SLOW = """
 """
 
 
-def test_sigterm_ends_runs_interrupted_like_ctrl_c(
-    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    marker = tmp_path / "started"
-    monkeypatch.setenv("MARKER", str(marker))
+def test_sigterm_ends_runs_interrupted_like_ctrl_c(project: Project, marker: Path) -> None:
     script(project, "E005_slow.py", SLOW)
     runner = mlbook_cli(project, "run", "E005")
     wait_for(marker.exists)
