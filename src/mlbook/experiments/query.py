@@ -20,7 +20,7 @@ import socket
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import repeat, starmap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -80,12 +80,14 @@ class Filter:
         """The SQL condition (with one ``?``) and its argument.
 
         A number compares with numbers only: a NaN metric (stored as ``"nan"``)
-        matches no ``acc>0.9``.
+        matches no ``acc>0.9``. (SQLite orders every number before every string,
+        so ``< ''`` keeps the numbers; ``<``, ``=`` never match a string anyway.)
         """
         op = "=" if self.op == "==" else self.op
         column = self.column()
-        if isinstance(self.value, float) and column.startswith("json_extract"):
-            return f"({column} {op} ? AND typeof({column}) IN ('integer', 'real'))", self.value
+        numeric = isinstance(self.value, float) and column.startswith("json_extract")
+        if numeric and op in (">", ">="):
+            return f"({column} {op} ? AND {column} < '')", self.value
         return f"{column} {op} ?", self.value
 
 
@@ -207,7 +209,11 @@ _HOST = socket.gethostname()
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
-    record = RunRecord(*row)
+    return _checked(RunRecord(*row))
+
+
+def _checked(record: RunRecord) -> RunRecord:
+    """A ``running`` record whose runner is gone (this host) reads as ``crashed``."""
     if record.status == "running" and record.runner_pid and record.host == _HOST:
         from mlbook.experiments.store import crashed_error, runner_alive
 
@@ -324,7 +330,11 @@ def runs(
         sql += f" LIMIT {int(limit)}"
     with reading(where) as store:
         rows = store.db.execute(sql, args).fetchall()
-    return RunList(map(_record, rows))
+    found = RunList(starmap(RunRecord, rows))
+    for index, record in enumerate(found):
+        if record.status == "running":  # rare: check whether its runner is still alive
+            found[index] = _checked(record)
+    return found
 
 
 def _order(sort: str | None) -> str:
