@@ -39,18 +39,28 @@ __all__ = [
     "Point",
     "RunList",
     "RunRecord",
+    "SUMMARY_STATS",
     "Summary",
+    "TABLE_FIELDS",
+    "TableChoices",
+    "TableColumn",
+    "TablePage",
+    "TableRow",
     "UsedFile",
     "get_run",
     "latest_weights",
+    "metric_keys",
     "metric_series",
     "metric_summaries",
     "parse_filter",
     "reading",
     "run_artifacts",
     "run_files",
+    "run_table",
     "run_with_artifact",
     "runs",
+    "table_choices",
+    "table_column",
 ]
 
 _COLUMNS = ("id", "experiment", "version", "mode", "status", "host")
@@ -738,3 +748,16 @@ def table_choices(where: Project | Store | Path | str | None = None) -> TableCho
         ]
         series = [r[0] for r in store.db.execute("SELECT DISTINCT key FROM metric_summary")]
     return TableChoices(names[0], names[1], sorted(series))
+
+
+def metric_keys(where: Project | Store | Path | str | None, run_ids: Sequence[str]) -> list[str]:
+    """The metric series keys any of ``run_ids`` logged, sorted."""
+    if not run_ids:
+        return []
+    with reading(where) as store:
+        rows = store.db.execute(
+            "SELECT DISTINCT s.key FROM metric_summary s JOIN runs r ON r.pk = s.run"
+            f" WHERE r.id IN ({', '.join('?' * len(run_ids))}) ORDER BY s.key",
+            list(run_ids),
+        ).fetchall()
+    return [row[0] for row in rows]
