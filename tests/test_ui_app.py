@@ -12,12 +12,12 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("jinja2")
 
-from starlette.testclient import TestClient  # noqa: E402
-from ui_helpers import make_project  # noqa: E402
+from starlette.testclient import TestClient
+from ui_helpers import make_project
 
-from mlbook.project import Project  # noqa: E402
-from mlbook.provenance.journal import read_journal  # noqa: E402
-from mlbook.ui.app import create_app  # noqa: E402
+from mlbook.project import Project
+from mlbook.provenance.journal import read_journal
+from mlbook.ui.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -75,7 +75,7 @@ def test_keyset_pages_cover_every_run_once(tmp_path: Path, sort: str) -> None:
 
 def test_bad_column_sort_filter_and_cursor(tmp_path: Path) -> None:
     with _store(tmp_path, 1) as store:
-        with pytest.raises(ExperimentError, match="column 'params.a b'"):
+        with pytest.raises(ExperimentError, match=r"column 'params\.a b'"):
             run_table(store, columns=["params.a b"])
         with pytest.raises(ExperimentError, match="column 'last\\.'"):
             run_table(store, sort="-last.")

@@ -72,7 +72,7 @@ def make_project(root: Path) -> tuple[Project, dict[str, str]]:
                 packages={"torch": "2.13.0"},
             )
             store.add_files(run_id, [_file_row(root, SCRIPT), _file_row(root, SHARED)])
-            steps = list(range(0, 200))
+            steps = list(range(200))
             start = time.time()
             losses = [2.0 / (1 + s * (index + 1) / 20) for s in steps]
             if name == "narrow":

@@ -34,14 +34,14 @@ if TYPE_CHECKING:
     from mlbook.project import Project
 
 __all__ = [
+    "SUMMARY_STATS",
+    "TABLE_FIELDS",
     "Artifact",
     "Filter",
     "Point",
     "RunList",
     "RunRecord",
-    "SUMMARY_STATS",
     "Summary",
-    "TABLE_FIELDS",
     "TableChoices",
     "TableColumn",
     "TablePage",
