@@ -257,8 +257,9 @@ def _number(value: Any) -> bool:
 def compare_page(request: Request) -> Response:
     """Two or more runs side by side: params, metric deltas, data versions, code diffs.
 
-    The first run is the baseline; each other run's code diff is against it, limited
-    to the files either run used (the same code as ``mlbook diff``).
+    The oldest run is the baseline (with ``order=given``, the first in the URL); each
+    other run's code diff is against it, limited to the files either run used (the
+    same code as ``mlbook diff``).
     """
     from mlbook.provenance.diff import diff_runs, run_side
 
@@ -268,6 +269,8 @@ def compare_page(request: Request) -> Response:
         raise HTTPException(400, "compare needs two or more runs: tick them in the runs table")
     with query.reading(project) as store:
         records = [query.get_run(store, run_id) for run_id in wanted]
+        if "order" not in request.query_params:  # the oldest run is the baseline
+            records.sort(key=lambda r: (r.created, r.pk))
         sides = [run_side(r, query.run_files(store, r.id)) for r in records]
         summaries = [query.metric_summaries(store, r) for r in records]
     diffs: list[dict[str, Any]] = []
