@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -106,6 +106,8 @@ class _Series:
     count: int
     origin: float  # the run's start time (x="time" is measured from it)
     buckets: dict[int, _Bucket] = field(default_factory=dict)
+    # x, y, low, high when every point came from decoded chunks (no merging needed)
+    direct: tuple[list[Any], list[float | None], list[Any], list[Any]] | None = None
 
 
 def _finite(value: float | None) -> float | None:
@@ -174,9 +176,7 @@ def curves(
             return []
         span = float(high_step - low_step + 1)
         n = float(buckets)
-
-        def bucket_of(step: int) -> int:
-            return min(max(int((step - low_step) * n / span), 0), buckets - 1)
+        grid = _Grid(low_step, span, buckets)
 
         whole = {k for k, s in series.items() if s.count <= 2 * buckets}
         inside = (
@@ -204,14 +204,15 @@ def curves(
                 math.nan if last is None else last,
                 last_step if x == "step" else when,
             )
-        # chunks that straddle buckets (or have irregular steps), and whole small series
+        # chunks that straddle buckets (or have irregular steps): decoded below
+        straddling: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
         for row in db.execute(
             "SELECT rowid, run, key, count, first_step, stride, steps, vals, first_time, times"
             f" FROM metric_chunks WHERE {scope} AND NOT ({inside}) ORDER BY rowid",
             [*scope_args, *inside_args],
         ):
             if (row[1], row[2]) not in whole:
-                _add_chunk(series[row[1], row[2]], row, bucket_of, x)
+                straddling.setdefault((row[1], row[2]), []).append(row)
         whole_rows = []
         if whole:
             pairs = ", ".join("(?, ?)" for _ in whole)
@@ -220,6 +221,8 @@ def curves(
                 f" FROM metric_chunks WHERE (run, key) IN (VALUES {pairs}) ORDER BY rowid",
                 [item for pair in whole for item in pair],
             ).fetchall()
+    for pair, rows in straddling.items():
+        _fold_decoded(series[pair], rows, grid, x)
     points: dict[tuple[int, str], list[tuple[float, float, int]]] = {}
     for rowid, run, key, count, first_step, stride, steps, vals, first_time, times in whole_rows:
         step_list, values, time_list = decode_points(
@@ -248,6 +251,9 @@ def curves(
                     )
                 )
                 continue
+            if one.direct is not None:
+                result.append(Curve(id_of[pk], key, *one.direct, one.count))
+                continue
             cells = sorted(one.buckets.values(), key=lambda b: b.x)
             result.append(
                 Curve(
@@ -263,63 +269,81 @@ def curves(
     return result
 
 
-def _add_chunk(
-    series: _Series, row: tuple[Any, ...], bucket_of: Callable[[int], int], x: XAxis
-) -> None:
-    """Fold a decoded chunk into its series' buckets, a slice per bucket."""
-    rowid, _, _, count, first_step, stride, steps, vals, first_time, times = row
-    step_list, values, time_list = decode_points(
-        count, first_step, stride, steps, vals, first_time, times
-    )
-    segments = (
-        _stride_segments(first_step, stride, count, bucket_of)
-        if stride is not None
-        else _point_segments(step_list, bucket_of)
-    )
-    for b, start, end in segments:
-        part = values[start:end]
-        total = sum(part)
-        if total == total:  # no NaN (nor inf - inf): C-level min/max
-            low: float | None = min(part)
-            high: float | None = max(part)
+def _fold_decoded(series: _Series, rows: list[tuple[Any, ...]], grid: _Grid, x: XAxis) -> None:
+    """Decode chunks (in logging order) and fold their points into the series' buckets.
+
+    numpy does the per-bucket work: points sorted by bucket (stably, so logging
+    order holds inside one), ``fmin``/``fmax.reduceat`` (NaN left out) and the
+    last point of each bucket.
+    """
+    import numpy as np
+
+    steps, values, times, where = [], [], [], []
+    for rowid, _, _, count, first_step, stride, packed, vals, first_time, offsets in rows:
+        if stride is not None:
+            steps.append(first_step + stride * np.arange(count, dtype=np.int64))
         else:
-            finite = [v for v in part if v == v]
-            low, high = (min(finite), max(finite)) if finite else (None, None)
-        bucket = series.buckets.setdefault(b, _Bucket())
-        bucket.add(low, high)
-        last = end - 1
-        where = step_list[last] if x == "step" else time_list[last] - series.origin
-        bucket.offer_last((rowid, last), values[last], where)
+            steps.append(np.frombuffer(packed, dtype="<i8").astype(np.int64))
+        values.append(np.frombuffer(vals, dtype="<f8"))
+        if x == "time":
+            times.append(first_time + np.frombuffer(offsets, dtype="<f4").astype(np.float64))
+        where.append(np.stack([np.full(count, rowid), np.arange(count)], axis=1))
+    step = np.concatenate(steps)
+    value = np.concatenate(values)
+    position = np.concatenate(where)
+    # the same arithmetic as _Grid.of and the SQL: (step - low) * n / span, truncated
+    bucket = np.clip(((step - grid.low) * grid.n / grid.span).astype(np.int64), 0, grid.buckets - 1)
+    order = np.argsort(bucket, kind="stable")
+    sorted_buckets = bucket[order]
+    starts = np.flatnonzero(np.r_[True, sorted_buckets[1:] != sorted_buckets[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    with np.errstate(invalid="ignore"):
+        lows = np.fmin.reduceat(value[order], starts)
+        highs = np.fmax.reduceat(value[order], starts)
+    last = order[ends - 1]
+    xs = step[last] if x == "step" else np.concatenate(times)[last] - series.origin
+    last_values = value[last]
+    if not series.buckets:  # nothing from SQL to merge with: the arrays are the curve
+        by_x = np.argsort(xs, kind="stable")
+        series.direct = (
+            xs[by_x].tolist(),
+            [v if math.isfinite(v) else None for v in last_values[by_x].tolist()],
+            [None if v != v else v for v in lows[by_x].tolist()],
+            [None if v != v else v for v in highs[by_x].tolist()],
+        )
+        return
+    cells = zip(
+        sorted_buckets[starts].tolist(),
+        lows.tolist(),
+        highs.tolist(),
+        map(tuple, position[last].tolist()),
+        last_values.tolist(),
+        xs.tolist(),
+        strict=True,
+    )
+    for b, low, high, at, last_value, x_value in cells:
+        cell = series.buckets.get(b)
+        if cell is None:
+            cell = series.buckets[b] = _Bucket()
+        cell.add(None if low != low else low, None if high != high else high)
+        cell.offer_last(at, last_value, x_value)
 
 
-def _stride_segments(
-    first: int, stride: int, count: int, bucket_of: Callable[[int], int]
-) -> Iterator[tuple[int, int, int]]:
-    """``(bucket, start, end)`` index ranges of a regular chunk (buckets are monotonic in i)."""
-    start = 0
-    while start < count:
-        b = bucket_of(first + start * stride)
-        low, high = start + 1, count
-        while low < high:  # the first index past bucket b
-            middle = (low + high) // 2
-            if bucket_of(first + middle * stride) == b:
-                low = middle + 1
-            else:
-                high = middle
-        yield b, start, low
-        start = low
+class _Grid:
+    """``buckets`` equal buckets over the steps ``low .. low + span - 1``."""
 
+    def __init__(self, low: int, span: float, buckets: int) -> None:
+        self.low, self.span, self.buckets, self.n = low, span, buckets, float(buckets)
 
-def _point_segments(
-    steps: list[int], bucket_of: Callable[[int], int]
-) -> Iterator[tuple[int, int, int]]:
-    """``(bucket, start, end)`` runs of consecutive points in one bucket (irregular steps)."""
-    start = 0
-    current = bucket_of(steps[0]) if steps else 0
-    for index in range(1, len(steps)):
-        b = bucket_of(steps[index])
-        if b != current:
-            yield current, start, index
-            start, current = index, b
-    if steps:
-        yield current, start, len(steps)
+    def of(self, step: int) -> int:
+        """The bucket of a step (steps outside the range go to the first or last bucket)."""
+        return min(max(int((step - self.low) * self.n / self.span), 0), self.buckets - 1)
+
+    def start(self, bucket: int) -> int:
+        """The smallest step in ``bucket`` (the computed guess, corrected for rounding)."""
+        step = self.low + math.ceil(bucket * self.span / self.n)
+        while self.of(step - 1) >= bucket:
+            step -= 1
+        while self.of(step) < bucket:
+            step += 1
+        return step
