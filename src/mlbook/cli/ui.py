@@ -53,4 +53,7 @@ def ui(host: str, port: int) -> None:
         where = "this machine only" if host in _LOOPBACK or host.startswith("127.") else host
         click.echo(f"mlbook ui for {project.root} on {url} ({where}; Ctrl-C stops it)")
 
-    serve(project, host=host, port=port, announce=announce)
+    try:
+        serve(project, host=host, port=port, announce=announce)
+    except KeyboardInterrupt:  # uvicorn stops cleanly, then passes Ctrl-C on
+        click.echo("mlbook ui stopped")

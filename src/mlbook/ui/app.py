@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import hmac
 import math
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -40,6 +41,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlbook._version import __version__
 from mlbook.errors import MlbookError
+from mlbook.experiments import query
+from mlbook.experiments.query import TableChoices
+from mlbook.experiments.store import STORE_FILE
 from mlbook.project import Project
 from mlbook.provenance.journal import digest
 
@@ -61,6 +65,7 @@ class UiState:
     project: Project
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     templates: jinja2.Environment = field(init=False)
+    _choices: tuple[tuple[tuple[int, int], ...], TableChoices] | None = None
 
     def __post_init__(self) -> None:
         self.templates = jinja2.Environment(
@@ -74,10 +79,34 @@ class UiState:
             number=format_number, when=format_time, seconds=format_seconds, short=short_id
         )
         self.templates.globals["digest"] = digest
+        for name in self.templates.list_templates():  # compiled now, not on a first request
+            self.templates.get_template(name)
+
+    def table_choices(self) -> TableChoices:
+        """The store's param, metric and series names, cached until the store changes.
+
+        The key is the size and mtime of the store file and its write-ahead log, so a
+        running run (which writes the log) is seen at once.
+        """
+        store = self.project.state_dir / STORE_FILE
+        key = tuple(
+            (stat.st_mtime_ns, stat.st_size)
+            for stat in (_stat(store), _stat(store.with_name(store.name + "-wal")))
+        )
+        if self._choices is None or self._choices[0] != key:
+            self._choices = (key, query.table_choices(self.project))
+        return self._choices[1]
 
     def csrf_token(self, session: str) -> str:
         """The form token of a session."""
         return hmac.new(self.secret, session.encode(), sha256).hexdigest()
+
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return os.stat_result((0,) * 10)
 
 
 def state_of(request: Request) -> UiState:

@@ -89,7 +89,7 @@ def runs_page(request: Request) -> Response:
     project = state_of(request).project
     params = dict(request.query_params)
     text = params.get("q", "")
-    choices = query.table_choices(project)
+    choices = state_of(request).table_choices()
     columns = _list(request, "cols") or [
         *BASE_COLUMNS,
         *(f"metrics.{name}" for name in choices.metrics[:4]),
@@ -322,7 +322,6 @@ def compare_page(request: Request) -> Response:
 
 def parallel_page(request: Request) -> Response:
     """Parallel coordinates over params and one metric; brushing filters the table below."""
-    project = state_of(request).project
     params = dict(request.query_params)
     text = params.get("q", "")
     error = None
@@ -330,7 +329,7 @@ def parallel_page(request: Request) -> Response:
         split_filters(text)
     except FilterError as exc:
         error = str(exc)
-    choices = query.table_choices(project)
+    choices = state_of(request).table_choices()
     metric = params.get("metric") or (choices.metrics[0] if choices.metrics else "")
     return render(
         request,
