@@ -17,6 +17,7 @@ from ui_helpers import make_project
 
 from mlbook.project import Project
 from mlbook.provenance.journal import read_journal
+from mlbook.scaffold import init_project
 from mlbook.ui.app import create_app
 
 
@@ -138,6 +139,10 @@ def test_curves(client: TestClient, built: tuple[Project, dict[str, str]]) -> No
         "/api/curves", params={"runs": ids["wide"], "keys": "acc", "x": "time"}
     ).json()["curves"][0]
     assert timed["low"] is None and len(timed["x"]) == 200  # small enough to send whole
+    wrong_axis = client.get(
+        "/api/curves", params={"runs": ids["wide"], "keys": "acc", "x": "epoch"}
+    )
+    assert wrong_axis.status_code == 400 and "x axis 'epoch'" in wrong_axis.json()["error"]
     bad = client.get("/api/curves", params={"runs": "nope", "keys": "loss"})
     assert bad.status_code == 404 and bad.json() == {
         "error": "no run 'nope'; list runs with `mlbook runs`"
@@ -217,6 +222,16 @@ def test_journal_edits_need_the_token_and_keep_hand_text(
     assert empty.status_code == 400 and "the note is empty" in empty.text
     unknown = client.post("/journal/E404/status", data={"csrf": token, "status": "done"})
     assert unknown.status_code == 400 and "no entry for E404" in unknown.text
+
+
+def test_an_empty_project_and_a_broken_journal(tmp_path: Path) -> None:
+    project = init_project(tmp_path / "p").project
+    project.journal_path.write_text("## [E1] x\n<!-- mlbook:steps E1 -->\n")
+    client = TestClient(create_app(project, allowed_hosts=("testserver",)))
+    assert "no runs recorded yet" in client.get("/").text
+    page = client.get("/journal")
+    assert page.status_code == 200 and "is never closed" in page.text
+    assert "Pick runs" in client.get("/curves").text
 
 
 def test_exports_page(client: TestClient) -> None:

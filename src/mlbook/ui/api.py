@@ -51,6 +51,8 @@ def curves_data(request: Request) -> Response:
             " pick fewer runs or metrics"
         )
     x = request.query_params.get("x", "step")
+    if x not in ("step", "time"):
+        raise ExperimentError(f"x axis {x!r}: use step or time")
     found = curves(
         state_of(request).project,
         runs,
@@ -58,8 +60,6 @@ def curves_data(request: Request) -> Response:
         buckets=min(max(_int(request, "buckets", 1000), 1), 4000),
         x="time" if x == "time" else "step",
     )
-    if x not in ("step", "time"):
-        raise ExperimentError(f"x axis {x!r}: use step or time")
     return JSON({"curves": [c.to_dict() for c in found]})
 
 

@@ -33,7 +33,7 @@ def journal_page(request: Request) -> Response:
     try:
         entries = journal.read_journal(path)
     except ProvenanceError as exc:
-        return render(request, "journal.html", status=500, entries=[], problem=str(exc))
+        return render(request, "journal.html", entries=[], problem=str(exc))
     return render(request, "journal.html", entries=entries, problem=None)
 
 
