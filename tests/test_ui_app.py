@@ -126,6 +126,8 @@ def test_curves(client: TestClient, built: tuple[Project, dict[str, str]]) -> No
     page = client.get("/curves", params={"runs": f"{ids['narrow']},{ids['wide']}"})
     assert page.status_code == 200 and 'data-keys="acc,loss"' in page.text
     assert client.get("/curves", params={"q": "experiment=E001"}).status_code == 200
+    every = client.get("/curves", params={"q": ""}).text  # an empty filter plots every run
+    assert all(run_id in every for run_id in ids.values())
     assert "Pick runs" in client.get("/curves").text
     data = client.get(
         "/api/curves",

@@ -204,7 +204,7 @@ def _chosen_runs(request: Request) -> tuple[list[str], str, int]:
     if wanted:
         with query.reading(project) as store:
             return [query.get_run(store, run_id).id for run_id in wanted], text, len(wanted)
-    if not text:
+    if "q" not in request.query_params:  # (an empty q= plots every run)
         return [], text, 0
     page = query.run_table(project, columns=[], filters=split_filters(text), limit=MAX_PLOTTED_RUNS)
     return [row.id for row in page.rows], text, page.total
