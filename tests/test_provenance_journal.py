@@ -174,9 +174,7 @@ def _strip_owned(text: str) -> str:
     return re.sub(r"(?ms)^<!-- mlbook:(\w+) \S+ -->\n.*?^<!-- /mlbook:\1 -->\n", "", text)
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(parts=st.lists(_user_text, min_size=6, max_size=6), metric=st.floats(0, 1))
 def test_updates_never_change_user_bytes(tmp_path: Path, parts: list[str], metric: float) -> None:
     log = tmp_path / "EXPERIMENT_LOG.md"
