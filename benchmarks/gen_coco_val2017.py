@@ -56,6 +56,7 @@ def generate(seed: int = 2017) -> dict[str, object]:
         crowd = rng.random() < 0.0076
         if crowd:
             runs = [rng.randint(1, 400) for _ in range(rng.randint(50, 400))]
+            runs.append(width * height - sum(runs))  # well-formed: the runs cover the image
             segmentation: object = {"counts": runs, "size": [height, width]}
         else:
             points = rng.randint(6, 70)

@@ -288,9 +288,14 @@ def main() -> None:
         sh("python", "Deployment/predict_digits.py", str(bundle), cwd=demo)
         elsewhere = base / "shipped" / bundle.name
         shutil.copytree(bundle, elsewhere)
-        (demo / "Models").rename(demo / "Models.away")
-        say(f"copied the bundle to {elsewhere} and renamed Models/ away")
         (base / "load_bundle.py").write_text(LOAD_BUNDLE)
+        say(f"copied the bundle to {elsewhere}, outside the project: no key is trusted there")
+        sh("python", "load_bundle.py", str(elsewhere), cwd=base, expect=1)
+        public = base / "shipped" / "project.pub"
+        sh("mlbook", "key", "--export", str(public), cwd=demo)
+        os.environ["MLBOOK_TRUSTED_KEYS"] = str(public)
+        (demo / "Models").rename(demo / "Models.away")
+        say(f"MLBOOK_TRUSTED_KEYS={public}, and Models/ renamed away")
         sh("python", "load_bundle.py", str(elsewhere), cwd=base)
         (demo / "Models.away").rename(demo / "Models")
         tampered = next((elsewhere / "code").glob("E001_*.py"))
@@ -299,6 +304,7 @@ def main() -> None:
         tampered.write_bytes(bytes(data))
         say(f"flipped one byte of {tampered.relative_to(elsewhere)} in the copy")
         sh("python", "load_bundle.py", str(elsewhere), cwd=base, expect=1)
+        del os.environ["MLBOOK_TRUSTED_KEYS"]
 
         step("Serve the export over HTTP and ask for one prediction")
         port = free_port()
@@ -343,7 +349,8 @@ def main() -> None:
             ("Models/E001_digits_cnn.py", "an experiment: its versions and hooks"),
             ("Models/outputs/", "run outputs: weights, checkpoints, logs"),
             (".mlbook/runs.sqlite", "the run store: params, metrics, files, commits"),
-            (f"Deployment/exports/{bundle.name}/", "the verified export bundle"),
+            (f"Deployment/exports/{bundle.name}/", "the verified, signed export bundle"),
+            (".mlbook/keys/", "the project's signing key pair (git-ignored)"),
             ("digits_stats.png", "dataset statistics, plotted"),
         ]:
             print(f"  {place:<34} {what}")

@@ -7,9 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from mlbook.project import Project
 from mlbook.scaffold import init_project
+
+# The machine is shared and loaded: property tests never fail on time, only on results.
+settings.register_profile(
+    "mlbook", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("mlbook")
 
 
 @pytest.fixture(autouse=True)

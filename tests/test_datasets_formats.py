@@ -16,7 +16,7 @@ import mlbook
 from mlbook.datasets import Box, Dataset, Record, open_dataset
 from mlbook.datasets.convert import convert, read_dataset, write_dataset
 from mlbook.datasets.registry import detect_format
-from mlbook.errors import DatasetError, RecordError
+from mlbook.errors import BadRecordsError, DatasetError
 
 DATA = Path(__file__).parent / "data"
 
@@ -94,10 +94,10 @@ def test_coco_export_per_split_and_bad_references(tmp_path: Path) -> None:
     bad = json.loads((DATA / "coco/annotations/instances_val.json").read_text())
     bad["annotations"][1]["category_id"] = 99
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    with pytest.raises(RecordError, match=r"bad.json: annotations\[1\].category_id: no category"):
+    with pytest.raises(BadRecordsError, match=r"bad.json: annotations\[1\].category_id: no categ"):
         read_dataset(tmp_path / "bad.json", "coco")
     (tmp_path / "broken.json").write_text('{"images": [{"id": "x"}]}')
-    with pytest.raises(RecordError, match=r"broken.json: images\[0\].id: not COCO"):
+    with pytest.raises(BadRecordsError, match=r"broken.json: images\[0\].id: not COCO"):
         read_dataset(tmp_path / "broken.json", "coco")
 
 
@@ -130,7 +130,7 @@ def test_yolo_both_ways(tmp_path: Path) -> None:
 
 def test_yolo_needs_sizes(tmp_path: Path) -> None:
     dataset = Dataset.from_records([Record(id="a", file="a.jpg", boxes=[])])
-    with pytest.raises(RecordError, match="YOLO needs the image size"):
+    with pytest.raises(BadRecordsError, match="YOLO needs the image size"):
         write_dataset(dataset, tmp_path / "y", "yolo")
     assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
 
@@ -174,6 +174,8 @@ def test_csv_both_ways_with_spaces_and_unicode(tmp_path: Path) -> None:
                       Box(name="car", x1=0, y1=0, x2=8, y2=6)]),
         Record(id="2", file="2.jpg", width=8, height=6),
     ]  # fmt: skip
+    (tmp_path / "img dir").mkdir()
+    (tmp_path / "img dir" / "é 1.jpg").write_bytes(b"jpeg")
     dataset = Dataset.from_records(records, root=tmp_path)
     out = tmp_path / "moved" / "boxes.csv"
     write_dataset(dataset, out, "csv")
@@ -181,7 +183,9 @@ def test_csv_both_ways_with_spaces_and_unicode(tmp_path: Path) -> None:
     assert [r.id for r in again] == ["é 1", "2"]
     first = next(iter(again))
     assert first.boxes == records[0].boxes
-    assert again.path_of(first.file).resolve() == (tmp_path / "img dir/é 1.jpg").resolve()
+    assert first.file == "img dir/é 1.jpg"  # the image came along, beside the CSV
+    assert again.path_of(first.file) == tmp_path / "moved" / "img dir" / "é 1.jpg"
+    assert again.path_of(first.file).read_bytes() == b"jpeg"
 
 
 def test_csv_aliases_and_errors(tmp_path: Path) -> None:
@@ -189,7 +193,7 @@ def test_csv_aliases_and_errors(tmp_path: Path) -> None:
     (record,) = list(read_dataset(tmp_path / "a.csv"))
     assert record.id == "a.jpg" and record.boxes[0].name == "cat"
     (tmp_path / "b.csv").write_text("file,name,x1,y1,x2,y2\na.jpg,cat,1,two,3,4\n")
-    with pytest.raises(RecordError, match=r"b.csv:2: y1: not a number \('two'\)"):
+    with pytest.raises(BadRecordsError, match=r"b.csv:2: y1: not a number \('two'\)"):
         read_dataset(tmp_path / "b.csv")
 
 
@@ -216,11 +220,11 @@ def test_unknown_format_errors(tmp_path: Path) -> None:
 def test_failed_conversion_leaves_the_output_untouched(tmp_path: Path) -> None:
     out = tmp_path / "ds"
     convert(DATA / "coco", out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     bad = json.loads((DATA / "coco/annotations/instances_val.json").read_text())
     bad["annotations"][0]["image_id"] = 12345
     (tmp_path / "instances_val.json").write_text(json.dumps(bad))
-    with pytest.raises(RecordError, match=r"annotations\[0\].image_id: no image has id 12345"):
+    with pytest.raises(BadRecordsError, match=r"annotations\[0\].image_id: no image has id 12345"):
         convert(tmp_path / "instances_val.json", out)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert not list(tmp_path.rglob("*.tmp"))

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 import mlbook
 from mlbook.datasets import Box, ClassEncoding, Dataset, Record, open_dataset
-from mlbook.datasets.metadata import decode_record, parse_records
-from mlbook.errors import DatasetError, RecordError
+from mlbook.datasets.metadata import decode_record
+from mlbook.datasets.validate import parse_records
+from mlbook.errors import BadRecordsError, DatasetError, RecordError
 
 LOOSE = (
     b'{"id": 1, "file": "a.jpg", "labels": "car", "counts": [{"car": 2}, {"bike": 3}]}\n'
@@ -61,10 +62,10 @@ def test_json_array_is_accepted() -> None:
 )
 def test_bad_record_names_file_line_field_and_value(line: bytes, message: str) -> None:
     data = b'{"id": "ok", "file": "x.jpg"}\n\n' + line + b"\n"
-    with pytest.raises(RecordError) as info:
+    with pytest.raises(BadRecordsError) as info:
         parse_records(data, "r.jsonl")
     assert str(info.value) == message
-    assert info.value.line == 3
+    assert [p.line for p in info.value.problems] == [3]
 
 
 def test_save_writes_canonical_form_and_reopens(tmp_path: Path) -> None:
@@ -201,9 +202,9 @@ record_like = st.fixed_dictionaries(
 def test_parser_gives_records_or_a_clean_error(data: bytes) -> None:
     try:
         records = parse_records(data, "fuzz.jsonl")
-    except RecordError as exc:
+    except BadRecordsError as exc:
         assert str(exc).startswith("fuzz.jsonl")
-        assert "\n" not in str(exc)
+        assert all(str(p).startswith("fuzz.jsonl") for p in exc.problems)
     else:
         assert all(isinstance(r, Record) for r in records)
 

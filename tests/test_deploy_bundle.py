@@ -26,6 +26,8 @@ from mlbook.experiments.runner import run_experiments  # noqa: E402
 from mlbook.project import Project  # noqa: E402
 from mlbook.scaffold import init_project  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains models or exports bundles: the full run has them
+
 TRAINING = """
     import torch
 
@@ -75,6 +77,7 @@ SCRIPT = """
     def build(p):
         config = json.loads((Path(__file__).parent / "config.json").read_text())
         assert config["ok"]
+        torch.manual_seed(0)  # the same weights every time: tests that probe them are stable
         return Net(p.width)
 
     @exp.train
@@ -132,9 +135,19 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def bundle(exported: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "copied" / "E001-small"
+    """A copy of the export inside the same project (so the project's key is trusted)."""
+    copy = exported.parents[1] / "copies" / tmp_path.name / "E001-small"
     shutil.copytree(exported, copy)
     return copy
+
+
+def resign(bundle: Path) -> None:
+    """Re-seal the manifest of an edited bundle and sign it with its project's key."""
+    from mlbook.deploy.manifest import write_manifest
+    from mlbook.deploy.signing import project_key, sign_bundle
+
+    write_manifest(bundle, read_manifest(bundle))
+    sign_bundle(bundle, project_key(mlbook.find_root(bundle)))
 
 
 def test_bundle_layout_and_manifest(exported: Path) -> None:
@@ -148,6 +161,7 @@ def test_bundle_layout_and_manifest(exported: Path) -> None:
         "manifest.json",
         "params.json",
         "sample.pt",
+        "signature.json",
         "weights/model.safetensors",
     ]
     manifest = read_manifest(exported)
@@ -157,15 +171,20 @@ def test_bundle_layout_and_manifest(exported: Path) -> None:
     assert manifest.packages["torch"].startswith("2.")
     assert manifest.verification is not None and manifest.verification.ok
     assert manifest.verification.output == "tensor(2, 10) float32"
-    assert {f.path for f in manifest.files} == set(names) - {"manifest.json"}
+    assert {f.path for f in manifest.files} == set(names) - {"manifest.json", "signature.json"}
     assert all(len(f.sha256) == 64 and f.size >= 0 for f in manifest.files)
     assert not list(exported.parent.glob(".*tmp*"))
 
 
 def test_copied_bundle_loads_and_predicts_without_models(exported: Path, tmp_path: Path) -> None:
+    import os
+
     copy = tmp_path / "elsewhere" / "bundle"
     shutil.copytree(exported, copy)
     project_root = exported.parents[2]
+    public = tmp_path / "project.pub"
+    result = CliRunner().invoke(cli, ["-C", str(project_root), "key", "--export", str(public)])
+    assert result.exit_code == 0, result.output
     models = project_root / "Models"
     models.rename(project_root / "Models_away")
     try:
@@ -176,8 +195,14 @@ def test_copied_bundle_loads_and_predicts_without_models(exported: Path, tmp_pat
             "assert not any('Models' in p for p in sys.path)\n"
             "print(out.shape[0], m.labels.decode(int(out[0].argmax())), m.params.width)\n"
         )
+        env = {**os.environ, "MLBOOK_TRUSTED_KEYS": str(public)}
         done = subprocess.run(
-            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
         )
     finally:
         (project_root / "Models_away").rename(models)
@@ -273,8 +298,7 @@ def test_failed_verification_leaves_nothing(tmp_path: Path) -> None:
         ExportError, match=r"verification in a clean process failed: .*no sample here"
     ):
         export_run(project, "E001", "small")
-    assert not (project.exports_dir / "E001-small").exists()
-    assert list(project.exports_dir.iterdir()) == []
+    assert not project.exports_dir.exists()  # the export made it, and removed it again
 
 
 def test_export_refuses_changed_code_unless_forced(exported: Path, tmp_path: Path) -> None:
@@ -310,10 +334,10 @@ def test_cli_exports_lists_status(exported: Path, bundle: Path) -> None:
     project_root = exported.parents[2]
     result = CliRunner().invoke(cli, ["-C", str(project_root), "exports", "--format", "json"])
     assert result.exit_code == 0, result.output
-    assert '"status": "verified"' in result.output
+    assert '"status": "signed"' in result.output
     (bundle / "params.json").write_text("{}")
     infos = list_exports(directory=bundle.parent)
-    assert [(i.name, i.status) for i in infos] == [("E001-small", "invalid")]
+    assert [(i.name, i.status) for i in infos] == [("E001-small", "tampered")]
     assert "params.json was changed" in infos[0].problem
 
 
@@ -345,7 +369,9 @@ def test_cli_export_subprocess_with_onnx(exported: Path, tmp_path: Path) -> None
     assert manifest.onnx is not None and manifest.onnx.max_abs_diff is not None
     assert manifest.onnx.max_abs_diff < 1e-4
     assert (dest / "model.onnx").is_file()
-    mlbook.load(dest)  # the ONNX file is listed in the manifest
+    assert "signed    with this project's key SHA256:" in done.stdout
+    public = project_root / ".mlbook" / "keys" / "signing.pub"
+    mlbook.load(dest, trusted_keys=[public])  # the ONNX file is listed in the manifest
 
 
 def test_cli_export_error_is_one_line(project: Project) -> None:
@@ -414,17 +440,15 @@ def test_scikit_learn_model_with_dataset_labels(tmp_path: Path) -> None:
 
 
 def test_exports_verify_reloads_in_a_clean_process(exported: Path, bundle: Path) -> None:
-    from mlbook.deploy.manifest import write_manifest
-
     result = CliRunner().invoke(
         cli, ["exports", "--dir", str(exported.parent), "--verify", "--format", "json"]
     )
     assert result.exit_code == 0, result.output
-    assert '"status": "verified"' in result.output
-    # consistent hashes, but code that cannot run without Models/: caught by the clean child
+    assert '"status": "signed"' in result.output
+    # signed, consistent hashes, but code that cannot run without Models/: caught by the child
     script = bundle / "code" / "E001_tiny_cnn.py"
     script.write_text("import E999_not_exported\n" + script.read_text())
-    write_manifest(bundle, read_manifest(bundle))
+    resign(bundle)
     (info,) = list_exports(directory=bundle.parent, verify=True)
     assert info.status == "invalid"
     assert "verification in a clean process failed" in info.problem
@@ -455,7 +479,7 @@ def test_cli_exports_text(exported: Path, project: Project) -> None:
         manifest.run_id,
         f"loss={loss:.4g}",
         manifest.created,
-        "verified",
+        "signed",
     ]
     empty = CliRunner().invoke(cli, ["-C", str(project.root), "exports"])
     assert empty.output == "no exports yet; create one with `mlbook export ID --version NAME`\n"
@@ -482,13 +506,11 @@ def test_changed_code_is_taken_from_the_runs_snapshot(tmp_path: Path) -> None:
 
 
 def test_failed_load_leaves_no_modules_behind(bundle: Path) -> None:
-    from mlbook.deploy.manifest import write_manifest
-
     script = bundle / "code" / "E001_tiny_cnn.py"
     script.write_text(
         script.read_text().replace("import json\n", "import json\nimport E999_gone\n")
     )
-    write_manifest(bundle, read_manifest(bundle))
+    resign(bundle)
     before_path, before_modules = list(sys.meta_path), set(sys.modules)
     with pytest.raises(
         ExportError,
@@ -513,3 +535,64 @@ def test_deleted_code_is_taken_from_the_snapshot_or_refused(tmp_path: Path) -> N
     assert result.manifest.code_commit is not None
     assert (result.path / "code" / "common" / "training.py").read_text() == saved
     assert (result.path / "code" / "config.json").is_file()
+
+
+def test_full_disk_during_export_is_one_line_and_leaves_nothing(
+    exported: Path, tmp_path: Path
+) -> None:
+    import errno
+    import os
+
+    from mlbook.deploy.bundle import write_file
+
+    project = Project.open(exported.parents[2])
+
+    def full_disk(target: Path, source: bytes | Path) -> None:
+        if target.parent.name == "weights":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        write_file(target, source)
+
+    dest = tmp_path / "new" / "deeper" / "E001-small"
+    with pytest.raises(ExportError) as failed:
+        export_run(project, "E001", "small", dest=dest, writer=full_disk)
+    message = str(failed.value)
+    assert message.startswith(
+        f"{dest}: cannot write the export (No space left on device, errno 28)"
+    )
+    assert "nothing was written" in message and "\n" not in message
+    assert not (tmp_path / "new").exists()  # no staging directory, no empty parents
+    before = sorted(p.name for p in exported.parent.iterdir())
+    with pytest.raises(ExportError, match="No space left on device"):
+        export_run(project, "E001", "small", writer=full_disk)  # over the existing bundle
+    assert sorted(p.name for p in exported.parent.iterdir()) == before
+    mlbook.load(exported)  # the older bundle is untouched
+
+
+def test_export_onto_a_full_tmpfs_is_one_line(exported: Path, tmp_path: Path) -> None:
+    """A real ENOSPC: a 16 KiB tmpfs mounted in a private mount namespace."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=16k tmpfs {mount} || exit 99\n"
+        f"{sys.executable} -m mlbook export E001 -v small --dest {mount}/E001-small\n"
+        "code=$?\n"
+        f'echo "left:$(ls -A {mount})"\n'
+        "exit $code\n"
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script],
+        cwd=exported.parents[2],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if done.returncode == 99 or done.stderr.startswith("unshare:"):
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "No space left on device" in lines[0]
+    assert done.stdout.strip().splitlines()[-1] == "left:"

@@ -24,7 +24,9 @@ httpx = pytest.importorskip("httpx")
 from test_deploy_bundle import make_project  # noqa: E402
 
 from mlbook.deploy import export_run  # noqa: E402
-from mlbook.deploy.serve import create_app  # noqa: E402
+from mlbook.deploy.serve import create_app, server_config  # noqa: E402
+
+pytestmark = pytest.mark.slow  # trains models or exports bundles: the full run has them
 
 
 def free_port() -> int:
@@ -39,12 +41,18 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_run(project, "E001", "small").path
 
 
+#: the test server's timeouts (seconds): short, so the tests that wait for them are quick
+TIMEOUT = 2
+
+
 @pytest.fixture(scope="module")
 def server(bundle: Path) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(
-        create_app(bundle, max_bytes=4096), host="127.0.0.1", port=port, log_level="warning"
+    app = create_app(bundle, max_bytes=4096, body_timeout=TIMEOUT)
+    config = server_config(
+        app, port=port, keep_alive=TIMEOUT, head_timeout=TIMEOUT, log_level="warning"
     )
+    assert config.host == "127.0.0.1"  # loopback unless told otherwise
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
@@ -174,11 +182,13 @@ def test_mlbook_serve_cli_answers_a_real_prediction(bundle: Path, tmp_path: Path
 
 
 def test_serve_of_a_tampered_bundle_fails_with_one_line(bundle: Path, tmp_path: Path) -> None:
+    import os
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(bundle, copy)
     (copy / "params.json").write_text("{}")
+    public = bundle.parents[2] / ".mlbook" / "keys" / "signing.pub"
     done = subprocess.run(
         [sys.executable, "-m", "mlbook", "serve", str(copy), "--port", str(free_port())],
         cwd=tmp_path,
@@ -186,6 +196,7 @@ def test_serve_of_a_tampered_bundle_fails_with_one_line(bundle: Path, tmp_path: 
         text=True,
         check=False,
         timeout=60,
+        env={**os.environ, "MLBOOK_TRUSTED_KEYS": str(public)},
     )
     assert done.returncode == 1
     assert done.stderr.startswith("error: ") and "params.json was changed" in done.stderr
@@ -232,3 +243,195 @@ def test_numbers_out_of_range_are_a_4xx(server: str) -> None:
     response = httpx.post(f"{server}/predict", json={"inputs": [[10**30, "x"]]})
     assert response.status_code == 422
     assert "rectangular array of numbers" in response.json()["error"]
+
+
+# -- hardening: out-of-range numbers, bombs, reprs, keep-alive, timeouts, fuzzing -------------
+
+
+@pytest.fixture(scope="module")
+def client(bundle: Path) -> Iterator[object]:
+    """The app in process (Starlette's TestClient): server errors raise in the test."""
+    import warnings
+
+    with warnings.catch_warnings():  # starlette >= 1.10 prefers httpx2; httpx still works
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from starlette.testclient import TestClient
+
+    with TestClient(create_app(bundle, max_bytes=1 << 20)) as test_client:
+        yield test_client
+
+
+def image_bytes(width: int, height: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ([1e300], "out of range for the model's float32"),
+        ([[[[3.5e38] * 8] * 8]], "out of range for the model's float32"),
+        ([[1, None]], "rectangular array of numbers"),
+        ([["1.5"]], "rectangular array of numbers (found strings)"),
+        ([{"a": 1}], "rectangular array of numbers"),
+    ],
+)
+def test_out_of_range_or_odd_numbers_are_a_422(client, inputs, message: str) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/predict", json={"inputs": inputs})
+    assert response.status_code == 422, response.text
+    assert message in response.json()["error"]
+
+
+def test_outputs_that_are_not_finite_are_a_422(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/predict", json={"inputs": [[[[3e38] * 8] * 8]]})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == (
+        "the model's output for this input is not finite (NaN or infinity)"
+    )
+
+
+def test_decompression_bomb_is_a_413(client) -> None:  # type: ignore[no-untyped-def]
+    bomb = image_bytes(15000, 15000)
+    assert len(bomb) < 40_000  # a small body ...
+    response = client.post("/predict", json={"image": base64.b64encode(bomb).decode()})
+    assert response.status_code == 413, response.text  # ... for 225 million pixels
+    assert "more than 40000000 pixels" in response.json()["error"]
+    response = client.post("/predict", files={"file": ("bomb.png", bomb, "image/png")})
+    assert response.status_code == 413, response.text
+    # between Pillow's limit and twice it, Pillow only warns: still refused
+    response = client.post(
+        "/predict", json={"image": base64.b64encode(image_bytes(7000, 7000)).decode()}
+    )
+    assert response.status_code == 413, response.text
+    assert "more than 40000000 pixels" in response.json()["error"]
+
+
+def test_errors_never_echo_object_reprs(client) -> None:  # type: ignore[no-untyped-def]
+    for body in (
+        {"image": base64.b64encode(b"not a png").decode()},
+        {"image": base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40).decode()},
+    ):
+        response = client.post("/predict", json=body)
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert "not a readable image" in error
+        assert " at 0x" not in error and "<_io" not in error
+
+
+def test_the_connection_stays_usable_after_an_error(server: str) -> None:
+    with httpx.Client() as session:
+        ports = []
+        for payload, status in [
+            ({"inputs": [1e300]}, 422),
+            ({"inputs": [[[[1.0] * 8] * 8]]}, 200),
+            ({"image": "%%%"}, 422),
+            ({"inputs": [[[[0.5] * 8] * 8]]}, 200),
+        ]:
+            response = session.post(f"{server}/predict", json=payload)
+            assert response.status_code == status, response.text
+            stream = response.extensions["network_stream"]
+            ports.append(stream.get_extra_info("client_addr")[1])
+        assert len(set(ports)) == 1  # one keep-alive connection served all four
+
+
+def raw_connection(server: str) -> socket.socket:
+    host, port = server.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)))
+    connection.settimeout(15 + 3 * TIMEOUT)  # far beyond the server's bounds
+    return connection
+
+
+def read_until_closed(connection: socket.socket) -> bytes:
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+def test_a_body_that_never_finishes_is_dropped(server: str) -> None:
+    with raw_connection(server) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n" + b'{"inputs": ['
+        )
+        answer = read_until_closed(connection)  # the server answers, then closes
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"did not arrive within 2 s" in answer and b"connection: close" in answer.lower()
+
+
+def test_silent_and_idle_connections_are_closed(server: str) -> None:
+    with raw_connection(server) as connection:
+        assert read_until_closed(connection) == b""  # sent nothing: dropped
+    with raw_connection(server) as connection:
+        connection.sendall(b"GET /hea")  # a request head that never completes
+        assert read_until_closed(connection) == b""
+    with raw_connection(server) as connection:
+        connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = read_until_closed(connection)  # answered, then idle past keep-alive
+    assert answer.startswith(b"HTTP/1.1 200 ") and b'"status":"ok"' in answer
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "99999"], "Invalid value for '--port': 99999 is not in the range 1<=x<=65535."),
+        (["--port", "0"], "Invalid value for '--port': 0 is not in the range 1<=x<=65535."),
+        (["--max-mb", "-5"], "Invalid value for '--max-mb': -5.0 is not in the range 0<x<=1024."),
+        (["--max-mb", "nan"], "Invalid value for '--max-mb': nan is not a finite number"),
+    ],
+)
+def test_serve_options_out_of_range_are_one_error_line(
+    bundle: Path, args: list[str], message: str
+) -> None:
+    from click.testing import CliRunner
+
+    from mlbook.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", str(bundle), *args])
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if "rror" in line]
+    assert errors == [f"Error: {message}"]
+    assert "Traceback" not in result.output
+
+
+bodies = st.one_of(
+    st.binary(max_size=300),
+    json_values.map(lambda value: __import__("json").dumps(value).encode()),
+    st.fixed_dictionaries({"inputs": json_values}).map(
+        lambda value: __import__("json").dumps(value).encode()
+    ),
+    st.lists(
+        st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**70), 2**70),
+        min_size=1,
+        max_size=8,
+    ).map(lambda row: __import__("json").dumps({"inputs": [row]}).encode()),
+    st.sampled_from(
+        [
+            b'{"inputs": ' + b"[" * 1000 + b"1" + b"]" * 1000 + b"}",
+            b'{"inputs": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+            b'{"inputs": [[[[' + b",".join([b"1e38"] * 8) + b"]]]]}",
+            b'{"images": [""]}',
+            b'{"image": "data:,"}',
+            b'{"inputs": [1e400]}',
+            b'{"inputs": [NaN]}',
+        ]
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=bodies,
+    content_type=st.sampled_from(
+        ["application/json", "", "multipart/form-data; boundary=x", "text/plain"]
+    ),
+)
+def test_any_body_gets_200_or_4xx_never_500(client, body: bytes, content_type: str) -> None:  # type: ignore[no-untyped-def]
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/predict", content=body, headers=headers)
+    assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
+    payload = response.json()
+    assert ("outputs" in payload) if response.status_code == 200 else payload["error"]

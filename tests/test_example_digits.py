@@ -32,6 +32,8 @@ from mlbook.project import Project
 from mlbook.provenance.journal import read_journal
 from mlbook.scaffold import init_project
 
+pytestmark = pytest.mark.slow  # trains models or exports bundles: the full run has them
+
 EXAMPLE_FILES = [
     "Data_processing/prepare_digits.py",
     "Deployment/predict_digits.py",

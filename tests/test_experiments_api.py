@@ -15,6 +15,7 @@ from mlbook.experiments.api import Experiment, Params
 from mlbook.experiments.discovery import (
     find_scripts,
     load_experiment,
+    read_script,
     select_scripts,
     select_versions,
 )
@@ -138,6 +139,19 @@ def test_load_and_versions(project: Project) -> None:
     assert select_versions(exp, skip=["small"]) == ["wide"]
     with pytest.raises(ExperimentError, match="unknown version big; versions: small, wide"):
         select_versions(exp, ["big"])
+
+
+def test_read_script_gives_the_same_versions(project: Project) -> None:
+    path = write(project, "E1_a.py", SCRIPT)
+    (script,) = find_scripts(project)
+    plan = read_script(project, script)
+    assert plan.read == "static" and script.path == path
+    assert select_versions(plan, skip=["small"]) == ["wide"]
+    exp = load_experiment(project, "E1")
+    assert plan.versions == {name: params.to_dict() for name, params in exp.versions.items()}
+    assert plan.params("wide") == {"lr": 0.1, "w": 8}
+    with pytest.raises(ExperimentError, match="unknown version 'big'; versions: small, wide"):
+        plan.params("big")
 
 
 def test_bad_scripts(project: Project) -> None:

@@ -11,16 +11,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import gone, mlbook_cli, script, wait_for
 
 import mlbook
+from mlbook.cli import cli
 from mlbook.errors import MlbookWarning, StoreError
 from mlbook.experiments.backends import Job
 from mlbook.experiments.contract import (
@@ -39,30 +40,6 @@ from mlbook.experiments.runner import run_experiments
 from mlbook.experiments.series import chunk_of, decode_points, pack_series
 from mlbook.experiments.store import Store
 from mlbook.project import Project
-
-
-def script(project: Project, name: str, body: str) -> Path:
-    path = project.models_dir / name
-    path.write_text(textwrap.dedent(body), encoding="utf-8")
-    return path
-
-
-def mlbook_cli(project: Project, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlbook", *args],
-        cwd=project.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def stored_points(project: Project, key: str = "loss") -> int:
@@ -161,6 +138,9 @@ def test_nan_and_infinity_are_stored_as_values(project: Project) -> None:
     # a NaN final metric matches no numeric filter
     assert [r.version for r in runs(project, filters=["loss>0"])] == ["after"]
     assert [r.version for r in runs(project, filters=["loss<1"])] == ["after"]
+    shown = CliRunner().invoke(cli, ["-C", str(project.root), "show", record.id])
+    assert shown.exit_code == 0, shown.output
+    assert "loss    nan" in shown.output and "gain    inf" in shown.output
 
 
 BAD_VALUES = """
@@ -277,18 +257,13 @@ def test_processes_a_run_leaves_behind_are_stopped_with_a_warning(project: Proje
     info = result.runs[0]
     assert info.status == "completed"
     pid = int((info.dir / "orphan.pid").read_text())
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=10)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
+    wait_for(lambda: gone(pid), timeout=10)
 
 
 class ScriptedBackend:
     """A backend that replays events: the seam the runner's event handling is tested through."""
+
+    code_from_snapshot = True
 
     def __init__(self, events: list[Event]) -> None:
         self.events_to_send = events
@@ -453,7 +428,9 @@ def test_an_old_store_is_migrated_with_its_metrics(tmp_path: Path) -> None:
     )
     rows = [(1, "loss", step, 1.0 / (step + 1), 100.0 + step) for step in range(5000)]
     rows += [(1, "acc", step, 0.5, 100.0) for step in (0, 10, 20)]
+    db.execute("BEGIN")
     db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", rows)
+    db.execute("COMMIT")
     db.close()
     with Store.open(path) as store:
         series = metric_series(store, "r1")

@@ -10,7 +10,8 @@ bug and keeps its traceback.
      ├── ProjectError            not a project, a bad layout, an unreadable file
      │    └── ConfigError        mlbook.toml is not valid (file, line, key, expected)
      ├── DatasetError            dataset metadata or a conversion went wrong
-     │    └── RecordError        one bad record (file, line, field, value)
+     │    ├── RecordError        one bad record (file, line, field, value)
+     │    └── BadRecordsError    every bad record a reader found (a list of problems)
      ├── ExperimentError         unknown experiment or version, a bad script
      ├── StoreError              the run store cannot be read or written
      ├── ProvenanceError         git snapshots, the journal, diffs
@@ -26,9 +27,11 @@ snapshot) raises as a warning: the run goes on, and the CLI prints it as one lin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "BadRecordsError",
     "ConfigError",
     "DatasetError",
     "ExperimentError",
@@ -92,6 +95,45 @@ class RecordError(DatasetError):
         self.problem = problem
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
+
+
+class BadRecordsError(DatasetError):
+    """Every problem a reader found in its input, reported at once.
+
+    The message's first line says what and how many; then one line per problem (at
+    most ``shown``), then ``... and N more``. With a single problem the message is
+    that problem's line alone (the hint left out).
+
+    Args:
+        source: what was read (a file or a directory).
+        problems: each problem (``file:line: field: what``), in the order found.
+        records: how many records are bad.
+        shown: how many problems the message lists.
+        hint: what to do, added to the first line.
+    """
+
+    def __init__(
+        self,
+        source: Path | str,
+        problems: Sequence[object],
+        records: int,
+        shown: int = 50,
+        hint: str = "",
+    ) -> None:
+        self.source = Path(source)
+        self.problems = list(problems)
+        self.records = records
+        count = len(self.problems)
+        if count == 1:
+            message = str(self.problems[0])
+        else:
+            bad = f" in {records} record(s)" if records else ""
+            lines = [f"{self.source}: {count} problem(s){bad}" + (f"; {hint}" if hint else "")]
+            lines += [f"  {problem}" for problem in self.problems[:shown]]
+            if count > shown:
+                lines.append(f"  ... and {count - shown} more")
+            message = "\n".join(lines)
+        super().__init__(message)
 
 
 class ExperimentError(MlbookError):

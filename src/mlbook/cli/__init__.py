@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "export": ("Deployment", "mlbook.cli.deploy:export", "Export a run as a verified bundle."),
     "exports": ("Deployment", "mlbook.cli.deploy:exports", "List export bundles and their status."),
+    "key": ("Deployment", "mlbook.cli.deploy:key", "Show or export the bundle-signing key."),
     "serve": ("Deployment", "mlbook.cli.deploy:serve", "Serve an export bundle over HTTP."),
 }
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mlbook.cli._options import format_option, quiet_option
+
+if TYPE_CHECKING:
+    from mlbook.datasets.formats._common import ImageMode
+    from mlbook.datasets.problems import OnError
 
 __all__ = ["data"]
 
@@ -33,8 +38,9 @@ def validate(path: Path, no_files: bool, output_format: str, quiet: bool) -> Non
 
     PATH is a dataset directory or a records file. Problems read
     `file:line: field: what is wrong (value)`: bad JSON, wrong types, unknown classes,
-    boxes with x1 >= x2 or outside the image, counts that disagree with the boxes,
-    duplicate ids, missing image or mask files. Exit code 1 when anything is wrong.
+    boxes with x1 >= x2 or outside the image, malformed segmentations, counts that
+    disagree with the boxes, duplicate ids, paths that leave the dataset directory,
+    missing image or mask files. Exit code 1 when anything is wrong.
 
     Example:
 
@@ -80,6 +86,20 @@ def validate(path: Path, no_files: bool, output_format: str, quiet: bool) -> Non
 )
 @click.option("--masks", is_flag=True, help="COCO only: render a mask PNG per image.")
 @click.option("--name", help="Dataset name (default: DST's directory name).")
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="Bad records: list them all and write nothing, or leave them out and say how many.",
+)
+@click.option(
+    "--images",
+    type=click.Choice(["link", "copy"]),
+    default="link",
+    show_default=True,
+    help="How images come into DST: hard links (copies across filesystems) or copies.",
+)
 @quiet_option
 def convert(
     src: Path,
@@ -88,22 +108,30 @@ def convert(
     dst_format: str,
     masks: bool,
     name: str | None,
+    on_error: OnError,
+    images: ImageMode,
     quiet: bool,
 ) -> None:
     """Convert the dataset SRC into DST.
 
     Reads COCO instances, Pascal VOC, YOLO, LabelMe, CSV or mlbook; writes mlbook,
-    COCO, VOC, YOLO or CSV. Images are not copied: the output refers to them. Every
-    file is written to a temporary name and renamed, so a failure leaves no half output.
+    COCO, VOC, YOLO or CSV. Every bad record is listed (file, line or element, field);
+    with --on-error skip the good ones are converted and the rest counted. The images
+    come along into DST (mlbook, VOC, YOLO, CSV), so no record points outside it. DST
+    is built beside its final place and moved in at the end: a failure, a full disk
+    included, leaves nothing half-written.
 
     Example:
 
     \b
         mlbook data convert annotations/instances_val2017.json Datasets/coco --from coco
+        mlbook data convert labels.csv Datasets/cars --from csv --on-error skip
     """
     from mlbook.cli._render import RichReporter, console
     from mlbook.datasets.convert import convert as run_convert
+    from mlbook.datasets.problems import ErrorPolicy
 
+    policy = ErrorPolicy(on_error)
     dataset = run_convert(
         src,
         dst,
@@ -112,12 +140,24 @@ def convert(
         masks=masks,
         name=name,
         reporter=RichReporter(quiet=quiet),
+        policy=policy,
+        images=images,
     )
     boxes = sum(len(r.boxes) for r in dataset)
     console.print(
         f"converted {len(dataset)} records, {boxes} boxes, {len(dataset.classes)} classes "
         f"-> {dst} ({dst_format})"
     )
+    if policy.problems:
+        click.echo(
+            f"warning: skipped {policy.skipped} bad record(s) of {src} "
+            f"({len(policy.problems)} problem(s)):",
+            err=True,
+        )
+        for problem in policy.problems[: policy.shown]:
+            click.echo(f"  {problem}", err=True)
+        if len(policy.problems) > policy.shown:
+            click.echo(f"  ... and {len(policy.problems) - policy.shown} more", err=True)
 
 
 @data.command()

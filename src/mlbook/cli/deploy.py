@@ -1,14 +1,15 @@
-"""Deployment commands: ``export``, ``exports``, ``serve``."""
+"""Deployment commands: ``export``, ``exports``, ``key``, ``serve``."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import click
 
 from mlbook.cli._options import format_option, quiet_option
 
-__all__ = ["export", "exports", "serve"]
+__all__ = ["export", "exports", "key", "serve"]
 
 
 @click.command()
@@ -34,10 +35,11 @@ def export(
     output_format: str,
     quiet: bool,
 ) -> None:
-    """Export a run's model with its code as a verified bundle.
+    """Export a run's model with its code as a verified, signed bundle.
 
     The bundle holds the script and every file under Models/ it imports, the
-    weights, params.json, labels.json and manifest.json (sha256 of every file).
+    weights, params.json, labels.json, manifest.json (sha256 of every file) and
+    signature.json (the manifest signed with the project's key, see `mlbook key`).
     It is loaded and run once in a clean process before it is put in place.
 
     Example:
@@ -64,7 +66,14 @@ def export(
     if output_format == "json":
         import msgspec
 
-        print_json({"path": str(result.path), "manifest": msgspec.to_builtins(manifest)})
+        print_json(
+            {
+                "path": str(result.path),
+                "key": result.key,
+                "public_key": str(result.public_key),
+                "manifest": msgspec.to_builtins(manifest),
+            }
+        )
         return
     where = project.relative(result.path)
     console.print(
@@ -85,6 +94,10 @@ def export(
             f"[green]onnx[/]      {manifest.onnx.file}: max abs diff vs PyTorch "
             f"{manifest.onnx.max_abs_diff:.2g}"
         )
+    console.print(
+        f"[green]signed[/]    with this project's key {result.key} "
+        f"(public key: {project.relative(result.public_key)})"
+    )
 
 
 @click.command()
@@ -97,10 +110,13 @@ def export(
 @click.option("--verify", is_flag=True, help="Also load each bundle in a clean process.")
 @format_option("json")
 def exports(directory: str | None, verify: bool, output_format: str) -> None:
-    """List export bundles with their run, metrics and verification status.
+    """List export bundles with their run, metrics and signature status.
 
-    Every file of each bundle is checked against its manifest; with --verify each
-    bundle is also loaded and run on its recorded sample in a clean process.
+    Status: signed (by this project's key), trusted (by a key in MLBOOK_TRUSTED_KEYS),
+    foreign (by a key not trusted), unsigned, tampered (signature or a file does not
+    match), invalid (unreadable manifest, or --verify failed). Every file of each
+    bundle is checked against its manifest; with --verify each signed bundle is also
+    loaded and run on its recorded sample in a clean process.
 
     Example:
 
@@ -118,7 +134,14 @@ def exports(directory: str | None, verify: bool, output_format: str) -> None:
     if not found:
         console.print("no exports yet; create one with `mlbook export ID --version NAME`")
         return
-    style = {"verified": "green", "unverified": "yellow", "invalid": "red"}
+    style = {
+        "signed": "green",
+        "trusted": "green",
+        "foreign": "yellow",
+        "unsigned": "yellow",
+        "tampered": "red",
+        "invalid": "red",
+    }
     rows = []
     for info in found:
         metrics = " ".join(
@@ -143,16 +166,81 @@ def exports(directory: str | None, verify: bool, output_format: str) -> None:
 
 
 @click.command()
+@click.option(
+    "--export",
+    "destination",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Write the public key (PEM) to FILE, for deployment machines.",
+)
+@format_option("json")
+def key(destination: str | None, output_format: str) -> None:
+    """Show the project's bundle-signing key; export its public half.
+
+    Every export is signed with this key (made on first use in .mlbook/keys/,
+    git-ignored; the private half never leaves the project). mlbook.load trusts
+    it for bundles inside the project; elsewhere, list the exported public key
+    in MLBOOK_TRUSTED_KEYS.
+
+    Example:
+
+    \b
+        mlbook key --export project.pub
+        MLBOOK_TRUSTED_KEYS=project.pub python serve_model.py
+    """
+    from mlbook.cli._render import console, print_json
+    from mlbook.deploy.signing import export_public_key, project_key
+    from mlbook.project import Project
+
+    project = Project.find()
+    signing = project_key(project.root)
+    public = signing.public
+    written = export_public_key(project.root, destination) if destination else None
+    if output_format == "json":
+        print_json(
+            {
+                "key": public.fingerprint,
+                "public_key": public.source,
+                "exported": str(written) if written else None,
+            }
+        )
+        return
+    console.print(f"key       {public.fingerprint}")
+    console.print(f"public    {project.relative(public.source)}")
+    console.print(f"private   {project.relative(signing.path)} (keep it in the project)")
+    if written is not None:
+        console.print(f"[green]exported[/]  the public key to {written}")
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+@click.command()
 @click.argument("path", type=click.Path(file_okay=False, path_type=str))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
 @click.option(
-    "--max-mb", default=10.0, show_default=True, type=float, help="Largest request body in MB."
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port to listen on.",
+)
+@click.option(
+    "--max-mb",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0, 1024, min_open=True),
+    callback=_finite,
+    help="Largest request body in MB.",
 )
 def serve(path: str, host: str, port: int, max_mb: float) -> None:
     """Serve an export bundle over HTTP (POST /predict, GET /health, GET /metadata).
 
-    Needs the serve extra (FastAPI + uvicorn). Binds loopback unless --host says otherwise.
+    Needs the serve extra (FastAPI + uvicorn). Binds loopback unless --host says
+    otherwise. The bundle must be signed by a trusted key (see `mlbook key`).
 
     Example:
 

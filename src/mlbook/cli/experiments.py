@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import math
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -55,15 +57,28 @@ def _metrics_text(metrics: dict[str, Any], limit: int = 4) -> str:
 
 
 def sparkline(values: list[float], width: int = 40) -> str:
-    """Values as a row of block characters (downsampled to ``width``)."""
+    """Values as a row of block characters (downsampled to ``width``).
+
+    NaN shows as a space; ±inf as the top or bottom block.
+    """
     if not values:
         return ""
     if len(values) > width:
         step = len(values) / width
         values = [values[int(i * step)] for i in range(width - 1)] + [values[-1]]
-    low, high = min(values), max(values)
+    finite = [v for v in values if math.isfinite(v)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
     span = (high - low) or 1.0
-    return "".join(_BLOCKS[int((v - low) / span * (len(_BLOCKS) - 1))] for v in values)
+    top = len(_BLOCKS) - 1
+
+    def block(v: float) -> str:
+        if math.isnan(v):
+            return " "
+        if math.isinf(v):
+            return _BLOCKS[top if v > 0 else 0]
+        return _BLOCKS[int((v - low) / span * top)]
+
+    return "".join(map(block, values))
 
 
 @click.command()
@@ -90,8 +105,13 @@ def new(ident: str, title: str, name: str | None) -> None:
 
 @click.command(name="ls")
 @format_option("json")
-def ls(output_format: str) -> None:
+@click.pass_context
+def ls(ctx: click.Context, output_format: str) -> None:
     """List the experiments in Models/ and their versions.
+
+    Scripts are read without being imported: from their source, or (when their
+    versions are computed) in a child process, cached. `mlbook --debug ls` says
+    which scripts were imported and why. Exits 1 when a script cannot be read.
 
     Example:
 
@@ -99,55 +119,63 @@ def ls(output_format: str) -> None:
         mlbook ls --format json
     """
     from mlbook.cli._render import print_json, print_table
-    from mlbook.experiments.discovery import find_scripts, load_script
+    from mlbook.errors import MlbookError
+    from mlbook.experiments.discovery import find_scripts, read_script
     from mlbook.project import Project
 
     project = Project.find()
+    debug = bool(ctx.meta.get("mlbook.debug"))
     rows: list[dict[str, Any]] = []
     for script in find_scripts(project):
+        where = project.relative(script.path)
         try:
-            exp = load_script(script.path, project.models_dir)
-        except Exception as exc:  # one broken script must not hide the others
-            rows.append(
-                {"id": script.id, "script": project.relative(script.path), "error": str(exc)}
-            )
+            plan = read_script(project, script)
+        except MlbookError as exc:  # one broken script must not hide the others
+            rows.append({"id": script.id, "script": where, "error": str(exc)})
             continue
+        if debug and plan.read != "static":
+            how = "imported in a child process" + (" (cached)" if plan.read == "cache" else "")
+            click.echo(f"note: {where}: {how}: {plan.why}", err=True)
         rows.append(
             {
                 "id": script.id,
-                "script": project.relative(script.path),
-                "title": exp.title,
-                "dataset": exp.dataset,
-                "hooks": sorted(exp.hooks),
-                "versions": {name: params.to_dict() for name, params in exp.versions.items()},
+                "script": where,
+                "title": plan.title,
+                "dataset": plan.dataset,
+                "hooks": list(plan.hooks),
+                "versions": plan.versions,
             }
         )
     if output_format == "json":
         print_json(rows)
-        return
-    print_table(
-        ["id", "script", "versions", "hooks"],
-        [
-            (
-                r["id"],
-                r["script"],
-                f"[red]error: {r['error']}[/]" if "error" in r else ", ".join(r["versions"]),
-                ", ".join(r.get("hooks", [])),
-            )
-            for r in rows
-        ],
-    )
+    else:
+        print_table(
+            ["id", "script", "versions", "hooks"],
+            [
+                (
+                    r["id"],
+                    r["script"],
+                    f"[red]error: {r['error']}[/]" if "error" in r else ", ".join(r["versions"]),
+                    ", ".join(r.get("hooks", [])),
+                )
+                for r in rows
+            ],
+        )
+    if any("error" in r for r in rows):
+        ctx.exit(1)
 
 
 class _Live:
     """Progress of the running versions: a one-line status on a TTY, plain lines otherwise."""
 
     def __init__(self, quiet: bool) -> None:
-        from mlbook.cli._render import err_console
-
-        self.console = err_console
         self.quiet = quiet
-        self.tty = err_console.is_terminal
+        self.tty = _terminal(sys.stderr)
+        self.console: Any = None
+        if self.tty:  # rich only for a terminal: piped runs start faster without it
+            from mlbook.cli._render import err_console
+
+            self.console = err_console
         self.active: dict[str, RunInfo] = {}
         self.status: Any = None
         self.last = 0.0
@@ -237,7 +265,6 @@ def run(
     \b
         mlbook run E012 --mode test && mlbook run E012 --version small -j 2
     """
-    from mlbook.cli._render import console
     from mlbook.experiments.runner import run_experiments
     from mlbook.project import Project
 
@@ -257,12 +284,27 @@ def run(
     counts: dict[str, int] = {}
     for info in result.runs:
         counts[info.status] = counts.get(info.status, 0) + 1
-    summary = ", ".join(f"{n} {_status(s)}" for s, n in counts.items()) or "nothing ran"
     where = " (test mode: nothing recorded)" if mode == "test" else ""
-    console.print(f"{len(result.runs)} run(s): {summary}{where}")
-    if result.interrupted:
-        console.print("[yellow]Aborted![/] (Ctrl-C): no further versions started")
+    stopped = "Aborted! (Ctrl-C or SIGTERM): no further versions started"
+    if _terminal(sys.stdout):
+        from mlbook.cli._render import console
+
+        summary = ", ".join(f"{n} {_status(s)}" for s, n in counts.items()) or "nothing ran"
+        console.print(f"{len(result.runs)} run(s): {summary}{where}")
+        if result.interrupted:
+            console.print(f"[yellow]{stopped}[/]")
+    else:
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "nothing ran"
+        click.echo(f"{len(result.runs)} run(s): {summary}{where}")
+        if result.interrupted:
+            click.echo(stopped)
     raise SystemExit(result.exit_code)
+
+
+def _terminal(stream: Any) -> bool:
+    """True when ``stream`` is a terminal (or the environment forces one, as rich reads it)."""
+    forced = any(os.environ.get(name) for name in ("FORCE_COLOR", "TTY_COMPATIBLE"))
+    return forced or bool(getattr(stream, "isatty", lambda: False)())
 
 
 @click.command()

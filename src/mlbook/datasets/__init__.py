@@ -2,7 +2,8 @@
 
 ``open_dataset(path)`` reads a dataset directory; :func:`convert` reads or writes the
 other formats (COCO, Pascal VOC, YOLO, LabelMe, CSV); :func:`validate_dataset` reports
-every problem in one pass.
+every problem in one pass. Readers collect every bad record into an :class:`ErrorPolicy`
+that fails (listing them all) or skips them.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from mlbook.datasets.subsets import ClassEncoding
 
 if TYPE_CHECKING:
     from mlbook.datasets.convert import convert, read_dataset, write_dataset
+    from mlbook.datasets.problems import ErrorPolicy, Problem
     from mlbook.datasets.split import assign_splits
     from mlbook.datasets.stats import DatasetStats, compute_stats
-    from mlbook.datasets.validate import Problem, ValidationReport, validate_dataset
+    from mlbook.datasets.validate import ValidationReport, validate_dataset
 
 __all__ = [
     "Box",
@@ -28,6 +30,7 @@ __all__ = [
     "Dataset",
     "DatasetInfo",
     "DatasetStats",
+    "ErrorPolicy",
     "Problem",
     "Record",
     "ValidationReport",
@@ -47,7 +50,8 @@ _LAZY: dict[str, str] = {
     "assign_splits": "mlbook.datasets.split",
     "DatasetStats": "mlbook.datasets.stats",
     "compute_stats": "mlbook.datasets.stats",
-    "Problem": "mlbook.datasets.validate",
+    "ErrorPolicy": "mlbook.datasets.problems",
+    "Problem": "mlbook.datasets.problems",
     "ValidationReport": "mlbook.datasets.validate",
     "validate_dataset": "mlbook.datasets.validate",
 }

@@ -7,7 +7,6 @@ are the loaders.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,22 +15,25 @@ import msgspec
 
 from mlbook.datasets.metadata import (
     DATASET_FILE,
+    RECORDS_FILE,
     ClassInfo,
     DatasetInfo,
     Record,
     load_info,
-    load_records,
     records_path,
-    save_dataset,
 )
+from mlbook.datasets.problems import ErrorPolicy, path_problem
 from mlbook.datasets.subsets import ClassEncoding
+from mlbook.datasets.validate import check_info, read_records
 from mlbook.errors import DatasetError
 
 if TYPE_CHECKING:
+    from mlbook.datasets.formats._common import ImageMode
     from mlbook.datasets.loaders import Sample
     from mlbook.datasets.torch import Target, TorchDataset
+    from mlbook.progress import Reporter
 
-__all__ = ["ClassSubset", "Dataset", "open_dataset"]
+__all__ = ["ClassSubset", "Dataset", "load_dataset", "open_dataset"]
 
 #: What ``classes=`` accepts: an encoding, a name -> id mapping, or a list of names.
 ClassSubset = ClassEncoding | Iterable[str] | dict[str, int]
@@ -149,7 +151,14 @@ class Dataset:
         return [r for r in self._records if r.split in wanted]
 
     def path_of(self, relative: str) -> Path:
-        """Resolve a record's ``file`` or ``mask`` against the dataset directory."""
+        """Resolve a record's ``file`` or ``mask`` against the dataset directory.
+
+        Raises:
+            DatasetError: the path is empty, absolute or leaves the directory.
+        """
+        problem = path_problem(relative)
+        if problem is not None:
+            raise DatasetError(f"dataset {self.name!r}: {problem}")
         base = self.root if self.root is not None else Path.cwd()
         return base / relative
 
@@ -194,57 +203,66 @@ class Dataset:
             cache=cache,
         )
 
-    def save(self, root: Path | str | None = None) -> Path:
-        """Write ``dataset.json`` and ``records.jsonl`` (canonical form) atomically."""
+    def save(self, root: Path | str | None = None, images: ImageMode = "link") -> Path:
+        """Write ``dataset.json`` and ``records.jsonl`` (canonical form) into ``root``
+        (default: where the dataset is), all or nothing.
+
+        Saved into another directory, the records keep their relative paths and their
+        image and mask files come along (hard links, or copies with ``images="copy"``
+        or where the filesystem cannot link), so the dataset stays self-contained.
+
+        Raises:
+            DatasetError: no directory; BadRecordsError: a record :func:`open_dataset`
+            would refuse (nothing is written).
+        """
+        from mlbook.datasets.convert import write_dataset
+
         target = Path(root) if root is not None else self.root
         if target is None:
             raise DatasetError("dataset has no directory; pass one to save()")
-        if self.root is not None and self.root.resolve() != target.resolve():
-            self._records = self.rebased(target)
-        saved = save_dataset(target, self.info, self._records)
-        self.root = saved
-        return saved
-
-    def rebased(self, target: Path) -> list[Record]:
-        """The records with ``file`` and ``mask`` made relative to ``target`` instead of root."""
-        if self.root is None:
-            return list(self._records)
-        source = self.root.resolve()
-        destination = target.resolve()
-        if source == destination:
-            return list(self._records)
-
-        def move(relative: str) -> str:
-            return Path(os.path.relpath(source / relative, destination)).as_posix()
-
-        return [
-            msgspec.structs.replace(
-                r, file=move(r.file), mask=move(r.mask) if r.mask is not None else None
-            )
-            for r in self._records
-        ]
+        return write_dataset(self, target, "mlbook", images=images)
 
 
 def open_dataset(path: Path | str) -> Dataset:
     """Open the dataset directory ``path`` (``dataset.json`` + ``records.jsonl``).
 
-    Without ``dataset.json`` the classes are the names found in the records.
+    Strict: every problem :func:`~mlbook.datasets.validate_dataset` would report, except
+    missing image files, is collected and refused at once. Without ``dataset.json`` the
+    classes are the names found in the records.
 
     Raises:
-        DatasetError: not a dataset directory; RecordError: a bad record.
+        DatasetError: not a dataset directory, an unreadable file; BadRecordsError:
+        every bad record (file, line, field, what).
     """
-    root = Path(path)
+    return load_dataset(Path(path), ErrorPolicy())
+
+
+def load_dataset(root: Path, policy: ErrorPolicy, reporter: Reporter | None = None) -> Dataset:
+    """:func:`open_dataset` with an error policy: under ``"skip"`` the bad records are
+    left out (the native reader for ``mlbook data convert --on-error skip``)."""
     if not root.is_dir():
         raise DatasetError(
-            f"{root}: not a dataset directory; expected {DATASET_FILE} and records.jsonl in it"
+            f"{root}: not a dataset directory; expected {DATASET_FILE} and {RECORDS_FILE} in it"
         )
     info = load_info(root)
-    if info is None and not records_path(root).exists():
+    records_file = records_path(root)
+    if not records_file.exists() and not records_file.is_symlink():
+        if info is None:
+            raise DatasetError(
+                f"{root}: no {DATASET_FILE} or {RECORDS_FILE}; import one with "
+                "`mlbook data convert SRC DST --from coco`"
+            )
         raise DatasetError(
-            f"{root}: no {DATASET_FILE} or records.jsonl; import one with "
-            "`mlbook data convert SRC DST --from coco`"
+            f"{records_file}: no records file; write {RECORDS_FILE} "
+            "(or convert with `mlbook data convert`)"
         )
-    records = load_records(root)
+    classes: set[str] | None = None
+    if info is not None:
+        for field, problem in check_info(info):
+            policy.fail(root / DATASET_FILE, None, field, problem)
+        classes = {c.name for c in info.classes} if info.classes else None
+    records = read_records(records_file, policy, classes, reporter)
+    policy.finish(root)
     if info is None:
         info = DatasetInfo(name=root.resolve().name, classes=_classes_from_records(records))
     return Dataset(info, records, root)

@@ -3,8 +3,9 @@
 A dataset directory holds ``dataset.json`` (:class:`DatasetInfo`) and ``records.jsonl``
 (one :class:`Record` per line; a ``records.json`` array is accepted on input). Input may
 use the loose forms people write by hand (``labels`` as one string, ``counts`` as a list
-of one-key objects, an integer ``id``); :func:`save_dataset` always writes the canonical
-form.
+of one-key objects, an integer ``id``); mlbook always writes the canonical form
+(:func:`encode_records`, :func:`encode_info`). Reading a whole records file, with every
+problem collected, is :func:`mlbook.datasets.validate.read_records`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-from mlbook._fs import atomic_write_bytes, atomic_writer
-from mlbook.errors import DatasetError, RecordError
+from mlbook.datasets.problems import read_bytes, short
+from mlbook.errors import RecordError
 
 __all__ = [
     "DATASET_FILE",
@@ -31,12 +32,12 @@ __all__ = [
     "DatasetInfo",
     "Record",
     "decode_record",
+    "decode_records_fast",
+    "encode_info",
     "encode_records",
     "iter_lines",
     "load_info",
-    "load_records",
     "no_gc",
-    "parse_records",
     "records_path",
     "save_dataset",
 ]
@@ -192,11 +193,6 @@ def _value_at(obj: Any, path: str) -> Any:
     return current
 
 
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def decode_record(data: bytes | str | Any, path: Path | str = "<record>", line: int = 1) -> Record:
     """Parse one record (JSON text or an already decoded object), loose forms accepted.
 
@@ -208,12 +204,16 @@ def decode_record(data: bytes | str | Any, path: Path | str = "<record>", line: 
             obj = msgspec.json.decode(data)
         except msgspec.DecodeError as exc:
             raise RecordError(path, line, "", _json_problem(exc, data)) from exc
+        except RecursionError:
+            raise RecordError(path, line, "", "JSON nested too deeply to read") from None
     else:
         obj = data
     if not isinstance(obj, dict):
-        raise RecordError(path, line, "", f"a record must be a JSON object, got {_short(obj)}")
+        raise RecordError(path, line, "", f"a record must be a JSON object, got {short(obj)}")
     try:
         loose = msgspec.convert(obj, _LooseRecord)
+    except RecursionError:
+        raise RecordError(path, line, "", "JSON nested too deeply to read") from None
     except msgspec.ValidationError as exc:
         message = str(exc)
         named = _NAMED_FIELD.match(message)
@@ -233,7 +233,7 @@ def decode_record(data: bytes | str | Any, path: Path | str = "<record>", line: 
                 problem, _, where = message.rpartition(" - at `")
             where = where.rstrip("`")
             field = where.removeprefix("$").lstrip(".")
-            value = _short(_value_at(obj, where))
+            value = short(_value_at(obj, where))
             problem = f"{problem[0].lower()}{problem[1:]} ({value})"
         raise RecordError(path, line, field, problem) from exc
     return _normalise(loose)
@@ -265,35 +265,16 @@ def iter_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
             yield number, raw
 
 
-def parse_records(data: bytes, path: Path | str = "<records>") -> list[Record]:
-    """Parse JSON Lines (or a JSON array when the data starts with ``[``) into records.
-
-    The canonical form takes a fast typed path; anything else is parsed record by
-    record so that the first problem is reported with its line.
-
-    Raises:
-        RecordError: the first bad record, with file, line, field and value.
-    """
-    with no_gc():
-        return _parse_records(data, path)
-
-
-def _parse_records(data: bytes, path: Path | str) -> list[Record]:
-    if _ARRAY_START.match(data):
-        try:
-            return _RECORDS_ARRAY_DECODER.decode(data)
-        except msgspec.DecodeError:
-            pass
-        try:
-            items = msgspec.json.decode(data)
-        except msgspec.DecodeError as exc:
-            raise RecordError(path, None, "", _json_problem(exc, data)) from exc
-        return [decode_record(item, path, index) for index, item in enumerate(items, 1)]
+def decode_records_fast(data: bytes) -> list[Record] | None:
+    """Records in the canonical form, decoded in one typed pass; ``None`` when the data
+    is not all canonical (loose forms, bad JSON), so that the caller reads it record by
+    record instead. JSON Lines, or a JSON array when the data starts with ``[``."""
     try:
+        if _ARRAY_START.match(data):
+            return _RECORDS_ARRAY_DECODER.decode(data)
         return _RECORD_DECODER.decode_lines(data)
-    except msgspec.DecodeError:
-        pass
-    return [decode_record(raw, path, number) for number, raw in iter_lines(data)]
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 def records_path(root: Path) -> Path:
@@ -304,35 +285,21 @@ def records_path(root: Path) -> Path:
     return jsonl
 
 
-def load_records(root: Path | str) -> list[Record]:
-    """Read the records of the dataset directory ``root``.
-
-    Raises:
-        DatasetError: no records file; RecordError: a bad record.
-    """
-    path = records_path(Path(root))
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(
-            f"{path}: no records file; write {RECORDS_FILE} (or convert with `mlbook data convert`)"
-        ) from None
-    return parse_records(data, path)
-
-
 def load_info(root: Path | str) -> DatasetInfo | None:
     """Read ``dataset.json`` of ``root``; ``None`` when there is none.
 
     Raises:
-        DatasetError: the file is not valid JSON or has wrong fields.
+        DatasetError: the file cannot be read; RecordError: it is not valid JSON or has
+        wrong fields.
     """
     path = Path(root) / DATASET_FILE
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         return None
+    data = read_bytes(path, "dataset description (dataset.json)")
     try:
         return _INFO_DECODER.decode(data)
+    except RecursionError:
+        raise RecordError(path, None, "", "JSON nested too deeply to read") from None
     except msgspec.DecodeError as exc:
         message = str(exc)
         if isinstance(exc, msgspec.ValidationError):
@@ -349,18 +316,24 @@ def encode_records(records: Iterable[Record]) -> Iterator[bytes]:
         yield encode(record) + b"\n"
 
 
-def save_dataset(root: Path | str, info: DatasetInfo, records: list[Record]) -> Path:
-    """Write ``dataset.json`` and ``records.jsonl`` into ``root`` atomically, canonical form.
-
-    ``info.splits`` is recomputed from the records. Returns the dataset directory.
-    """
-    target = Path(root)
+def encode_info(info: DatasetInfo, records: Iterable[Record]) -> bytes:
+    """``dataset.json`` for ``info``, its ``splits`` recomputed from ``records``."""
     splits: dict[str, int] = {}
     for record in records:
         if record.split is not None:
             splits[record.split] = splits.get(record.split, 0) + 1
     info = msgspec.structs.replace(info, splits=dict(sorted(splits.items())))
-    with atomic_writer(target / RECORDS_FILE) as handle:
-        handle.writelines(encode_records(records))
-    atomic_write_bytes(target / DATASET_FILE, msgspec.json.format(_ENCODER.encode(info)) + b"\n")
-    return target
+    return msgspec.json.format(_ENCODER.encode(info)) + b"\n"
+
+
+def save_dataset(root: Path | str, info: DatasetInfo, records: list[Record]) -> Path:
+    """Write ``dataset.json`` and ``records.jsonl`` into ``root``, all or nothing, canonical
+    form (``info.splits`` recomputed); :meth:`Dataset.save
+    <mlbook.datasets.Dataset.save>` for records already in a directory.
+
+    Raises:
+        BadRecordsError: a record :func:`~mlbook.datasets.open_dataset` would refuse.
+    """
+    from mlbook.datasets.dataset import Dataset
+
+    return Dataset(info, records).save(root)

@@ -1,13 +1,16 @@
-"""Validation that reports every problem in one pass.
+"""Validation that reports every problem in one pass; the strict loader is built on it.
 
 ``validate_dataset(path)`` reads ``dataset.json`` and the records line by line; a bad
 line is reported and skipped, never fatal. Each problem reads
-``file:line: field: what is wrong (value)``.
+``file:line: field: what is wrong (value)``. :func:`read_records` runs the same checks
+(all but the file existence) for ``open_dataset`` and the native reader, sending each
+problem to an :class:`~mlbook.datasets.problems.ErrorPolicy`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,47 +26,28 @@ from mlbook.datasets.metadata import (
     DatasetInfo,
     Record,
     decode_record,
+    decode_records_fast,
     iter_lines,
     load_info,
     no_gc,
     records_path,
 )
+from mlbook.datasets.problems import ErrorPolicy, Problem, finite, path_problem, read_bytes
 from mlbook.errors import DatasetError, RecordError
 from mlbook.progress import NullReporter, Reporter
 
-__all__ = ["Problem", "ValidationReport", "check_record", "validate_dataset"]
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong: where (file, line or record number, field) and what."""
-
-    path: str
-    line: int | None
-    field: str
-    message: str
-    record: int | None = None
-
-    def __str__(self) -> str:
-        where = self.path
-        if self.line is not None:
-            where += f":{self.line}"
-        elif self.record is not None:
-            where += f": record {self.record}"
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The problem as JSON-ready data."""
-        return {
-            "path": self.path,
-            "line": self.line,
-            "record": self.record,
-            "field": self.field,
-            "message": self.message,
-            "text": str(self),
-        }
+__all__ = [
+    "Problem",
+    "ValidationReport",
+    "box_problems",
+    "check_info",
+    "check_record",
+    "parse_records",
+    "plain_path",
+    "read_records",
+    "segmentation_problem",
+    "validate_dataset",
+]
 
 
 @dataclass(slots=True)
@@ -93,6 +77,119 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def box_problems(
+    x1: float, y1: float, x2: float, y2: float, width: int | None, height: int | None
+) -> list[tuple[str, str]]:
+    """What is wrong with a box's corners: ``(part, problem)`` pairs, ``part`` being
+    ``"x1"``, ``"y1"``, ``"x2"``, ``"y2"`` or ``""`` (the whole box).
+
+    Corners must be finite, ``x1 < x2``, ``y1 < y2``, and inside the image (from 0 to
+    ``width``/``height`` when known).
+    """
+    if (
+        0 <= x1 < x2 < _INF
+        and 0 <= y1 < y2 < _INF
+        and (width is None or x2 <= width)
+        and (height is None or y2 <= height)
+    ):
+        return []
+    corners = {"x1": x1, "y1": y1, "x2": x2, "y2": y2}
+    bad = [(name, f"not a finite number ({v})") for name, v in corners.items() if not finite(v)]
+    if bad:
+        return bad
+    found: list[tuple[str, str]] = []
+    if x1 >= x2:
+        found.append(("x1", f"x1 >= x2 ({_num(x1)} >= {_num(x2)})"))
+    if y1 >= y2:
+        found.append(("y1", f"y1 >= y2 ({_num(y1)} >= {_num(y2)})"))
+    outside = []
+    if x1 < 0 or y1 < 0:
+        outside.append(f"x1={_num(x1)}, y1={_num(y1)}")
+    if width is not None and max(x1, x2) > width:
+        outside.append(f"x={_num(max(x1, x2))} > width {width}")
+    if height is not None and max(y1, y2) > height:
+        outside.append(f"y={_num(max(y1, y2))} > height {height}")
+    if outside:
+        found.append(("", f"outside the image ({'; '.join(outside)})"))
+    return found
+
+
+_INF = math.inf
+
+
+def segmentation_problem(segmentation: Any, width: int | None, height: int | None) -> str | None:
+    """What is wrong with a COCO segmentation (polygons or RLE), or ``None``.
+
+    Polygons: lists of at least three ``x, y`` pairs (their numbers are finite when they
+    come from JSON, which has no NaN). RLE:
+    ``{"counts", "size": [height, width]}``, the size matching the image when known;
+    uncompressed counts are non-negative integers adding up to ``height * width``,
+    compressed counts use pycocotools' alphabet.
+    """
+    if type(segmentation) is list:
+        for index, polygon in enumerate(segmentation):
+            if type(polygon) is not list or len(polygon) < 6 or len(polygon) % 2:
+                length = len(polygon) if isinstance(polygon, list) else type(polygon).__name__
+                return f"polygon {index} needs an even number (>= 6) of coordinates, got {length}"
+        return None
+    if not isinstance(segmentation, dict):
+        return f"expected polygons or RLE, got {type(segmentation).__name__}"
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if (
+        not isinstance(size, list)
+        or len(size) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        return f"malformed RLE: size must be [height, width], got {size!r:.40}"
+    rle_height, rle_width = size
+    if (height is not None and rle_height != height) or (width is not None and rle_width != width):
+        return (
+            f"malformed RLE: size {size} does not match the image (height {height}, width {width})"
+        )
+    if isinstance(counts, list):
+        if not set(map(type, counts)) <= {int} or (counts and min(counts) < 0):
+            return "malformed RLE: counts must be non-negative integers"
+        if sum(counts) != rle_height * rle_width:
+            return f"malformed RLE: counts add up to {sum(counts)}, not {rle_height * rle_width}"
+        return None
+    if isinstance(counts, str):
+        decoded = _rle_string_counts(counts)
+        if decoded is None:
+            return "malformed RLE: compressed counts are not in pycocotools' encoding"
+        if sum(decoded) != rle_height * rle_width:
+            return f"malformed RLE: counts add up to {sum(decoded)}, not {rle_height * rle_width}"
+        return None
+    return f"malformed RLE: counts must be a list or a string, got {type(counts).__name__}"
+
+
+def _rle_string_counts(text: str) -> list[int] | None:
+    """The run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``),
+    or ``None`` when the string is not in that encoding."""
+    counts: list[int] = []
+    position, end = 0, len(text)
+    while position < end:
+        value = shift = 0
+        more = True
+        while more:
+            if position >= end or shift > 30:
+                return None
+            code = ord(text[position]) - 48
+            if not 0 <= code < 64:
+                return None
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            position += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        if not 0 <= value < 2**32:
+            return None
+        counts.append(value)
+    return counts
+
+
 def check_record(
     record: Record,
     classes: set[str] | None,
@@ -104,6 +201,14 @@ def check_record(
         classes: the known class names (``None``: do not check names).
         root: when given, ``file`` and ``mask`` must exist under it.
     """
+    if root is None and _looks_clean(record, classes):
+        return []
+    return _check_fully(record, classes, root)
+
+
+def _check_fully(
+    record: Record, classes: set[str] | None, root: Path | None
+) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if not record.id:
         found.append(("id", "empty"))
@@ -126,19 +231,12 @@ def check_record(
         where = f"boxes[{index}]"
         if classes is not None and box.name not in classes:
             found.append((f"{where}.name", f"unknown class ({box.name!r})"))
-        if box.x1 >= box.x2:
-            found.append((f"{where}.x1", f"x1 >= x2 ({_num(box.x1)} >= {_num(box.x2)})"))
-        if box.y1 >= box.y2:
-            found.append((f"{where}.y1", f"y1 >= y2 ({_num(box.y1)} >= {_num(box.y2)})"))
-        outside = []
-        if box.x1 < 0 or box.y1 < 0:
-            outside.append(f"x1={_num(box.x1)}, y1={_num(box.y1)}")
-        if width is not None and max(box.x1, box.x2) > width:
-            outside.append(f"x={_num(max(box.x1, box.x2))} > width {width}")
-        if height is not None and max(box.y1, box.y2) > height:
-            outside.append(f"y={_num(max(box.y1, box.y2))} > height {height}")
-        if outside:
-            found.append((where, f"outside the image ({'; '.join(outside)})"))
+        for part, problem in box_problems(box.x1, box.y1, box.x2, box.y2, width, height):
+            found.append((f"{where}.{part}" if part else where, problem))
+        if box.segmentation is not None:
+            problem_text = segmentation_problem(box.segmentation, width, height)
+            if problem_text is not None:
+                found.append((f"{where}.segmentation", problem_text))
     if record.counts and record.boxes:
         boxed = Counter(box.name for box in record.boxes)
         for key in sorted(set(record.counts) | set(boxed)):
@@ -150,26 +248,88 @@ def check_record(
                         f"{boxed.get(key, 0)} boxes)",
                     )
                 )
-    if root is not None:
-        if not os.path.exists(root / record.file):
-            found.append(("file", f"image file not found ({record.file!r})"))
-        if record.mask is not None and not os.path.exists(root / record.mask):
-            found.append(("mask", f"mask file not found ({record.mask!r})"))
+    for name, value in (("file", record.file), ("mask", record.mask)):
+        if value is None:
+            continue
+        problem_text = path_problem(value)
+        if problem_text is not None:
+            found.append((name, problem_text))
+        elif root is not None and not os.path.exists(root / value):
+            kind = "image" if name == "file" else "mask"
+            found.append((name, f"{kind} file not found ({value!r})"))
     return found
 
 
-def _check_info(info: DatasetInfo, path: str, report: ValidationReport) -> None:
+def plain_path(value: str) -> bool:
+    """True for a path that is surely fine (no ``..``, not absolute, no odd characters);
+    False means "look closer" with :func:`path_problem`."""
+    return bool(
+        value
+        and value[0] != "/"
+        and ".." not in value
+        and "\\" not in value
+        and "\x00" not in value
+        and value[1:2] != ":"
+        and value.strip("./")
+    )
+
+
+def _looks_clean(record: Record, classes: set[str] | None) -> bool:
+    """A fast test that ``record`` has no problem (no file checks). True only when
+    :func:`check_record` would find nothing; False means "run the full check"."""
+    width, height = record.width, record.height
+    if (
+        not record.id
+        or (width is not None and width <= 0)
+        or (height is not None and height <= 0)
+        or not plain_path(record.file)
+        or (record.mask is not None and not plain_path(record.mask))
+    ):
+        return False
+    counts = record.counts
+    if counts and min(counts.values()) < 0:
+        return False
+    if classes is not None and not (
+        classes.issuperset(record.labels) and classes.issuperset(counts)
+    ):
+        return False
+    inf = _INF
+    wide = inf if width is None else width
+    high = inf if height is None else height
+    for box in record.boxes:
+        x1, y1, x2, y2 = box.x1, box.y1, box.x2, box.y2
+        if not (0 <= x1 < x2 <= wide and x2 < inf and 0 <= y1 < y2 <= high and y2 < inf):
+            return False
+        segmentation = box.segmentation
+        if segmentation is not None:
+            if type(segmentation) is not list:
+                if segmentation_problem(segmentation, width, height) is not None:
+                    return False
+            else:
+                for polygon in segmentation:
+                    if len(polygon) < 6 or len(polygon) % 2:
+                        return False
+        if classes is not None and box.name not in classes:
+            return False
+    if counts and record.boxes:
+        boxed = Counter(box.name for box in record.boxes)
+        if boxed != Counter({k: v for k, v in counts.items() if v}):
+            return False
+    return True
+
+
+def check_info(info: DatasetInfo) -> list[tuple[str, str]]:
+    """The ``(field, problem)`` pairs wrong with ``dataset.json``: duplicate class names
+    or ids."""
+    found: list[tuple[str, str]] = []
     names = Counter(c.name for c in info.classes)
     ids = Counter(c.id for c in info.classes)
     for index, info_class in enumerate(info.classes):
         if names[info_class.name] > 1:
-            report.problems.append(
-                Problem(path, None, f"classes[{index}].name", f"duplicate ({info_class.name!r})")
-            )
+            found.append((f"classes[{index}].name", f"duplicate ({info_class.name!r})"))
         if ids[info_class.id] > 1:
-            report.problems.append(
-                Problem(path, None, f"classes[{index}].id", f"duplicate ({info_class.id})")
-            )
+            found.append((f"classes[{index}].id", f"duplicate ({info_class.id})"))
+    return found
 
 
 def validate_dataset(
@@ -182,7 +342,7 @@ def validate_dataset(
         check_files: also check that image and mask files exist.
 
     Raises:
-        DatasetError: ``path`` holds no records file at all.
+        DatasetError: ``path`` holds no records file at all, or it cannot be read.
     """
     reporter = reporter or NullReporter()
     target = Path(path)
@@ -190,45 +350,101 @@ def validate_dataset(
         root, records_file = target.parent, target
     else:
         root, records_file = target, records_path(target)
-    report = ValidationReport(path=str(target))
+    sink = ErrorPolicy("skip")
     classes: set[str] | None = None
     info_path = root / DATASET_FILE
     try:
         info = load_info(root)
     except RecordError as exc:
-        report.problems.append(Problem(str(info_path), exc.line, exc.field, exc.problem))
+        sink.fail_error(exc)
         info = None
     if info is not None:
-        _check_info(info, str(info_path), report)
+        for field_name, problem in check_info(info):
+            sink.fail(info_path, None, field_name, problem)
         classes = {c.name for c in info.classes} if info.classes else None
-    try:
-        data = records_file.read_bytes()
-    except FileNotFoundError:
+    if not records_file.exists() and not records_file.is_symlink():
         raise DatasetError(
             f"{records_file}: no records file; expected {RECORDS_FILE} or {RECORDS_ARRAY_FILE}"
-        ) from None
+        )
+    data = read_bytes(records_file, "records file")
     with no_gc():
-        _check_records(data, records_file, root, classes, check_files, report, reporter)
-    return report
+        _, parsed = _scan(
+            data, records_file, sink, classes, root if check_files else None, reporter
+        )
+    return ValidationReport(path=str(target), records=parsed, problems=sink.problems)
 
 
-def _items(data: bytes, records_file: Path, report: ValidationReport) -> list[tuple[int, Any]]:
+def read_records(
+    path: Path,
+    policy: ErrorPolicy | None = None,
+    classes: set[str] | None = None,
+    reporter: Reporter | None = None,
+) -> list[Record]:
+    """The records of the records file ``path`` (see :func:`parse_records`).
+
+    Raises:
+        DatasetError: the file cannot be read; BadRecordsError: the problems.
+    """
+    return parse_records(read_bytes(path, "records file"), path, policy, classes, reporter)
+
+
+def parse_records(
+    data: bytes,
+    path: Path | str = "<records>",
+    policy: ErrorPolicy | None = None,
+    classes: set[str] | None = None,
+    reporter: Reporter | None = None,
+) -> list[Record]:
+    """The records in ``data`` (JSON Lines, or a JSON array when it starts with ``[``)
+    that have no problem; loose input forms are accepted.
+
+    Every problem :func:`validate_dataset` finds, except missing files, goes to
+    ``policy`` (default: fail), then ``policy.finish`` decides. The canonical form takes
+    a fast typed path; anything else, or data with problems, is read record by record
+    so that each problem has its line.
+
+    Args:
+        classes: the known class names (``None``: any name).
+
+    Raises:
+        BadRecordsError: the problems, when the policy fails.
+    """
+    policy = policy or ErrorPolicy()
+    with no_gc():
+        fast = decode_records_fast(data)
+        if fast is not None and _all_good(fast, classes):
+            records = fast
+        else:
+            name = Path(path)
+            records, _ = _scan(data, name, policy, classes, None, reporter or NullReporter())
+    policy.finish(path)
+    return records
+
+
+def _all_good(records: list[Record], classes: set[str] | None) -> bool:
+    seen: set[str] = set()
+    for record in records:
+        if record.id in seen or check_record(record, classes):
+            return False
+        seen.add(record.id)
+    return True
+
+
+def _items(data: bytes, records_file: Path, policy: ErrorPolicy) -> list[tuple[int, Any]]:
     """(position, raw item) pairs; positions are lines (JSONL) or record numbers (array)."""
-    if data.lstrip()[:1] == b"[":
+    if data.lstrip()[:1] != b"[":
+        return list(iter_lines(data))
+    try:
+        items = msgspec.json.decode(data)
+    except (msgspec.DecodeError, RecursionError):
         try:
-            items = msgspec.json.decode(data)
-        except msgspec.DecodeError as exc:
-            try:
-                decode_record(data, records_file, 1)
-            except RecordError as error:
-                report.problems.append(Problem(str(records_file), None, "", error.problem))
-            else:  # pragma: no cover - decode_record fails whenever decode does
-                report.problems.append(Problem(str(records_file), None, "", str(exc)))
-            return []
-        if not isinstance(items, list):
-            return []
-        return list(enumerate(items, start=1))
-    return list(iter_lines(data))
+            decode_record(data, records_file, 1)
+        except RecordError as error:
+            policy.fail(records_file, None, "", error.problem)
+        return []
+    if not isinstance(items, list):  # pragma: no cover - the data starts with "["
+        return []
+    return list(enumerate(items, start=1))
 
 
 _REQUIRED = ("id", "file")
@@ -240,59 +456,65 @@ def _decode_all(
     position: int,
     line: int | None,
     record_no: int | None,
-    report: ValidationReport,
-) -> Record | None:
+    policy: ErrorPolicy,
+) -> tuple[Record | None, bool]:
     """Decode one record, reporting each structural problem: a wrong optional field is
-    reported, dropped, and decoding goes on so the rest of the record is still checked."""
-    name = str(records_file)
+    reported, dropped, and decoding goes on so the rest of the record is still checked.
+    Returns the record (``None`` when nothing could be decoded) and whether it had a
+    problem."""
     if isinstance(raw, bytes):
-        with contextlib.suppress(msgspec.DecodeError):  # decode_record reports it
+        with contextlib.suppress(msgspec.DecodeError, RecursionError):  # decode_record says
             raw = msgspec.json.decode(raw)
+    rejected = False
     for _ in range(32):
         try:
-            return decode_record(raw, records_file, position)
+            record = decode_record(raw, records_file, position)
         except RecordError as exc:
-            report.problems.append(Problem(name, line, exc.field, exc.problem, record_no))
+            if rejected:
+                policy.add(records_file, line, exc.field, exc.problem, record_no)
+            else:
+                policy.reject(records_file, line, [(exc.field, exc.problem)], record_no)
+                rejected = True
             key = exc.field.split(".")[0].split("[")[0]
             if not isinstance(raw, dict) or key not in raw or key in _REQUIRED:
-                return None
+                return None, True
             raw = {k: v for k, v in raw.items() if k != key}
-    return None
+        else:
+            return record, rejected
+    return None, True
 
 
-def _check_records(
+def _scan(
     data: bytes,
     records_file: Path,
-    root: Path,
+    policy: ErrorPolicy,
     classes: set[str] | None,
-    check_files: bool,
-    report: ValidationReport,
+    root: Path | None,
     reporter: Reporter,
-) -> None:
+) -> tuple[list[Record], int]:
+    """The good records and how many records were parsed; every problem to ``policy``."""
     is_array = data.lstrip()[:1] == b"["
-    items = _items(data, records_file, report)
+    items = _items(data, records_file, policy)
     seen: dict[str, int] = {}
-    name = str(records_file)
+    good: list[Record] = []
+    parsed = 0
     with reporter.task("Validating", total=len(items)) as task:
         for position, raw in items:
+            task.advance()
             line, record_no = (None, position) if is_array else (position, None)
-            record = _decode_all(raw, records_file, position, line, record_no, report)
+            record, rejected = _decode_all(raw, records_file, position, line, record_no, policy)
             if record is None:
-                task.advance()
                 continue
-            report.records += 1
+            parsed += 1
+            found: list[tuple[str, str]] = []
             first = seen.setdefault(record.id, position)
             if first != position:
                 where = f"record {first}" if is_array else f"line {first}"
-                report.problems.append(
-                    Problem(
-                        name,
-                        line,
-                        "id",
-                        f"duplicate id ({record.id!r}, first at {where})",
-                        record_no,
-                    )
-                )
-            for field_name, problem in check_record(record, classes, root if check_files else None):
-                report.problems.append(Problem(name, line, field_name, problem, record_no))
-            task.advance()
+                found.append(("id", f"duplicate id ({record.id!r}, first at {where})"))
+            found += check_record(record, classes, root)
+            if rejected:
+                for field_name, problem in found:
+                    policy.add(records_file, line, field_name, problem, record_no)
+            elif not policy.reject(records_file, line, found, record_no):
+                good.append(record)
+    return good, parsed

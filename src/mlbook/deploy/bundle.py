@@ -6,19 +6,22 @@ every file under ``Models/`` it imports, paths kept relative to ``Models/``),
 optionally ``model.onnx``, and ``manifest.json`` with the hash of every file.
 
 It is built in a temporary directory beside the destination, verified there by
-a clean child process (:mod:`mlbook.deploy.verify`), checked once more against
-its manifest, and only then renamed into place. If anything fails, nothing is
-left at the destination (an older bundle there stays as it was).
+a clean child process (:mod:`mlbook.deploy.verify`), which also signs the
+manifest with the project's key (``signature.json``, see
+:mod:`mlbook.deploy.signing`), checked once more against its manifest and
+signature, and only then renamed into place. If anything fails (a full disk
+included: one :class:`ExportError` line), nothing is left at the destination:
+no half-written bundle, no directory the export created (an older bundle there
+stays as it was).
 
 The exporting process reads the script's source but does not import it (nor
 torch): ``dataset=``, ``files=`` and ``title=`` are read from the
-``mlbook.Experiment(...)`` call when they are literals, and the script is
-imported only when they are not.
+``mlbook.Experiment(...)`` call when it is made of literals, and the script is
+imported in a child process when it is not (:mod:`mlbook.experiments.plans`).
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import datetime as _dt
 import os
@@ -26,6 +29,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,23 +41,49 @@ from mlbook.deploy.manifest import MANIFEST_FILE, Manifest, check_bundle, write_
 from mlbook.errors import ExportError
 
 if TYPE_CHECKING:
+    from mlbook.deploy.signing import PublicKey
     from mlbook.experiments.query import RunRecord
     from mlbook.progress import Reporter
     from mlbook.project import Project
 
-__all__ = ["ExportResult", "code_files", "default_destination", "export_run", "script_settings"]
+__all__ = [
+    "ExportResult",
+    "FileWriter",
+    "code_files",
+    "default_destination",
+    "export_run",
+    "script_settings",
+    "write_file",
+]
+
+#: Puts one file into the staging directory, from its bytes or from a file to copy.
+FileWriter = Callable[[Path, bytes | Path], None]
 
 _WEIGHT_FORMATS = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors", ".pkl": "pickle"}
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    """A finished export: where it is, what it holds and how it was verified."""
+    """A finished export: where it is, what it holds, how it was verified, who signed it.
+
+    ``key`` is the fingerprint of the project key that signed the bundle and
+    ``public_key`` the file deployment machines need to trust it.
+    """
 
     path: Path
     manifest: Manifest
     seconds: float
     verify_seconds: float
+    key: str
+    public_key: Path
+
+
+def write_file(target: Path, source: bytes | Path) -> None:
+    """The default :data:`FileWriter`: write the bytes, or copy the file."""
+    if isinstance(source, bytes):
+        target.write_bytes(source)
+    else:
+        shutil.copyfile(source, target)
 
 
 def default_destination(project: Project, experiment: str, version: str) -> Path:
@@ -64,35 +94,13 @@ def default_destination(project: Project, experiment: str, version: str) -> Path
 def script_settings(script: Path, models_dir: Path) -> dict[str, Any]:
     """``dataset``, ``files`` and ``title`` of the script's ``Experiment(...)`` call.
 
-    Read from the source when they are literals; otherwise the script is imported.
+    Read by :func:`mlbook.experiments.plans.read_plan`: from the source when the
+    arguments are literals, otherwise by importing the script in a child process.
     """
-    try:
-        tree = ast.parse(script.read_bytes(), filename=str(script))
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ExportError(f"{script}: cannot be read as Python ({exc})") from exc
-    calls = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and (
-            (isinstance(node.func, ast.Attribute) and node.func.attr == "Experiment")
-            or (isinstance(node.func, ast.Name) and node.func.id == "Experiment")
-        )
-    ]
-    if len(calls) == 1:
-        found: dict[str, Any] = {"dataset": None, "files": [], "title": ""}
-        try:
-            for keyword in calls[0].keywords:
-                if keyword.arg in found:
-                    found[keyword.arg] = ast.literal_eval(keyword.value)
-            found["files"] = [str(f) for f in found["files"]]
-            return found
-        except ValueError:
-            pass
-    from mlbook.experiments.discovery import load_script
+    from mlbook.experiments.plans import read_plan
 
-    exp = load_script(script, models_dir)
-    return {"dataset": exp.dataset, "files": list(exp.files), "title": exp.title}
+    plan = read_plan(script, models_dir)
+    return {"dataset": plan.dataset, "files": list(plan.files), "title": plan.title}
 
 
 def _latest_run(project: Project, experiment: str, version: str | None) -> RunRecord:
@@ -265,8 +273,9 @@ def export_run(
     onnx: bool | None = None,
     force: bool = False,
     reporter: Reporter | None = None,
+    writer: FileWriter = write_file,
 ) -> ExportResult:
-    """Export a run of ``experiment`` as a verified bundle.
+    """Export a run of ``experiment`` as a verified bundle, signed with the project's key.
 
     Args:
         project: the project.
@@ -278,10 +287,13 @@ def export_run(
         onnx: also write ``model.onnx`` (default: ``[export] onnx`` in mlbook.toml).
         force: export even if code the run used has changed since.
         reporter: progress (default: none).
+        writer: puts each file into the staging directory (a seam: tests pass one
+            that fails like a full disk).
 
     Raises:
-        ExportError: no such run, missing weights or code, changed code, or a
-            failed verification (nothing is left at ``dest`` then).
+        ExportError: no such run, missing weights or code, changed code, a file that
+            cannot be written (a full disk), or a failed verification (nothing is
+            left at ``dest`` then).
     """
     from mlbook.errors import ExperimentError
     from mlbook.experiments.discovery import find_experiment
@@ -304,7 +316,7 @@ def export_run(
     with stack:
         code, settings, code_commit = _collect_code(project, run, script, recorded, force, stack)
         return _write_bundle(
-            project, run, script, code, settings, code_commit, dest, onnx, report, start
+            project, run, script, code, settings, code_commit, dest, onnx, report, start, writer
         )
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -376,31 +388,35 @@ def _write_bundle(
     onnx: bool,
     report: Reporter,
     start: float,
+    writer: FileWriter,
 ) -> ExportResult:
     from mlbook._version import __version__
+    from mlbook.deploy.signing import project_key
 
     experiment = run.experiment
     weights, weights_kind = _weights(project, run)
     labels = _labels(project, run, settings["dataset"])
+    key = project_key(project.root)
     target = (
         Path(dest) if dest is not None else default_destination(project, experiment, run.version)
     )
     target = target.absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    created: list[Path] = []
+    tmp: Path | None = None
     try:
+        created = _make_parents(target.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         for rel, path in code.items():
             copy = tmp / "code" / rel
             copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, copy)
+            writer(copy, path)
         (tmp / "weights").mkdir()
         weight_name = f"weights/model{weights.suffix}"
-        shutil.copyfile(weights, tmp / weight_name)
-        (tmp / "params.json").write_bytes(
-            orjson.dumps(run.params, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
-        )
+        writer(tmp / weight_name, weights)
+        params = orjson.dumps(run.params, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        writer(tmp / "params.json", params + b"\n")
         if labels is not None:
-            (tmp / "labels.json").write_bytes(labels)
+            writer(tmp / "labels.json", labels)
         manifest = Manifest(
             experiment=run.experiment,
             version=run.version,
@@ -424,18 +440,61 @@ def _write_bundle(
         from mlbook.deploy.verify import verify_bundle
 
         with report.task(f"verifying {experiment}-{run.version} in a clean process"):
-            verified = verify_bundle(tmp, finish=True, onnx=onnx, forbid=project.root)
-        final = check_bundle(tmp)
+            verified = verify_bundle(
+                tmp, finish=True, onnx=onnx, forbid=project.root, signing_key=key.path
+            )
+        final = _check_signed(tmp, key.public)
         _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for directory in reversed(created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        if isinstance(exc, OSError):
+            raise ExportError(
+                f"{project.relative(target)}: cannot write the export ({_os_reason(exc)}); "
+                "nothing was written: free some space (or fix the permissions) and export again"
+            ) from exc
         raise
     return ExportResult(
         path=target,
         manifest=final,
         seconds=time.perf_counter() - start,
         verify_seconds=verified.seconds,
+        key=key.public.fingerprint,
+        public_key=Path(key.public.source),
     )
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.strerror:
+        return f"{exc.strerror}, errno {exc.errno}" if exc.errno else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """``mkdir -p directory``; return the directories it made, outermost first."""
+    missing: list[Path] = []
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    directory.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
+def _check_signed(root: Path, public: PublicKey) -> Manifest:
+    """The bundle the child finished: every file matches, and the project's key signed it."""
+    from mlbook.deploy.manifest import parse_manifest, read_manifest_bytes
+    from mlbook.deploy.signing import check_signature
+
+    data = read_manifest_bytes(root)
+    manifest = check_bundle(root, parse_manifest(data, root / MANIFEST_FILE))
+    signature = check_signature(root, data, [public])
+    if not signature.ok:
+        raise ExportError(f"the verified bundle is not signed as expected: {signature.problem}")
+    return manifest
 
 
 def _replace_dir(new: Path, target: Path) -> None:

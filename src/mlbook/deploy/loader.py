@@ -1,39 +1,57 @@
 """``mlbook.load(path)``: rebuild an exported model from its bundle, for deployment code.
 
-The bundle's ``code/`` is imported under a private package name that is new for
-every load (``_mlbook_bundle_E012_small_1``), so two bundles whose scripts both
-import ``common.training`` each get their own copy (MLflow loads the first
-one's code for both: mlflow/mlflow#4061). The script's own absolute imports
-(``from common.training import fit``) are redirected into that package by an
-``__import__`` that only the bundle's modules see; nothing is added to
-``sys.path``, and no ``__pycache__`` is written into the bundle. Each code file
-is checked against its manifest hash again at the moment it is imported.
+Before anything runs, the bundle must be signed by a trusted key (see
+:mod:`mlbook.deploy.signing`; ``trust=True`` accepts an unsigned or foreign
+bundle, never one whose signature does not match), and every file must match
+its manifest hash. The code, params, labels, sample and weights are read once,
+hashed, and used from those bytes in memory: a file written into the bundle
+after the check never runs, whenever the code imports it (lazily in the predict
+hook included). Weights load with safetensors (or ``torch.load(weights_only=True)``);
+a pickle (scikit-learn) is read only from a bundle a trusted key signed, since
+reading a pickle can run any code.
+
+The code is imported under a private package name that is new for every load
+(``_mlbook_bundle_E012_small_1``), so two bundles whose scripts both import
+``common.training`` each get their own copy (MLflow loads the first one's code
+for both: mlflow/mlflow#4061). A meta-path finder serves that package's modules
+from the verified bytes; the script's own absolute imports (``from
+common.training import fit``) are redirected into the package by an
+``__import__`` that only the bundle's modules see. Nothing is added to
+``sys.path``, and nothing is read from or written to the bundle's ``code/``
+after the check (no ``__pycache__``).
 """
 
 from __future__ import annotations
 
 import builtins
-import hashlib
 import importlib
 import importlib.abc
 import importlib.machinery
-import importlib.util
+import io
 import itertools
+import linecache
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mlbook.deploy.manifest import Manifest, check_bundle, read_manifest
+from mlbook.deploy.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    check_files,
+    parse_manifest,
+    read_manifest_bytes,
+)
 from mlbook.errors import ExportError
 
 if TYPE_CHECKING:
     from mlbook.datasets.subsets import ClassEncoding
+    from mlbook.deploy.signing import KeySource, SignatureCheck
     from mlbook.experiments.api import Experiment, Params
 
 __all__ = ["LoadedModel", "load", "load_sample"]
@@ -44,40 +62,50 @@ CODE_DIR = "code"
 
 
 class _BundleLoader(importlib.abc.Loader):
-    """Executes one bundle file (or an empty package) with the bundle's ``__import__``."""
+    """Executes one module from its verified bytes (or an empty package) with the
+    bundle's ``__import__``."""
 
-    def __init__(self, finder: _BundleFinder, path: Path | None) -> None:
+    def __init__(self, finder: _BundleFinder, key: str | None) -> None:
         self.finder = finder
-        self.path = path
+        self.key = key
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return None
 
     def exec_module(self, module: ModuleType) -> None:
         module.__dict__["__builtins__"] = self.finder.builtins
-        if self.path is None:
+        if self.key is None:
             return
-        data = self.path.read_bytes()
-        relative = self.path.relative_to(self.finder.root).as_posix()
-        expected = self.finder.hashes.get(relative)
-        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-            raise ExportError(
-                f"{self.finder.root}: file {relative} changed while the bundle was loading; "
-                "re-export the model"
-            )
-        code = compile(data, str(self.path), "exec", dont_inherit=True)
+        filename = str(self.finder.code / self.key)
+        code = compile(self.finder.sources[self.key], filename, "exec", dont_inherit=True)
         exec(code, module.__dict__)
+
+    def get_source(self, fullname: str) -> str | None:
+        """The verified source (for tracebacks and ``inspect``)."""
+        if self.key is None:
+            return None
+        return self.finder.sources[self.key].decode("utf-8", "replace")
 
 
 class _BundleFinder(importlib.abc.MetaPathFinder):
-    """Finds ``<package>.<name>`` modules inside one bundle's ``code/`` directory."""
+    """Finds ``<package>.<name>`` modules among one bundle's verified code files.
 
-    def __init__(self, package: str, root: Path, hashes: Mapping[str, str]) -> None:
+    ``sources`` maps paths relative to ``code/`` (``common/training.py``) to their
+    bytes. A name under the package that is not among them is not found, and since
+    every package's ``__path__`` is empty, no other finder looks on disk for it.
+    """
+
+    def __init__(self, package: str, root: Path, sources: Mapping[str, bytes]) -> None:
         self.package = package
-        self.root = root
         self.code = root / CODE_DIR
-        self.hashes = dict(hashes)
-        self.tops = frozenset(_top_names(self.code))
+        self.sources = dict(sources)
+        self.dirs = {
+            parent.as_posix()
+            for key in self.sources
+            for parent in PurePosixPath(key).parents
+            if parent.as_posix() != "."
+        }
+        self.tops = frozenset(_top_names(self.sources))
         self.builtins: dict[str, Any] = dict(builtins.__dict__)
         self.builtins["__import__"] = self._import
 
@@ -85,34 +113,35 @@ class _BundleFinder(importlib.abc.MetaPathFinder):
         self, fullname: str, path: Any = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname == self.package:
-            spec = importlib.machinery.ModuleSpec(
-                fullname, _BundleLoader(self, None), is_package=True
-            )
-            spec.submodule_search_locations = [str(self.code)]
-            return spec
+            return self._spec(fullname, None, package=True)
         if not fullname.startswith(self.package + "."):
             return None
-        base = self.code.joinpath(*fullname.split(".")[1:])
-        init = base / "__init__.py"
-        if init.is_file():
-            return importlib.util.spec_from_file_location(
-                fullname,
-                init,
-                loader=_BundleLoader(self, init),
-                submodule_search_locations=[str(base)],
-            )
-        module = base.with_suffix(".py")
-        if module.is_file():
-            return importlib.util.spec_from_file_location(
-                fullname, module, loader=_BundleLoader(self, module)
-            )
-        if base.is_dir():  # a directory without __init__.py, like a namespace package
-            spec = importlib.machinery.ModuleSpec(
-                fullname, _BundleLoader(self, None), is_package=True
-            )
-            spec.submodule_search_locations = [str(base)]
-            return spec
+        relative = "/".join(fullname.split(".")[1:])
+        if f"{relative}/__init__.py" in self.sources:
+            return self._spec(fullname, f"{relative}/__init__.py", package=True)
+        if f"{relative}.py" in self.sources:
+            return self._spec(fullname, f"{relative}.py", package=False)
+        if relative in self.dirs:  # a directory without __init__.py, like a namespace package
+            return self._spec(fullname, None, package=True)
         return None
+
+    def _spec(
+        self, fullname: str, key: str | None, *, package: bool
+    ) -> importlib.machinery.ModuleSpec:
+        origin = str(self.code / key) if key is not None else None
+        spec = importlib.machinery.ModuleSpec(
+            fullname, _BundleLoader(self, key), origin=origin, is_package=package
+        )
+        if key is not None:
+            spec.has_location = True  # sets __file__, so code can find its data files
+            source = self.sources[key].decode("utf-8", "replace")
+            linecache.cache[str(self.code / key)] = (
+                len(source),
+                None,  # no mtime: linecache keeps the verified lines, never rereads the file
+                source.splitlines(keepends=True),
+                str(self.code / key),
+            )
+        return spec
 
     def _import(
         self,
@@ -139,15 +168,14 @@ class _BundleFinder(importlib.abc.MetaPathFinder):
         return module
 
 
-def _top_names(code: Path) -> set[str]:
+def _top_names(sources: Iterable[str]) -> set[str]:
     names: set[str] = set()
-    if not code.is_dir():
-        return names
-    for child in code.iterdir():
-        if child.is_dir() and child.name.isidentifier():
-            names.add(child.name)
-        elif child.suffix == ".py" and child.stem.isidentifier():
-            names.add(child.stem)
+    for key in sources:
+        first, _, rest = key.partition("/")
+        if rest and first.isidentifier():
+            names.add(first)
+        elif not rest and first.endswith(".py") and first[:-3].isidentifier():
+            names.add(first[:-3])
     return names
 
 
@@ -163,6 +191,7 @@ class LoadedModel:
         path: the bundle directory.
         experiment: the script's :class:`~mlbook.Experiment` (its hooks).
         module: the script module, imported under the bundle's private package.
+        signature: who signed the bundle (``signature.status``, ``signature.key``).
     """
 
     def __init__(
@@ -175,6 +204,8 @@ class LoadedModel:
         path: Path,
         experiment: Experiment,
         module: ModuleType,
+        signature: SignatureCheck,
+        sample_bytes: bytes | None = None,
     ) -> None:
         self.model = model
         self.params = params
@@ -183,6 +214,8 @@ class LoadedModel:
         self.path = path
         self.experiment = experiment
         self.module = module
+        self.signature = signature
+        self._sample_bytes = sample_bytes
 
     @property
     def has_predict(self) -> bool:
@@ -218,7 +251,9 @@ class LoadedModel:
 
     def sample(self) -> Any:
         """The sample input recorded at export time (``None`` when there is none)."""
-        return load_sample(self.path, self.manifest)
+        if self.manifest.sample_file is None or self._sample_bytes is None:
+            return None
+        return load_sample(self.manifest.sample_file, self._sample_bytes)
 
     def __repr__(self) -> str:
         m = self.manifest
@@ -233,52 +268,79 @@ def _call_predict(model: Any, inputs: Any) -> Any:
     return model.predict(inputs)
 
 
-def load_sample(root: Path, manifest: Manifest) -> Any:
-    """Read the bundle's recorded sample input (JSON or a torch file), else ``None``."""
-    if manifest.sample_file is None:
-        return None
-    path = root / manifest.sample_file
-    if path.suffix == ".json":
-        return orjson.loads(path.read_bytes())
+def load_sample(name: str, data: bytes) -> Any:
+    """Decode a recorded sample input: JSON (``sample.json``) or a torch file read with
+    ``weights_only=True`` (``sample.pt``)."""
+    if name.endswith(".json"):
+        return orjson.loads(data)
     import torch
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def load(path: Path | str, *, check: bool = True) -> LoadedModel:
+def load(
+    path: Path | str,
+    *,
+    trusted_keys: Iterable[KeySource] | None = None,
+    trust: bool = False,
+) -> LoadedModel:
     """Load an export bundle: check it, import its code, rebuild the model, load the weights.
 
     Args:
         path: the bundle directory (``Deployment/exports/E012-small``).
-        check: verify every file against the manifest first (default). Turn off only
-            for a bundle you have just checked yourself.
+        trusted_keys: public key files (PEM, as ``mlbook key --export`` writes them)
+            whose signatures are accepted. Default:
+            the files listed in ``MLBOOK_TRUSTED_KEYS`` (separated by ``os.pathsep``)
+            and, when the bundle sits inside a project that has a key, that project's
+            own key (``.mlbook/keys/signing.pub``).
+        trust: also load a bundle that is unsigned or signed by a key not trusted
+            (its files must still match its manifest; pickled weights are still refused).
 
     Returns:
         A :class:`LoadedModel` with ``.model``, ``.params``, ``.labels``, ``.manifest``
         and ``.predict(inputs)``.
 
     Raises:
-        ExportError: a changed, missing or extra file, a path escaping the bundle,
-            a symbolic link, or code/weights that fail to load (with the cause).
+        ExportError: unsigned, signed by an unknown key (with its fingerprint), a
+            signature that does not match, a changed, missing or extra file, a path
+            escaping the bundle, a symbolic link, or code/weights that fail to load.
     """
+    from mlbook.deploy.signing import check_signature
+    from mlbook.deploy.signing import trusted_keys as default_keys
     from mlbook.experiments.api import Experiment, Params
 
     root = Path(path).resolve()
-    manifest = check_bundle(root) if check else read_manifest(root)
-    params = Params(_read_json(root, manifest.params_file))
-    labels = _read_labels(root, manifest.labels_file)
-    entry = Path(manifest.entry_point)
+    data = read_manifest_bytes(root)
+    manifest = parse_manifest(data, root / MANIFEST_FILE)
+    signature = check_signature(root, data, default_keys(root, trusted_keys))
+    if signature.status == "bad" or (not signature.ok and not trust):
+        raise ExportError(signature.problem)
+    if manifest.weights_format == "pickle" and not signature.ok:
+        raise ExportError(_pickle_refusal(root, manifest, signature))
+    entry = PurePosixPath(manifest.entry_point)
     if entry.parts[0] != CODE_DIR or entry.suffix != ".py":
         raise ExportError(f"{root}/manifest.json: entry_point {entry} is not a code/*.py file")
-    stem = re.sub(r"\W", "_", f"{manifest.experiment}_{manifest.version}")
+    used = {manifest.params_file, *manifest.weights}
+    used.update(name for name in (manifest.labels_file, manifest.sample_file) if name)
+    files = check_files(
+        root, manifest, keep=lambda name: name.startswith(f"{CODE_DIR}/") or name in used
+    )
+    params = Params(_read_json(root, manifest.params_file, files[manifest.params_file]))
+    labels = _read_labels(root, manifest.labels_file, files)
+    sources = {
+        name[len(CODE_DIR) + 1 :]: data
+        for name, data in files.items()
+        if name.startswith(f"{CODE_DIR}/")
+    }
+    stem = re.sub(r"\W", "_", f"{manifest.experiment}_{manifest.version}")[:100]
     with _LOCK:
         package = f"_mlbook_bundle_{stem}_{next(_COUNTER)}"
-        finder = _BundleFinder(package, root, {f.path: f.sha256 for f in manifest.files})
+        finder = _BundleFinder(package, root, sources)
         sys.meta_path.insert(0, finder)
     dotted = ".".join([package, *entry.with_suffix("").parts[1:]])
     try:
         module, experiment = _import_entry(root, manifest, dotted, Experiment)
-        model = _build(root, manifest, experiment, params)
+        model = _build(root, manifest, experiment, params, files)
     except BaseException:
         _forget(finder)
         raise
@@ -290,6 +352,23 @@ def load(path: Path | str, *, check: bool = True) -> LoadedModel:
         path=root,
         experiment=experiment,
         module=module,
+        signature=signature,
+        sample_bytes=files.get(manifest.sample_file or ""),
+    )
+
+
+def _pickle_refusal(root: Path, manifest: Manifest, signature: SignatureCheck) -> str:
+    why = (
+        "is not signed"
+        if signature.status == "unsigned"
+        else f"is signed by key {signature.key}, which is not trusted"
+    )
+    names = ", ".join(manifest.weights)
+    return (
+        f"{root}: {names} is a pickle, and reading a pickle can run any code; mlbook reads "
+        f"one only from a bundle signed by a trusted key, and this bundle {why} (trust=True "
+        "does not cover pickles); add the exporting project's public key to "
+        "MLBOOK_TRUSTED_KEYS or trusted_keys=, or re-export it in this project"
     )
 
 
@@ -323,26 +402,32 @@ def _forget(finder: _BundleFinder) -> None:
         del sys.modules[name]
 
 
-def _read_json(root: Path, name: str) -> Any:
+def _read_json(root: Path, name: str, data: bytes) -> Any:
     try:
-        return orjson.loads((root / name).read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ExportError(f"{root / name}: cannot read ({exc}); re-export the model") from exc
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ExportError(f"{root / name}: not valid JSON ({exc}); re-export the model") from exc
 
 
-def _read_labels(root: Path, name: str | None) -> ClassEncoding | None:
+def _read_labels(root: Path, name: str | None, files: Mapping[str, bytes]) -> ClassEncoding | None:
     if name is None:
         return None
     from mlbook.datasets.subsets import ClassEncoding
     from mlbook.errors import DatasetError
 
     try:
-        return ClassEncoding.load(root / name)
+        return ClassEncoding.from_json(files[name], str(root / name))
     except DatasetError as exc:
-        raise ExportError(f"{root / name}: {exc}") from exc
+        raise ExportError(str(exc)) from exc
 
 
-def _build(root: Path, manifest: Manifest, experiment: Experiment, params: Params) -> Any:
+def _build(
+    root: Path,
+    manifest: Manifest,
+    experiment: Experiment,
+    params: Params,
+    files: Mapping[str, bytes],
+) -> Any:
     hook = experiment.hooks.get("model")
     try:
         model = hook(params) if hook is not None else None
@@ -351,7 +436,7 @@ def _build(root: Path, manifest: Manifest, experiment: Experiment, params: Param
             f"{root}: the model hook of {manifest.entry_point} failed: {type(exc).__name__}: {exc}"
         ) from exc
     for name in manifest.weights:
-        model = _load_weights(root / name, manifest.weights_format, model)
+        model = _load_weights(root / name, files[name], manifest.weights_format, model)
     eval_mode = getattr(model, "eval", None)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module) and callable(eval_mode):
@@ -359,21 +444,21 @@ def _build(root: Path, manifest: Manifest, experiment: Experiment, params: Param
     return model
 
 
-def _load_weights(path: Path, kind: str, model: Any) -> Any:
+def _load_weights(path: Path, data: bytes, kind: str, model: Any) -> Any:
+    """Load weights from their verified bytes (``path`` only names them in errors)."""
     try:
-        if kind == "pickle":
+        if kind == "pickle":  # load() has checked the signature: a trusted key signed it
             import pickle
 
-            with open(path, "rb") as handle:
-                return pickle.load(handle)
+            return pickle.loads(data)
         if kind == "safetensors":
-            from safetensors.torch import load_file
+            from safetensors.torch import load as load_safetensors
 
-            state = load_file(str(path), device="cpu")
+            state = load_safetensors(data)
         elif kind == "torch":
             import torch
 
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         else:
             raise ExportError(f"{path}: unknown weights format {kind!r}; re-export the model")
         if model is None or not hasattr(model, "load_state_dict"):

@@ -8,12 +8,15 @@ if any path inside the project is importable).
 
 With ``finish`` (what ``mlbook export`` uses) the child also does the
 framework's part of the export, so the exporting process never imports torch:
-it converts PyTorch weights to safetensors, seals the manifest, loads the
-bundle through :func:`mlbook.load` (every hash checked), calls the script's
-``@exp.sample`` hook, runs one prediction, records the sample input, optionally
-writes ``model.onnx`` and compares onnxruntime with PyTorch on the sample, and
-seals the manifest again with what it verified. Without ``finish`` the child
-only loads the bundle and predicts on its recorded sample; it writes nothing.
+it converts PyTorch weights to safetensors, seals and signs the manifest (with
+the project's key, ``--signing-key``), loads the bundle through
+:func:`mlbook.load` trusting only that key (signature and every hash checked),
+calls the script's ``@exp.sample`` hook, runs one prediction, records the
+sample input, optionally writes ``model.onnx`` and compares onnxruntime with
+PyTorch on the sample, and seals and signs the manifest again with what it
+verified. Without ``finish`` the child only loads the bundle (trusting the keys
+given with ``--trusted-key``, else the defaults of :func:`mlbook.load`) and
+predicts on its recorded sample; it writes nothing.
 """
 
 from __future__ import annotations
@@ -25,14 +28,18 @@ import site
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import orjson
 
 from mlbook.errors import ExportError
+
+if TYPE_CHECKING:
+    from mlbook.deploy.signing import PublicKey
 
 __all__ = ["ONNX_TOLERANCE", "VerifyReport", "main", "verify_bundle"]
 
@@ -78,6 +85,8 @@ def verify_bundle(
     onnx: bool = False,
     forbid: Path | str | None = None,
     timeout: float = 600.0,
+    signing_key: Path | str | None = None,
+    trusted_keys: Sequence[PublicKey] | None = None,
 ) -> VerifyReport:
     """Load ``path`` in a clean child process and run one prediction.
 
@@ -88,6 +97,8 @@ def verify_bundle(
         onnx: with ``finish``, also write and check ``model.onnx``.
         forbid: a directory (the project) that must not be on the child's ``sys.path``.
         timeout: seconds before the child is stopped.
+        signing_key: with ``finish``, the private key file that signs the bundle.
+        trusted_keys: the keys the child trusts (default: those of :func:`mlbook.load`).
 
     Raises:
         ExportError: the child failed; the message is the child's error.
@@ -102,7 +113,13 @@ def verify_bundle(
         argv.append("--onnx")
     if forbid is not None:
         argv += ["--forbid", str(Path(forbid).resolve())]
+    if signing_key is not None:
+        argv += ["--signing-key", str(Path(signing_key).resolve())]
     with tempfile.TemporaryDirectory(prefix="mlbook-verify-") as work:
+        for number, key in enumerate(trusted_keys or []):
+            key_file = Path(work) / f"trusted-{number}.pub"
+            key_file.write_bytes(key.to_pem())
+            argv += ["--trusted-key", str(key_file)]
         report_path = Path(work) / "report.json"
         argv += ["--report", str(report_path)]
         start = time.perf_counter()
@@ -253,17 +270,22 @@ def _check_isolation(forbid: Path | None) -> None:
             )
 
 
-def _finish(root: Path, onnx: bool) -> dict[str, Any]:
+def _finish(root: Path, onnx: bool, signing_key: Path | None) -> dict[str, Any]:
     from mlbook.deploy.loader import load
     from mlbook.deploy.manifest import OnnxInfo, Verification, read_manifest, write_manifest
+    from mlbook.deploy.signing import SigningKey, sign_bundle
 
+    if signing_key is None:
+        raise ExportError("--finish needs --signing-key: an export is always signed")
+    key = SigningKey.read(signing_key)
     start = time.perf_counter()
     manifest = read_manifest(root)
     weights, kind = _convert_weights(root, manifest.weights, manifest.weights_format)
     manifest = write_manifest(
         root, msgspec.structs.replace(manifest, weights=weights, weights_format=kind)
     )
-    loaded = load(root)
+    sign_bundle(root, key)
+    loaded = load(root, trusted_keys=[key.public])
     hook = loaded.experiment.hooks.get("sample")
     report: dict[str, Any] = {"ok": True, "predicted": False, "output": ""}
     sample_file = None
@@ -294,13 +316,14 @@ def _finish(root: Path, onnx: bool) -> dict[str, Any]:
             manifest, sample_file=sample_file, onnx=onnx_info, verification=verification
         ),
     )
+    sign_bundle(root, key)
     return report
 
 
-def _check(root: Path) -> dict[str, Any]:
+def _check(root: Path, trusted: list[str] | None) -> dict[str, Any]:
     from mlbook.deploy.loader import load
 
-    loaded = load(root)
+    loaded = load(root, trusted_keys=trusted)
     sample = loaded.sample()
     if sample is None:
         return {"ok": True, "predicted": False, "output": ""}
@@ -315,12 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finish", action="store_true")
     parser.add_argument("--onnx", action="store_true")
     parser.add_argument("--forbid")
+    parser.add_argument("--signing-key")
+    parser.add_argument("--trusted-key", action="append")
     args = parser.parse_args(argv)
     root = Path(args.bundle)
     report: dict[str, Any]
     try:
         _check_isolation(Path(args.forbid) if args.forbid else None)
-        report = _finish(root, args.onnx) if args.finish else _check(root)
+        if args.finish:
+            key = Path(args.signing_key) if args.signing_key else None
+            report = _finish(root, args.onnx, key)
+        else:
+            report = _check(root, args.trusted_key)
     except Exception as exc:
         message = str(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {exc}"
         report = {"ok": False, "error": " ".join(message.split())}

@@ -1,24 +1,27 @@
-"""Find experiment scripts (``Models/<ID>_<name>.py``) and load their :class:`Experiment`.
+"""Find experiment scripts (``Models/<ID>_<name>.py``), read their plans, load them.
 
 The ID pattern and the include/exclude lists come from ``[experiments]`` in
-``mlbook.toml``. Loading a script imports it with ``Models/`` on ``sys.path``,
-as the runner's child process does.
+``mlbook.toml``. Planning reads a script with :func:`read_script` (its source,
+or an import in a child process: :mod:`mlbook.experiments.plans`), so the
+caller never imports it. :func:`load_script` imports it with ``Models/`` on
+``sys.path``, as the runner's child process does.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlbook.errors import ExperimentError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from mlbook.experiments.api import Experiment
+    from mlbook.experiments.plans import ScriptPlan
     from mlbook.project import Project
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "find_scripts",
     "load_experiment",
     "load_script",
+    "read_script",
     "select_scripts",
     "select_versions",
 ]
@@ -105,6 +109,27 @@ def find_experiment(project: Project, ident: str) -> Script:
     return select_scripts(project, [ident])[0]
 
 
+def read_script(project: Project, script: Script) -> ScriptPlan:
+    """What ``script`` declares (title, dataset, hooks, versions and their params).
+
+    Read from the source when it can be; otherwise the script is imported in a
+    child process and the answer cached in ``.mlbook/cache/plans/``. This process
+    never imports the script.
+
+    Raises:
+        ExperimentError: the script is unreadable, fails or exits while being
+            imported, or defines no experiment with a train hook.
+    """
+    from mlbook.experiments.plans import read_plan
+
+    return read_plan(
+        script.path,
+        project.models_dir,
+        root=project.root,
+        cache_dir=project.state_dir / "cache" / "plans",
+    )
+
+
 def load_script(path: Path, models_dir: Path, *, isolate: bool = True) -> Experiment:
     """Import the script at ``path`` (``models_dir`` on ``sys.path``); return its experiment.
 
@@ -138,6 +163,9 @@ def _forget_modules(models_dir: Path) -> None:
 
 
 def _load(path: Path, models_dir: Path) -> Experiment:
+    import importlib.util
+    import traceback
+
     from mlbook.experiments.api import Experiment
 
     models = str(models_dir)
@@ -177,13 +205,21 @@ def load_experiment(project: Project, ident: str) -> Experiment:
     return load_script(find_experiment(project, ident).path, project.models_dir)
 
 
+class _Versioned(Protocol):
+    @property
+    def versions(self) -> Mapping[str, Any]: ...
+
+
 def select_versions(
-    exp: Experiment,
+    exp: _Versioned,
     versions: tuple[str, ...] | list[str] = (),
     skip: tuple[str, ...] | list[str] = (),
     where: str = "",
 ) -> list[str]:
     """The version names to run: ``versions`` (default: all) minus ``skip``.
+
+    ``exp`` is a :class:`~mlbook.experiments.plans.ScriptPlan` or an
+    :class:`~mlbook.Experiment`.
 
     Raises:
         ExperimentError: an unknown version name (the message lists the versions).

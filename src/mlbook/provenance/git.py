@@ -366,16 +366,31 @@ def _build_tree(
     """Write the tree of the working files (temporary index) and return its hash.
 
     A file that vanishes while git reads it (someone's temporary file) fails
-    ``git add``; the build then starts again from a fresh copy of the index.
+    ``git add``; the build then starts again from a fresh copy of the index,
+    leaving that file out (it is gone).
     """
-    for attempt in range(1, _TREE_ATTEMPTS + 1):
+    gone: list[str] = []
+    attempt = 0
+    while True:
         try:
-            return _build_tree_once(git, max_file_mb, include, data_dir)
-        except _GitFailed:
-            if attempt == _TREE_ATTEMPTS:
+            return _build_tree_once(git, max_file_mb, include, data_dir, gone)
+        except _GitFailed as exc:
+            path = _vanished_path(exc.stderr, git.cwd)
+            if path is not None and path not in gone and len(gone) < _MAX_GONE:
+                gone.append(path)
+                continue
+            attempt += 1
+            if attempt >= _TREE_ATTEMPTS:
                 raise
             time.sleep(0.05 * attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _vanished_path(stderr: str, cwd: Path) -> str | None:
+    """The file git could not stat because it is gone (``None`` for any other error)."""
+    match = _VANISHED_PATH.search(stderr)
+    if match is None or (cwd / match[1]).exists():
+        return None
+    return match[1]
 
 
 def _build_tree_once(
@@ -383,6 +398,7 @@ def _build_tree_once(
     max_file_mb: float,
     include: Sequence[Path | str],
     data_dir: str | None,
+    gone: Sequence[str] = (),
 ) -> tuple[str, tuple[str, ...]]:
     info, cwd = git.info, git.cwd
     large = _large_files(git, max_file_mb, data_dir)
@@ -397,7 +413,7 @@ def _build_tree_once(
         except FileNotFoundError:
             if info.head:
                 git.run(["read-tree", info.head], env=env)
-        _add_all(git, env, _pathspec(large, data_dir))
+        _add_all(git, env, _pathspec((*large, *gone), data_dir))
         _add_dataset_descriptions(git, env, data_dir)
         if forced:
             spec = "\0".join(f":(literal){name}" for name in forced)
@@ -570,13 +586,18 @@ def _branch_commit(
     deadline = time.monotonic() + lock_timeout
     git = _Git(info, cwd, git_timeout)
     vanished = 0
+    gone: list[str] = []
     with _commit_lock(info, deadline):
         head = _head(git)  # another mlbook process may have committed since git_info
         while True:
             _wait_for_index(info, deadline, lock_timeout)
             try:
-                return _branch_commit_once(git, head, message, max_file_mb, data_dir)
+                return _branch_commit_once(git, head, message, max_file_mb, data_dir, gone)
             except _GitFailed as exc:
+                path = _vanished_path(exc.stderr, cwd)
+                if path is not None and path not in gone and len(gone) < _MAX_GONE:
+                    gone.append(path)  # leave the vanished file out and go again
+                    continue
                 locked = bool(_INDEX_LOCKED.search(exc.stderr))
                 if not locked and not _VANISHED.search(exc.stderr):
                     raise
@@ -591,6 +612,9 @@ def _branch_commit(
 # git's own lock taken by another git command; a file gone while git read the tree
 _INDEX_LOCKED = re.compile(r"index\.lock'?: File exists|Unable to create '[^']*index\.lock'")
 _VANISHED = re.compile(r"unable to stat|No such file or directory|unable to index|short read")
+_VANISHED_PATH = re.compile(r"unable to stat '([^']+)': No such file or directory")
+# vanished files left out of one snapshot at most (then it fails with git's message)
+_MAX_GONE = 200
 
 
 def _head(git: _Git) -> str | None:
@@ -599,11 +623,16 @@ def _head(git: _Git) -> str | None:
 
 
 def _branch_commit_once(
-    git: _Git, head: str | None, message: str, max_file_mb: float, data_dir: str | None
+    git: _Git,
+    head: str | None,
+    message: str,
+    max_file_mb: float,
+    data_dir: str | None,
+    gone: Sequence[str] = (),
 ) -> Snapshot:
     info = git.info
     skipped = _large_files(git, max_file_mb, data_dir)
-    _add_all(git, info.env, _pathspec(skipped, data_dir))
+    _add_all(git, info.env, _pathspec((*skipped, *gone), data_dir))
     _add_dataset_descriptions(git, info.env, data_dir)
     staged = git.run(["diff", "--cached", "--quiet"], check=False)
     if head is not None and staged.returncode == 0:

@@ -1,37 +1,232 @@
-"""Helpers the format modules share: staged output directories, image sizes, paths."""
+"""What the format modules share: the staged :class:`Output` every writer writes
+through, image sizes, and paths joined inside a dataset directory."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable
 from pathlib import Path
+from types import TracebackType
+from typing import Literal
 
+from mlbook._fs import TEMP_SUFFIX, temp_dir_for
+from mlbook.datasets.problems import path_problem
 from mlbook.errors import DatasetError
 
-__all__ = ["IMAGE_SUFFIXES", "image_size", "relative_to", "staged_dir"]
+__all__ = ["IMAGE_SUFFIXES", "ImageMode", "Output", "image_size", "join_inside"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
+#: How a writer brings the images along: a hard link (a copy when the filesystem
+#: cannot link), or always a copy.
+ImageMode = Literal["link", "copy"]
 
-@contextlib.contextmanager
-def staged_dir(target: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``target``; on success its files move into
-    ``target`` (each by an atomic rename), on failure it is removed and ``target`` is
-    left as it was."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        yield stage
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+class Output:
+    """Where a writer puts its files: a staging directory, moved into place only when
+    the writer has finished, so a failure leaves the target as it was.
+
+    The staging directory goes where :func:`mlbook._fs.temp_dir_for` says (the
+    project's ``.mlbook/tmp/``, else beside the target; run snapshots never see it).
+    When the target directory does not exist yet, the staging directory is renamed
+    into place in one step; when it exists, each file is moved in by an atomic rename.
+    An ``OSError`` while writing (a full disk) becomes one :class:`DatasetError` and
+    nothing is written.
+    Pass a subclass to :func:`~mlbook.datasets.convert.write_dataset` (``output=``) to
+    inject failures in tests.
+
+    Args:
+        target: the directory to write, or the file for single-file outputs.
+        single_file: ``target`` is one file (a COCO ``.json``, a ``.csv``); relative
+            paths then resolve in its folder.
+        images: how :meth:`place` brings files along (``"link"`` or ``"copy"``).
+
+    Attributes:
+        base: the directory relative paths resolve in.
+        file: the target's file name for single-file outputs, else ``None``.
+        linked, copied, missing: what :meth:`place` did, file by file.
+    """
+
+    def __init__(self, target: Path, single_file: bool = False, images: ImageMode = "link") -> None:
+        if images not in ("link", "copy"):
+            raise DatasetError(f"unknown images mode {images!r}; use 'link' or 'copy'")
+        self.target = target
+        self.base = target.parent if single_file else target
+        self.file = target.name if single_file else None
+        self.images: ImageMode = images
+        self.linked = self.copied = self.missing = 0
+        self._stage: Path | None = None
+        self._fresh = False
+        self._made: list[Path] = []
+
+    @property
+    def stage(self) -> Path:
+        """The staging directory (exists between ``__enter__`` and ``__exit__``)."""
+        if self._stage is None:
+            raise DatasetError("Output used outside its `with` block")
+        return self._stage
+
+    def __enter__(self) -> Output:
+        try:
+            self._open()
+        except OSError as exc:
+            failure = self._error(exc)
+            self._discard()
+            raise failure from exc
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            try:
+                self._commit()
+            except OSError as error:
+                failed = self._error(error)
+                self._discard()
+                raise failed from error
+            return
+        failure = self._error(exc) if isinstance(exc, OSError) else None
+        self._discard()
+        if failure is not None:
+            raise failure from exc
+
+    def _open(self) -> None:
+        if self.base.exists() and not self.base.is_dir():
+            raise DatasetError(f"{self.base}: exists and is not a directory; choose another output")
+        missing = [p for p in (self.base, *self.base.parents) if not p.exists()]
+        self._fresh = self.base in missing
+        for directory in reversed(missing[1:] if self._fresh else missing):
+            directory.mkdir()
+            self._made.append(directory)
+        where = temp_dir_for(self.base if self._fresh else self.base / self.target.name)
+        name = f".{self.target.name}."
+        self._stage = Path(tempfile.mkdtemp(prefix=name, suffix=TEMP_SUFFIX, dir=where))
+
+    def _commit(self) -> None:
+        stage = self.stage
+        if self._fresh:
+            for directory, _, _ in os.walk(stage):
+                os.chmod(directory, 0o777 & ~_umask())
+            os.rename(stage, self.base)
+            self._stage = None
+            return
         for path in sorted(stage.rglob("*")):
             if path.is_file():
-                destination = target / path.relative_to(stage)
+                destination = self.base / path.relative_to(stage)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, destination)
-    finally:
         shutil.rmtree(stage, ignore_errors=True)
+        self._stage = None
+
+    def _discard(self) -> None:
+        if self._stage is not None:
+            shutil.rmtree(self._stage, ignore_errors=True)
+            self._stage = None
+        for directory in reversed(self._made):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        self._made = []
+
+    def _error(self, exc: OSError) -> DatasetError:
+        where = ""
+        if exc.filename is not None and self._stage is not None:
+            with contextlib.suppress(ValueError):
+                where = f" {Path(os.fsdecode(exc.filename)).relative_to(self._stage).as_posix()}"
+        reason = exc.strerror or str(exc)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        advice = " (free some space and run again)" if full else ""
+        return DatasetError(
+            f"{self.target}: cannot write{where}: {reason}; nothing was written{advice}"
+        )
+
+    def _path(self, relative: str) -> Path:
+        problem = path_problem(relative)
+        if problem is not None:
+            raise DatasetError(f"{self.target}: cannot write {relative!r}: {problem}")
+        path = self.stage / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write(self, relative: str, data: bytes | Iterable[bytes]) -> None:
+        """Write a file at ``relative`` (inside :attr:`base`), flushed to disk."""
+        path = self._path(relative)
+        try:
+            with open(path, "wb") as handle:
+                if isinstance(data, bytes):
+                    handle.write(data)
+                else:
+                    handle.writelines(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            exc.filename = str(path)
+            raise
+
+    def place(
+        self, source_root: Path | None, relative: str, destination: str | None = None
+    ) -> bool:
+        """Bring the file ``source_root/relative`` to ``destination`` (default: the same
+        relative path), as a hard link or a copy. A file already there (the dataset is
+        written where it is) is left alone. Returns False when the source is missing.
+        """
+        destination = destination or relative
+        problem = path_problem(destination)
+        if problem is not None:
+            raise DatasetError(f"{self.target}: cannot write {destination!r}: {problem}")
+        if source_root is None or path_problem(relative) is not None:
+            self.missing += 1
+            return False
+        source = source_root / relative
+        final = self.base / destination
+        with contextlib.suppress(OSError):
+            if final.exists() and os.path.samefile(source, final):
+                return True
+        if (self.stage / destination).exists():
+            return True
+        if not source.is_file():
+            self.missing += 1
+            return False
+        staged = self._path(destination)
+        if self.images == "link":
+            try:
+                os.link(source, staged)
+            except OSError:
+                pass
+            else:
+                self.linked += 1
+                return True
+        try:
+            shutil.copyfile(source, staged)
+        except OSError as exc:
+            exc.filename = str(staged)
+            raise
+        self.copied += 1
+        return True
+
+
+def join_inside(folder: str, relative: str) -> str:
+    """``folder/relative`` normalised, as a POSIX path relative to a dataset directory
+    (``folder`` is already inside it, ``""`` for the directory itself). The result may
+    leave the directory; check it with :func:`~mlbook.datasets.problems.path_problem`.
+    """
+    if not relative or relative.startswith("/"):
+        return relative
+    return posixpath.normpath(posixpath.join(folder, relative) if folder else relative)
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
@@ -49,10 +244,5 @@ def image_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as image:
             return int(image.width), int(image.height)
-    except OSError:
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
-
-
-def relative_to(path: Path, base: Path) -> str:
-    """``path`` relative to ``base`` as a POSIX string (``..`` allowed)."""
-    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()

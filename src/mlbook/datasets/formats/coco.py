@@ -13,21 +13,33 @@ Layouts read: one ``instances_<split>.json`` file, or a directory holding
 
 from __future__ import annotations
 
+import io
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from mlbook._fs import atomic_writer
 from mlbook.datasets.dataset import Dataset
+from mlbook.datasets.formats._common import Output, join_inside
 from mlbook.datasets.metadata import Box, ClassInfo, DatasetInfo, Record, no_gc
+from mlbook.datasets.problems import (
+    ErrorPolicy,
+    decode_json,
+    name_problem,
+    path_problem,
+    read_bytes,
+)
+from mlbook.datasets.validate import box_problems, plain_path, segmentation_problem
 from mlbook.errors import DatasetError, RecordError
 from mlbook.progress import NullReporter, Reporter
 
-__all__ = ["NAME", "detect", "read", "render_masks", "write"]
+__all__ = ["FILE_SUFFIX", "NAME", "detect", "read", "render_masks", "write"]
 
 NAME = "coco"
+#: A target ending in this is one annotation file; anything else is a folder.
+FILE_SUFFIX = ".json"
 
 _IMAGE_EXTRAS = ("license", "coco_url", "flickr_url", "date_captured")
 
@@ -83,8 +95,11 @@ def detect(path: Path) -> bool:
     files = _annotation_files(path)
     if not files:
         return False
-    with open(files[0], "rb") as handle:
-        head = handle.read(4096)
+    try:
+        with open(files[0], "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
     return b'"images"' in head or b'"annotations"' in head or b'"categories"' in head
 
 
@@ -97,7 +112,7 @@ def _image_dir(root: Path, json_path: Path, split: str | None, first: str | None
     names = [split, f"{split}2017", f"{split}2014"] if split else []
     candidates = [root / "images" / n for n in names] + [root / n for n in names]
     candidates += [root / "images", root, json_path.parent]
-    if first is not None:
+    if first is not None and path_problem(first) is None:
         for candidate in candidates:
             if (candidate / first).exists():
                 return candidate
@@ -107,14 +122,19 @@ def _image_dir(root: Path, json_path: Path, split: str | None, first: str | None
     return json_path.parent
 
 
-def read(path: Path, reporter: Reporter | None = None) -> Dataset:
+def read(
+    path: Path, reporter: Reporter | None = None, policy: ErrorPolicy | None = None
+) -> Dataset:
     """Read COCO instances from a file or a folder of ``instances_<split>.json`` files.
 
+    Every bad image and annotation goes to ``policy`` (an image is left out with its
+    annotations); a file that is not COCO JSON, or categories that clash, fail.
+
     Raises:
-        DatasetError: nothing to read, bad JSON; RecordError: an annotation that points
-        to an unknown image or category.
+        DatasetError: nothing to read, an unreadable file; BadRecordsError: the problems.
     """
     reporter = reporter or NullReporter()
+    policy = policy or ErrorPolicy()
     files = _annotation_files(path)
     if not files:
         raise DatasetError(f"{path}: no COCO annotation file (annotations/instances_*.json)")
@@ -122,32 +142,30 @@ def read(path: Path, reporter: Reporter | None = None) -> Dataset:
     if path.is_file() and path.parent.name != "annotations":
         root = path.parent
     classes: dict[int, ClassInfo] = {}
+    class_files: dict[int, Path] = {}
     records: list[Record] = []
     attributes: dict[str, Any] = {}
     with reporter.task("Reading COCO", total=len(files)) as task:
         for json_path in files:
+            task.advance()
             split = _split_of(json_path) if len(files) > 1 or path.is_dir() else _split_of(path)
-            parsed = _decode(json_path)
+            try:
+                parsed = _decode(json_path)
+            except RecordError as exc:
+                policy.fail_error(exc)
+                continue
             if parsed.info is not None and "info" not in attributes:
                 attributes["info"] = parsed.info
             if parsed.licenses is not None and "licenses" not in attributes:
                 attributes["licenses"] = parsed.licenses
-            for category in parsed.categories:
-                extra = (
-                    {"supercategory": category.supercategory}
-                    if category.supercategory is not None
-                    else {}
-                )
-                classes.setdefault(
-                    category.id, ClassInfo(id=category.id, name=category.name, attributes=extra)
-                )
+            _categories(parsed, json_path, classes, class_files, policy)
             first = parsed.images[0].file_name if parsed.images else None
             image_dir = _image_dir(root, json_path, split, first)
             prefix = image_dir.relative_to(root).as_posix() if image_dir != root else ""
-            prefix = f"{prefix}/" if prefix and prefix != "." else ""
+            prefix = "" if prefix == "." else prefix.rstrip("/")
             with no_gc():
-                records.extend(_records(parsed, json_path, split, prefix, classes))
-            task.advance()
+                records.extend(_records(parsed, json_path, split, prefix, classes, policy))
+    policy.finish(path)
     info = DatasetInfo(
         name=root.resolve().name,
         source=f"COCO instances: {', '.join(p.name for p in files)}",
@@ -158,33 +176,118 @@ def read(path: Path, reporter: Reporter | None = None) -> Dataset:
 
 
 def _decode(json_path: Path) -> _File:
-    data = json_path.read_bytes()
+    """The parsed file (its bytes are freed before the records are built).
+
+    Raises:
+        DatasetError: unreadable; RecordError: not COCO instances JSON.
+    """
+    data = read_bytes(json_path, "COCO annotation file")
     with no_gc():
-        try:
-            return _DECODER.decode(data)
-        except msgspec.ValidationError as exc:
-            problem, _, where = str(exc).partition(" - at `")
-            field = where.rstrip("`").removeprefix("$").lstrip(".")
-            raise RecordError(json_path, None, field, f"not COCO instances: {problem}") from exc
-        except msgspec.DecodeError as exc:
-            raise RecordError(json_path, None, "", f"bad JSON: {exc}") from exc
+        return decode_json(data, json_path, _File, "COCO instances")
+
+
+def _categories(
+    parsed: _File,
+    json_path: Path,
+    classes: dict[int, ClassInfo],
+    class_files: dict[int, Path],
+    policy: ErrorPolicy,
+) -> None:
+    """Add the file's categories to ``classes``; clashing ids or names are fatal."""
+    here: dict[int, int] = {}
+    names = {info.name: cid for cid, info in classes.items()}
+    for index, category in enumerate(parsed.categories):
+        where = f"categories[{index}]"
+        if category.id in here:
+            policy.fail(
+                json_path,
+                None,
+                f"{where}.id",
+                f"duplicate category id {category.id} (first at categories[{here[category.id]}]); "
+                "give each category its own id",
+            )
+            continue
+        here[category.id] = index
+        known = classes.get(category.id)
+        if known is not None:
+            if known.name != category.name:
+                policy.fail(
+                    json_path,
+                    None,
+                    f"{where}.name",
+                    f"category {category.id} is {category.name!r} here but {known.name!r} in "
+                    f"{class_files[category.id].name}",
+                )
+            continue
+        if category.name in names:
+            policy.fail(
+                json_path,
+                None,
+                f"{where}.name",
+                f"duplicate category name {category.name!r} (ids {names[category.name]} and "
+                f"{category.id}); give each category its own name",
+            )
+            continue
+        extra = (
+            {"supercategory": category.supercategory} if category.supercategory is not None else {}
+        )
+        classes[category.id] = ClassInfo(id=category.id, name=category.name, attributes=extra)
+        class_files[category.id] = json_path
+        names[category.name] = category.id
 
 
 def _records(
-    parsed: _File, json_path: Path, split: str | None, prefix: str, classes: dict[int, ClassInfo]
+    parsed: _File,
+    json_path: Path,
+    split: str | None,
+    prefix: str,
+    classes: dict[int, ClassInfo],
+    policy: ErrorPolicy,
 ) -> list[Record]:
-    by_id: dict[int, list[Box]] = {}
+    """The file's records; every bad image or annotation to ``policy`` (this loop is the
+    import's hot path: the checks take a fast test first, details only on failure)."""
+    by_id: dict[int, tuple[list[Box], float, float]] = {}
+    first_at: dict[int, int] = {}
+    bad: set[int] = set()
+
+    def reject(image_id: int | None, field: str, message: str) -> None:
+        key = (json_path, image_id) if image_id is not None else None
+        policy.reject(json_path, None, [(field, message)], key=key)
+        if image_id is not None:
+            bad.add(image_id)
+
     records: list[Record] = []
-    for image in parsed.images:
+    inf = math.inf
+    for index, image in enumerate(parsed.images):
+        if image.id in first_at:
+            message = f"duplicate image id {image.id} (first at images[{first_at[image.id]}])"
+            reject(image.id, f"images[{index}].id", f"{message}; give each image its own id")
+            continue
+        first_at[image.id] = index
         boxes: list[Box] = []
-        by_id[image.id] = boxes
+        width, height = image.width, image.height
+        for name, value in (("width", width), ("height", height)):
+            if value is not None and value <= 0:
+                reject(image.id, f"images[{index}].{name}", f"must be positive ({value})")
+        by_id[image.id] = (
+            boxes,
+            width if width is not None and width > 0 else inf,
+            height if height is not None and height > 0 else inf,
+        )
+        name = image.file_name
+        file = f"{prefix}/{name}" if prefix else name
+        if not plain_path(name):
+            file = join_inside(prefix, name)
+            problem = path_problem(file)
+            if problem is not None:
+                reject(image.id, f"images[{index}].file_name", problem)
         extras = {k: getattr(image, k) for k in _IMAGE_EXTRAS if getattr(image, k) is not None}
         records.append(
             Record(
                 id=str(image.id),
-                file=prefix + image.file_name,
-                width=image.width,
-                height=image.height,
+                file=file,
+                width=width,
+                height=height,
                 boxes=boxes,
                 split=split,
                 attributes=extras,
@@ -192,36 +295,54 @@ def _records(
         )
     names = {cid: info.name for cid, info in classes.items()}
     for index, ann in enumerate(parsed.annotations):
-        boxes_of = by_id.get(ann.image_id)
-        if boxes_of is None:
-            raise RecordError(
-                json_path, None, f"annotations[{index}].image_id", f"no image has id {ann.image_id}"
-            )
-        name = names.get(ann.category_id)
-        if name is None:
-            raise RecordError(
-                json_path,
-                None,
-                f"annotations[{index}].category_id",
-                f"no category has id {ann.category_id}",
-            )
+        image_id = ann.image_id
+        owner = by_id.get(image_id)
+        if owner is None:
+            reject(None, f"annotations[{index}].image_id", f"no image has id {image_id}")
+            continue
+        category = names.get(ann.category_id)
+        if category is None:
+            message = f"no category has id {ann.category_id}"
+            reject(image_id, f"annotations[{index}].category_id", message)
+            continue
+        boxes_of, wide, high = owner
         x, y, w, h = ann.bbox
+        x2, y2 = x + w, y + h
+        if not (0 <= x < x2 <= wide and x2 < inf and 0 <= y < y2 <= high and y2 < inf):
+            known_w = int(wide) if wide < inf else None
+            known_h = int(high) if high < inf else None
+            for _, problem in box_problems(x, y, x2, y2, known_w, known_h):
+                reject(image_id, f"annotations[{index}].bbox", problem)
+        segmentation = ann.segmentation
+        if segmentation and not (
+            type(segmentation) is list
+            and len(segmentation) == 1
+            and len(segmentation[0]) >= 6
+            and not len(segmentation[0]) % 2
+        ):
+            known_w = int(wide) if wide < inf else None
+            known_h = int(high) if high < inf else None
+            problem = segmentation_problem(segmentation, known_w, known_h)
+            if problem is not None:
+                reject(image_id, f"annotations[{index}].segmentation", problem)
         extra: dict[str, Any] = dict(ann.attributes) if ann.attributes else {}
         extra["id"] = ann.id
         if ann.area is not None:
             extra["area"] = ann.area
         boxes_of.append(
             Box(
-                name=name,
+                name=category,
                 x1=x,
                 y1=y,
-                x2=x + w,
-                y2=y + h,
+                x2=x2,
+                y2=y2,
                 iscrowd=bool(ann.iscrowd),
-                segmentation=ann.segmentation,
+                segmentation=segmentation,
                 attributes=extra,
             )
         )
+    if bad:
+        return [r for r in records if int(r.id) not in bad]
     return records
 
 
@@ -283,38 +404,43 @@ def _coco_document(dataset: Dataset, records: list[Record]) -> dict[str, Any]:
     return document
 
 
-def write(dataset: Dataset, path: Path, reporter: Reporter | None = None) -> Path:
-    """Write COCO instances: to ``path`` when it ends in ``.json``, else one
-    ``annotations/instances_<split>.json`` per split under the folder ``path``.
+def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> None:
+    """Write COCO instances: one file when the target ends in ``.json``, else one
+    ``annotations/instances_<split>.json`` per split in the target folder.
 
     ``file_name`` is the base name of each record's file (images are not copied).
     """
     reporter = reporter or NullReporter()
     records = list(dataset)
-    if path.suffix == ".json":
-        groups = {path: records}
+    if out.file is not None:
+        groups = {out.file: records}
     else:
         by_split: dict[str, list[Record]] = {}
         for record in records:
             by_split.setdefault(record.split or "default", []).append(record)
+        for split in by_split:
+            problem = name_problem(split)
+            if problem is not None:
+                raise DatasetError(f"split {split!r} {problem}")
         groups = {
-            path / "annotations" / f"instances_{split}.json": group
+            f"annotations/instances_{split}.json": group
             for split, group in sorted(by_split.items())
         }
     encoder = msgspec.json.Encoder()
     with reporter.task("Writing COCO", total=len(groups)) as task:
-        for target, group in groups.items():
-            with atomic_writer(target) as handle:
-                handle.write(encoder.encode(_coco_document(dataset, group)))
+        for relative, group in groups.items():
+            out.write(relative, encoder.encode(_coco_document(dataset, group)))
             task.advance()
-    return path
 
 
-def render_masks(dataset: Dataset, out_dir: str = "masks", reporter: Reporter | None = None) -> int:
+def render_masks(
+    dataset: Dataset, out: Output, out_dir: str = "masks", reporter: Reporter | None = None
+) -> int:
     """Render one class-id mask PNG per record from the boxes' segmentations (polygons
-    or RLE) into ``<dataset root>/<out_dir>/`` and set each record's ``mask``.
+    or RLE) into ``<out_dir>/<id>.png`` of ``out`` and set each record's ``mask``.
 
     Pixel value = class id (0 = background); crowd regions are drawn first, objects on top.
+    Polygons are clipped to the image; RLE must be well-formed (the readers check it).
     Needs pycocotools, numpy and Pillow (extra ``coco``). Returns the number of masks.
     """
     try:
@@ -326,8 +452,6 @@ def render_masks(dataset: Dataset, out_dir: str = "masks", reporter: Reporter | 
             "rendering masks needs pycocotools, numpy and Pillow; "
             "install them with `pip install mlbook[coco]`"
         ) from None
-    if dataset.root is None:
-        raise DatasetError("rendering masks needs a dataset directory")
     reporter = reporter or NullReporter()
     class_ids = {c.name: c.id for c in dataset.info.classes}
     if max(class_ids.values(), default=0) > 255:
@@ -344,11 +468,17 @@ def render_masks(dataset: Dataset, out_dir: str = "masks", reporter: Reporter | 
             drawn = False
             for box in sorted(record.boxes, key=lambda b: not b.iscrowd):  # crowds first
                 segmentation = box.segmentation
-                if not segmentation:
+                if not segmentation or segmentation_problem(segmentation, width, height):
                     continue
                 if isinstance(segmentation, list):
-                    rles = mask_utils.frPyObjects(segmentation, height, width)
-                    rle = mask_utils.merge(rles)
+                    limits = np.array([width, height], dtype=np.float64)
+                    polygons = [
+                        np.clip(np.asarray(p, dtype=np.float64).reshape(-1, 2), 0, limits)
+                        .ravel()
+                        .tolist()
+                        for p in segmentation
+                    ]
+                    rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
                 elif isinstance(segmentation.get("counts"), list):
                     rle = mask_utils.frPyObjects(segmentation, height, width)
                 else:
@@ -358,9 +488,13 @@ def render_masks(dataset: Dataset, out_dir: str = "masks", reporter: Reporter | 
                 drawn = True
             if not drawn:
                 continue
+            problem = name_problem(record.id)
+            if problem is not None:
+                raise DatasetError(f"record id {record.id!r} {problem} (it names its mask file)")
             relative = f"{out_dir}/{record.id}.png"
-            with atomic_writer(dataset.root / relative) as handle:
-                Image.fromarray(canvas).save(handle, format="PNG")
+            buffer = io.BytesIO()
+            Image.fromarray(canvas).save(buffer, format="PNG")
+            out.write(relative, buffer.getvalue())
             record.mask = relative
             count += 1
     return count

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlbook.datasets.dataset import Dataset, open_dataset
-from mlbook.datasets.metadata import DATASET_FILE, RECORDS_ARRAY_FILE, RECORDS_FILE
-from mlbook.progress import Reporter
+from mlbook.datasets.dataset import Dataset, load_dataset
+from mlbook.datasets.formats._common import Output
+from mlbook.datasets.metadata import (
+    DATASET_FILE,
+    RECORDS_ARRAY_FILE,
+    RECORDS_FILE,
+    encode_info,
+    encode_records,
+)
+from mlbook.datasets.problems import ErrorPolicy
+from mlbook.datasets.validate import check_info, check_record
+from mlbook.progress import NullReporter, Reporter
 
-__all__ = ["NAME", "detect", "read", "write"]
+__all__ = ["FILE_SUFFIX", "NAME", "detect", "read", "write"]
 
 NAME = "mlbook"
+FILE_SUFFIX = None
 
 
 def detect(path: Path) -> bool:
@@ -20,11 +30,41 @@ def detect(path: Path) -> bool:
     )
 
 
-def read(path: Path, reporter: Reporter | None = None) -> Dataset:
-    """Open the dataset directory ``path``."""
-    return open_dataset(path)
+def read(
+    path: Path, reporter: Reporter | None = None, policy: ErrorPolicy | None = None
+) -> Dataset:
+    """Open the dataset directory ``path``; bad records go to ``policy``."""
+    return load_dataset(path, policy or ErrorPolicy(), reporter)
 
 
-def write(dataset: Dataset, path: Path, reporter: Reporter | None = None) -> Path:
-    """Save into the directory ``path`` (file paths rebased onto it)."""
-    return dataset.save(path)
+def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> None:
+    """Write ``records.jsonl`` and ``dataset.json``, bringing the image and mask files
+    along when the dataset lives elsewhere (same relative paths).
+
+    Raises:
+        BadRecordsError: a record that :func:`~mlbook.datasets.open_dataset` would
+        refuse; nothing is written.
+    """
+    reporter = reporter or NullReporter()
+    records = list(dataset)
+    target = out.target / RECORDS_FILE
+    policy = ErrorPolicy()
+    for field, problem in check_info(dataset.info):
+        policy.fail(out.target / DATASET_FILE, None, field, problem)
+    classes = {c.name for c in dataset.info.classes} if dataset.info.classes else None
+    seen: dict[str, int] = {}
+    for number, record in enumerate(records, start=1):
+        found = check_record(record, classes)
+        first = seen.setdefault(record.id, number)
+        if first != number:
+            found.insert(0, ("id", f"duplicate id ({record.id!r}, first at record {first})"))
+        policy.reject(target, None, found, number)
+    policy.finish(out.target)
+    with reporter.task("Writing records", total=len(records)) as task:
+        for record in records:
+            out.place(dataset.root, record.file)
+            if record.mask is not None:
+                out.place(dataset.root, record.mask)
+            task.advance()
+    out.write(RECORDS_FILE, encode_records(records))
+    out.write(DATASET_FILE, encode_info(dataset.info, records))

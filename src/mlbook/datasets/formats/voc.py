@@ -4,25 +4,40 @@ Read: ``Annotations/*.xml``, images in ``JPEGImages/``, splits from
 ``ImageSets/Main/<split>.txt`` (images listed there without an XML file are kept, with
 no boxes). Coordinates are kept exactly as written (VOC's 1-based pixel corners).
 ``pose``, ``truncated``, ``difficult``, ``occluded``, parts and actions go to the box
-attributes and are written back.
+attributes and are written back; empty flags (``<truncated/>``, as labelme2voc writes
+them) are left out. XML goes through defusedxml: a file with a DOCTYPE, entities or
+external references is refused before anything expands.
 """
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from mlbook._fs import atomic_write_bytes
+import defusedxml
+import defusedxml.ElementTree as SafeET
+
 from mlbook.datasets.dataset import Dataset
-from mlbook.datasets.formats._common import image_size, staged_dir
+from mlbook.datasets.formats._common import Output, image_size, join_inside
 from mlbook.datasets.metadata import Box, Record
+from mlbook.datasets.problems import (
+    ErrorPolicy,
+    decode_text,
+    name_problem,
+    path_problem,
+    read_bytes,
+    short,
+)
+from mlbook.datasets.validate import box_problems
 from mlbook.errors import DatasetError, RecordError
 from mlbook.progress import NullReporter, Reporter
 
-__all__ = ["NAME", "detect", "read", "write"]
+__all__ = ["FILE_SUFFIX", "NAME", "detect", "read", "write"]
 
 NAME = "voc"
+FILE_SUFFIX = None
 _FLAGS = ("truncated", "difficult", "occluded")
 _SPLITS = ("train", "val", "test", "trainval")
 
@@ -32,108 +47,201 @@ def detect(path: Path) -> bool:
     return path.is_dir() and any((path / "Annotations").glob("*.xml"))
 
 
-def _number(text: str | None, path: Path, field: str) -> float:
+class _Problems:
+    """The ``(field, problem)`` pairs of one XML file."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[str, str]] = []
+
+    def number(self, text: str | None, field: str) -> float | None:
+        """A finite number, or ``None`` (and a problem) when it is not one."""
+        try:
+            value = float(text if text is not None else "")
+        except ValueError:
+            self.found.append((field, f"not a number ({short(text)})"))
+            return None
+        if not math.isfinite(value):
+            self.found.append((field, f"not a finite number ({short(text)})"))
+            return None
+        return value
+
+    def integer(self, text: str | None, field: str) -> int | None:
+        """An optional whole number: empty or missing gives ``None``."""
+        if text is None or not text.strip():
+            return None
+        value = self.number(text, field)
+        if value is None:
+            return None
+        if not value.is_integer():
+            self.found.append((field, f"not a whole number ({short(text)})"))
+            return None
+        return int(value)
+
+    def box(
+        self, element: ET.Element, where: str, size: tuple[int | None, int | None]
+    ) -> tuple[float, float, float, float] | None:
+        bndbox = element.find("bndbox")
+        if bndbox is None:
+            self.found.append((f"{where}.bndbox", "missing"))
+            return None
+        values = [
+            self.number(bndbox.findtext(tag), f"{where}.bndbox.{tag}")
+            for tag in ("xmin", "ymin", "xmax", "ymax")
+        ]
+        if any(v is None for v in values):
+            return None
+        x1, y1, x2, y2 = (float(v or 0) for v in values)
+        before = len(self.found)
+        for _, problem in box_problems(x1, y1, x2, y2, *size):
+            self.found.append((f"{where}.bndbox", problem))
+        return (x1, y1, x2, y2) if len(self.found) == before else None
+
+
+def _parse(xml_path: Path) -> ET.Element:
+    """The root element of a VOC file, parsed without DTDs or entities.
+
+    Raises:
+        RecordError: bad XML, or XML that declares a DOCTYPE or entities.
+    """
+    data = read_bytes(xml_path, "VOC annotation file")
     try:
-        return float(text if text is not None else "")
-    except ValueError:
-        raise RecordError(path, None, field, f"not a number ({text!r})") from None
-
-
-def _box_of(element: ET.Element, path: Path, where: str) -> tuple[float, float, float, float]:
-    bndbox = element.find("bndbox")
-    if bndbox is None:
-        raise RecordError(path, None, f"{where}.bndbox", "missing")
-    return (
-        _number(bndbox.findtext("xmin"), path, f"{where}.bndbox.xmin"),
-        _number(bndbox.findtext("ymin"), path, f"{where}.bndbox.ymin"),
-        _number(bndbox.findtext("xmax"), path, f"{where}.bndbox.xmax"),
-        _number(bndbox.findtext("ymax"), path, f"{where}.bndbox.ymax"),
-    )
-
-
-def _read_xml(path: Path, root: Path) -> Record:
-    try:
-        tree = ET.parse(path).getroot()
+        root: ET.Element = SafeET.fromstring(data, forbid_dtd=True)
     except ET.ParseError as exc:
         line, column = exc.position
-        raise RecordError(path, line, "", f"bad XML at column {column}: {exc.msg}") from exc
-    filename = tree.findtext("filename") or f"{path.stem}.jpg"
+        raise RecordError(xml_path, line, "", f"bad XML at column {column}: {exc.msg}") from None
+    except defusedxml.DefusedXmlException:
+        raise RecordError(
+            xml_path,
+            None,
+            "",
+            "XML with a DOCTYPE, entities or external references is refused (they can "
+            "expand without bound or read other files); remove the <!DOCTYPE ...> part",
+        ) from None
+    if root.tag != "annotation":
+        raise RecordError(xml_path, None, "", f"not a VOC annotation (root <{short(root.tag)}>)")
+    return root
+
+
+def _read_xml(xml_path: Path, policy: ErrorPolicy) -> Record | None:
+    try:
+        tree = _parse(xml_path)
+    except RecordError as exc:
+        policy.reject_error(exc)
+        return None
+    check = _Problems()
+    filename = tree.findtext("filename") or f"{xml_path.stem}.jpg"
+    file = join_inside("JPEGImages", filename)
+    problem = path_problem(file)
+    if problem is not None:
+        check.found.append(("filename", problem))
     size = tree.find("size")
-    width = int(float(size.findtext("width") or 0)) if size is not None else 0
-    height = int(float(size.findtext("height") or 0)) if size is not None else 0
+    width = check.integer(size.findtext("width"), "size.width") if size is not None else None
+    height = check.integer(size.findtext("height"), "size.height") if size is not None else None
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and value < 0:
+            check.found.append((f"size.{name}", f"must be positive ({value})"))
+    width, height = width or None, height or None  # 0 means unknown (VOC tools write it)
     boxes: list[Box] = []
     for index, obj in enumerate(tree.findall("object")):
         where = f"object[{index}]"
-        name = obj.findtext("name")
-        if not name:
-            raise RecordError(path, None, f"{where}.name", "missing")
-        x1, y1, x2, y2 = _box_of(obj, path, where)
+        label = obj.findtext("name")
+        if not label:
+            check.found.append((f"{where}.name", "missing"))
+        corners = check.box(obj, where, (width, height))
         attributes: dict[str, Any] = {}
         if obj.findtext("pose") is not None:
             attributes["pose"] = obj.findtext("pose")
         for flag in _FLAGS:
-            value = obj.findtext(flag)
+            value = check.integer(obj.findtext(flag), f"{where}.{flag}")
             if value is not None:
-                attributes[flag] = int(float(value))
+                attributes[flag] = value
         parts = []
         for part_index, part in enumerate(obj.findall("part")):
-            px1, py1, px2, py2 = _box_of(part, path, f"{where}.part[{part_index}]")
-            parts.append(
-                {"name": part.findtext("name"), "x1": px1, "y1": py1, "x2": px2, "y2": py2}
-            )
+            part_box = check.box(part, f"{where}.part[{part_index}]", (width, height))
+            if part_box is not None:
+                px1, py1, px2, py2 = part_box
+                parts.append(
+                    {"name": part.findtext("name"), "x1": px1, "y1": py1, "x2": px2, "y2": py2}
+                )
         if parts:
             attributes["parts"] = parts
         actions = obj.find("actions")
         if actions is not None:
-            attributes["actions"] = {a.tag: int(float(a.text or 0)) for a in actions}
-        boxes.append(Box(name=name, x1=x1, y1=y1, x2=x2, y2=y2, attributes=attributes))
-    return Record(
-        id=path.stem,
-        file=f"JPEGImages/{filename}",
-        width=width or None,
-        height=height or None,
-        boxes=boxes,
-    )
+            attributes["actions"] = {
+                a.tag: check.integer(a.text, f"{where}.actions.{a.tag}") or 0 for a in actions
+            }
+        if label and corners is not None:
+            x1, y1, x2, y2 = corners
+            boxes.append(Box(name=label, x1=x1, y1=y1, x2=x2, y2=y2, attributes=attributes))
+    if policy.reject(xml_path, None, check.found):
+        return None
+    return Record(id=xml_path.stem, file=file, width=width, height=height, boxes=boxes)
 
 
-def read(path: Path, reporter: Reporter | None = None) -> Dataset:
-    """Read a VOC folder (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/``)."""
-    reporter = reporter or NullReporter()
-    xml_files = sorted((path / "Annotations").glob("*.xml"))
-    if not xml_files:
-        raise DatasetError(f"{path}: no Annotations/*.xml; is this a Pascal VOC folder?")
+def _splits(path: Path, policy: ErrorPolicy) -> dict[str, str]:
+    """image id -> split, from ``ImageSets/Main/<split>.txt`` (first token per line)."""
     splits: dict[str, str] = {}
     main = path / "ImageSets" / "Main"
     names = [s for s in _SPLITS if (main / f"{s}.txt").exists()]
     if "trainval" in names and ("train" in names or "val" in names):
         names.remove("trainval")
     for split in names:
-        for line in (main / f"{split}.txt").read_text().split():
-            splits.setdefault(line.strip(), split)
+        list_file = main / f"{split}.txt"
+        try:
+            text = decode_text(read_bytes(list_file, "VOC image set"), list_file)
+        except RecordError as exc:
+            policy.fail_error(exc)
+            continue
+        for number, line in enumerate(text.splitlines(), start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            problem = name_problem(tokens[0])
+            if problem is not None:
+                policy.fail(list_file, number, "", f"image id {problem}")
+                continue
+            splits.setdefault(tokens[0], split)
+    return splits
+
+
+def read(
+    path: Path, reporter: Reporter | None = None, policy: ErrorPolicy | None = None
+) -> Dataset:
+    """Read a VOC folder (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/``)."""
+    reporter = reporter or NullReporter()
+    policy = policy or ErrorPolicy()
+    xml_files = sorted((path / "Annotations").glob("*.xml"))
+    if not xml_files:
+        raise DatasetError(f"{path}: no Annotations/*.xml; is this a Pascal VOC folder?")
+    splits = _splits(path, policy)
     records: list[Record] = []
     with reporter.task("Reading VOC", total=len(xml_files)) as task:
         for xml_path in xml_files:
-            record = _read_xml(xml_path, path)
-            record.split = splits.get(record.id)
-            records.append(record)
             task.advance()
-    seen = {r.id for r in records}
+            record = _read_xml(xml_path, policy)
+            if record is not None:
+                record.split = splits.get(record.id)
+                records.append(record)
+    seen = {xml_path.stem for xml_path in xml_files}
+    images_dir = path / "JPEGImages"
+    images: dict[str, str] = {}
+    if any(image_id not in seen for image_id in splits) and images_dir.is_dir():
+        for image in sorted(images_dir.iterdir()):
+            images.setdefault(image.stem, image.name)
     for image_id, split in splits.items():
-        if image_id in seen:
+        if image_id in seen or image_id not in images:
             continue
-        image = next(iter(sorted((path / "JPEGImages").glob(f"{image_id}.*"))), None)
-        if image is None:
-            continue
-        size = image_size(image)
+        size = image_size(images_dir / images[image_id])
         records.append(
             Record(
                 id=image_id,
-                file=f"JPEGImages/{image.name}",
+                file=f"JPEGImages/{images[image_id]}",
                 width=size[0] if size else None,
                 height=size[1] if size else None,
                 split=split,
             )
         )
+    policy.finish(path)
     return Dataset.from_records(records, name=path.resolve().name, root=path, source="Pascal VOC")
 
 
@@ -177,19 +285,37 @@ def _xml_of(record: Record) -> bytes:
     return data + b"\n"
 
 
-def write(dataset: Dataset, path: Path, reporter: Reporter | None = None) -> Path:
-    """Write ``Annotations/<id>.xml`` and ``ImageSets/Main/<split>.txt`` under ``path``
-    (images are not copied; ``filename`` is each record's base name)."""
+def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> None:
+    """Write ``Annotations/<id>.xml``, ``ImageSets/Main/<split>.txt`` and the images in
+    ``JPEGImages/`` (``filename`` is each record's base name).
+
+    Raises:
+        BadRecordsError: record ids that cannot be file names, or two records whose
+        images share a base name.
+    """
     reporter = reporter or NullReporter()
     records = list(dataset)
+    policy = ErrorPolicy()
+    owners: dict[str, str] = {}
+    for number, record in enumerate(records, start=1):
+        found = []
+        for value, what in ((record.id, "id"), (record.split, "split")):
+            problem = name_problem(value) if value is not None else None
+            if problem is not None:
+                found.append((what, f"{problem} (VOC names files after it)"))
+        image = Path(record.file).name
+        owner = owners.setdefault(image, record.id)
+        if owner != record.id:
+            found.append(("file", f"JPEGImages/{image} is also the image of record {owner!r}"))
+        policy.reject(f"{out.target} (VOC)", None, found, number)
+    policy.finish(out.target)
     splits: dict[str, list[str]] = {}
-    with staged_dir(path) as stage, reporter.task("Writing VOC", total=len(records)) as task:
+    with reporter.task("Writing VOC", total=len(records)) as task:
         for record in records:
-            atomic_write_bytes(stage / "Annotations" / f"{record.id}.xml", _xml_of(record))
+            out.write(f"Annotations/{record.id}.xml", _xml_of(record))
+            out.place(dataset.root, record.file, f"JPEGImages/{Path(record.file).name}")
             if record.split is not None:
                 splits.setdefault(record.split, []).append(record.id)
             task.advance()
-        for split, ids in splits.items():
-            text = "".join(f"{i}\n" for i in ids)
-            atomic_write_bytes(stage / "ImageSets" / "Main" / f"{split}.txt", text.encode())
-    return path
+    for split, ids in splits.items():
+        out.write(f"ImageSets/Main/{split}.txt", "".join(f"{i}\n" for i in ids).encode())
