@@ -74,6 +74,13 @@ def test_autolog_records_fits_and_scores(project: Project) -> None:
     assert 0.8 < record.metrics["cv_test_score_mean"] <= 1
     assert record.metrics["training_score"] > 0.9
     assert record.weights is not None and record.weights.endswith("weights/model.pkl")
+    from mlbook.deploy.bundle import export_run
+    from mlbook.errors import ExportError
+
+    with pytest.raises(
+        ExportError, match=r"^E1_iris.py is a plain script \(no mlbook.Experiment\)"
+    ):
+        export_run(project, "E1")
 
 
 def test_an_autologged_estimator_exports(project: Project) -> None:

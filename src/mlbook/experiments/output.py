@@ -43,19 +43,39 @@ __all__ = ["DEFAULT_PATTERNS", "LineParser", "OutputTee", "pattern_problem"]
 _NUMBER = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|inf|Inf|infinity)"
 #: ``key: value`` / ``key=value`` pairs, and ``step N`` / ``epoch N``.
 DEFAULT_PATTERNS = (
-    r"(?<![^\s,;(\[{|\"'])(?P<key>[A-Za-z_][\w.\-/]*+)[\"']?[ \t]*+[:=][ \t]*+"
+    r"(?P<key>[A-Za-z_](?<![^\s,;(\[{|\"'][A-Za-z_])[\w.\-/]*+)[\"']?[ \t]*+[:=][ \t]*+"
     rf"(?P<value>{_NUMBER})"
     r"(?=\s*$|[,;%)\]}|]|\s++(?:[^\sA-Za-z_]|[A-Za-z_][\w.\-/]*+[\"']?[ \t]*+[:=]"
     r"|(?i:step|epoch)\b))",
     r"(?<![\w.])(?i:step|epoch)\b\s*[:=]?\s*(?P<step>\d+)(?=[\s,;/)\]}|]|$)",
 )
-_PAIRS = re.compile(DEFAULT_PATTERNS[0])
-_STEP = re.compile(DEFAULT_PATTERNS[1])
+_findall = re.compile(DEFAULT_PATTERNS[0]).findall
+_STEP_AT = re.compile(r"(?:step|epoch)\b[ \t]*+[:=]?[ \t]*+(\d+)(?=[\s,;/)\]}|]|$)")
+_STEP_WORDS = ("epoch", "step")
 _STEP_KEYS = frozenset({"step", "epoch", "Step", "Epoch", "STEP", "EPOCH"})
 #: a line longer than this (no newline for a long time: a progress bar) is not parsed
 MAX_LINE = 8192
 #: lines kept for a failed run's error
 TAIL_LINES = 20
+
+
+def _step_hint(line: str) -> bool:
+    return "poch" in line or "tep" in line or "POCH" in line or "TEP" in line
+
+
+def _bare_step(line: str) -> int | None:
+    """The N of ``step N`` / ``epoch N`` (any case; not inside a word), or ``None``."""
+    lower = line.lower()
+    for word in _STEP_WORDS:
+        index = lower.find(word)
+        while index >= 0:
+            before = lower[index - 1] if index else " "
+            if not (before.isalnum() or before in "._"):
+                found = _STEP_AT.match(lower, index)
+                if found:
+                    return int(found[1])
+            index = lower.find(word, index + 1)
+    return None
 
 
 def pattern_problem(pattern: str) -> str:
@@ -101,23 +121,15 @@ class LineParser:
         if self.custom:
             step = self._custom(line, values)
         elif ":" in line or "=" in line:
-            for key, text in _PAIRS.findall(line):
-                value = _number(text)
-                if value is None:
-                    continue
+            for key, text in _findall(line):
                 if key in _STEP_KEYS:
+                    value = float(text)  # the pattern only matches what float() reads
                     if value.is_integer():
                         step = int(value)
-                    continue
-                values[key] = value
-        if (
-            step is None
-            and not self.custom
-            and ("tep" in line or "poch" in line or "TEP" in line or "POCH" in line)
-        ):
-            found = _STEP.search(line)
-            if found:
-                step = int(found["step"])
+                else:
+                    values[key] = float(text)
+        if step is None and not self.custom and _step_hint(line):
+            step = _bare_step(line)
         if step is not None:
             self.last_step = step
         elif values:
@@ -203,29 +215,27 @@ class OutputTee:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(target, view) :]
-            pending = self._lines(pending + data if pending else data)
+            if pending:
+                data = pending + data
+            end = max(data.rfind(b"\n"), data.rfind(b"\r"))
+            if end < 0:  # no line end yet
+                pending = data if len(data) <= MAX_LINE else b""  # a bar without end: dropped
+                continue
+            pending = data[end + 1 :]
+            self._text(data[:end].decode("utf-8", "replace"))
         if pending:
-            self._line(pending)
+            self._text(pending.decode("utf-8", "replace"))
         os.close(self._read_fd)
 
-    def _lines(self, data: bytes) -> bytes:
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *lines, rest = data.split(b"\n")
-        for line in lines:
-            self._line(line)
-        if len(rest) > MAX_LINE:  # a line without an end: keep its end only, unparsed
-            self.tail.append(rest[-200:].decode("utf-8", "replace"))
-            return b""
-        return rest
-
-    def _line(self, raw: bytes) -> None:
-        if not raw.strip():
+    def _text(self, text: str) -> None:
+        lines = text.splitlines()
+        self.tail.extend(line for line in lines[-TAIL_LINES:] if line.strip())
+        on_line = self.on_line
+        if on_line is None:
             return
-        line = raw.decode("utf-8", "replace")
-        self.tail.append(line)
-        if self.on_line is not None and len(raw) <= MAX_LINE:
-            try:
-                self.on_line(line)
-            except Exception:  # reading metrics never breaks the run's output
-                self.on_line = None
+        try:
+            for line in lines:
+                if line and len(line) <= MAX_LINE:
+                    on_line(line)
+        except Exception:  # reading metrics never breaks the run's output
+            self.on_line = None
