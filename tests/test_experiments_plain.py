@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -381,6 +384,14 @@ def test_set_and_grid_are_typed_and_checked(plain: Project) -> None:
     )
     with pytest.raises(ExperimentError, match=r"--grid optimizer=rms: rms is not one of"):
         plan(plain, ["E5"], grid={"optimizer": ["sgd", "rms"]})
+    write(plain, "E6_tag.py", "import argparse\nargparse.ArgumentParser().add_argument('--tag')\n")
+    assert plan(plain, ["E6"], grid={"tag": ["a.b", "c"]})[0].version == "tag=a.b"
+    with pytest.raises(ExperimentError) as caught:  # a version name is a directory name
+        plan(plain, ["E6"], grid={"tag": ["ok", "../../x"]})
+    assert str(caught.value) == (
+        "Models/E6_tag.py: --grid makes the version name 'tag=../../x'; grid values in "
+        "names may use letters, digits and _ . = , + - only"
+    )
 
 
 def test_set_on_an_experiment_script_needs_the_key(project: Project) -> None:
@@ -451,6 +462,64 @@ def test_a_plain_script_that_raises_fails_with_its_traceback(project: Project) -
     assert info.status == "failed"
     assert info.error is not None and info.error.endswith("ValueError: bad data")
     assert "runpy" not in info.error and "mlbook" not in info.error
+
+
+def test_a_plain_script_ends_like_python(project: Project) -> None:
+    write(
+        project,
+        "E8_end.py",
+        """
+        import atexit, threading, time
+
+        def late():
+            time.sleep(0.3)
+            print("loss: 1", flush=True)
+
+        threading.Thread(target=late).start()  # not a daemon: python waits for it
+        atexit.register(lambda: print("acc: 2", flush=True))
+        """,
+    )
+    (info,) = run_experiments(project, ["E8"], observers=[]).runs
+    assert info.status == "completed", info.error
+    assert info.metrics == {"loss": 1.0, "acc": 2.0}
+
+
+@pytest.mark.slow
+def test_ctrl_c_interrupts_a_plain_script(project: Project) -> None:
+    write(
+        project,
+        "E9_slow.py",
+        """
+        import time
+        for step in range(100000):
+            print(f"step {step} loss: 0.5", flush=True)
+            time.sleep(0.02)
+        """,
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "mlbook", "run", "E9"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    store = project.state_dir / "runs.sqlite"
+
+    def points() -> int:
+        try:
+            with sqlite3.connect(store, timeout=5) as db:
+                return int(db.execute("SELECT sum(count) FROM metric_summary").fetchone()[0] or 0)
+        except sqlite3.OperationalError:
+            return 0
+
+    deadline = time.monotonic() + 60
+    while points() < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGINT)
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 130, err
+    (record,) = __import__("mlbook").runs(project)
+    assert record.status == "interrupted" and "KeyboardInterrupt" in (record.error or "")
+    assert record.metrics["loss"] == 0.5  # the last value before the interrupt
 
 
 def test_a_plain_script_without_options_in_test_mode(project: Project) -> None:

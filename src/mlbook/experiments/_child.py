@@ -28,7 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mlbook.experiments.api import Params
     from mlbook.experiments.contract import RunSpec
+    from mlbook.experiments.metrics import Outbox
+    from mlbook.experiments.output import OutputTee
+    from mlbook.experiments.run import Run
 
 __all__ = ["main"]
 
@@ -160,7 +164,7 @@ class _ScriptExit(Exception):
     """A plain script exited with a non-zero code."""
 
 
-def _start_tee(spec: RunSpec, outbox: Any) -> Any:
+def _start_tee(spec: RunSpec, outbox: Outbox) -> OutputTee | None:
     """Tee fds 1 and 2 through a line reader (plain scripts, and output metrics)."""
     if spec.argv is None and not spec.output_metrics:
         return None
@@ -181,7 +185,7 @@ def _start_tee(spec: RunSpec, outbox: Any) -> Any:
     return tee
 
 
-def _make_run(spec: RunSpec, params: Any, outbox: Any) -> Any:
+def _make_run(spec: RunSpec, params: Params, outbox: Outbox) -> Run:
     from mlbook import _active
     from mlbook.experiments.run import Run
 
@@ -206,7 +210,7 @@ def _make_run(spec: RunSpec, params: Any, outbox: Any) -> Any:
     return run
 
 
-def _run_experiment(spec: RunSpec, outbox: Any) -> dict[str, Any]:
+def _run_experiment(spec: RunSpec, outbox: Outbox) -> dict[str, Any]:
     """Import the script, build the model, call the hooks; the final metrics."""
     from mlbook.experiments.api import Params, call_train
     from mlbook.experiments.discovery import load_script
@@ -228,8 +232,11 @@ def _run_experiment(spec: RunSpec, outbox: Any) -> dict[str, Any]:
     return metrics
 
 
-def _run_plain(spec: RunSpec, outbox: Any) -> None:
+def _run_plain(spec: RunSpec, outbox: Outbox) -> None:
     """Run a plain script as ``python SCRIPT ARGS`` would, in the run's output directory.
+
+    As at the end of ``python SCRIPT``, threads the script started (not daemons)
+    are waited for and its ``atexit`` functions run.
 
     Raises:
         _ScriptExit: the script exited with a non-zero code.
@@ -258,6 +265,19 @@ def _run_plain(spec: RunSpec, outbox: Any) -> None:
             print(code, file=sys.stderr)
             code = 1
         raise _ScriptExit(f"{_EXIT_PREFIX} {code}") from None
+    finally:
+        _end_like_python()
+
+
+def _end_like_python() -> None:
+    """Wait for the script's own threads, then run its ``atexit`` functions."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -198,6 +198,8 @@ class OutputTee:
         os.close(err)
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # a process the script started holds the pipe:
+                return  # the thread may still write to `out`, so it stays open
         os.close(out)
 
     def _copy(self) -> None:

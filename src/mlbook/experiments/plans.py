@@ -122,11 +122,18 @@ class ScriptPlan(msgspec.Struct, frozen=True, kw_only=True):
             raise ExperimentError(f"{where}: {how} {exc}") from None
         if not test:
             testing = {}
+        from mlbook.experiments.api import VERSION_NAME
+
         expanded: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
         for combo in itertools.product(*axes.values()):
             point = dict(zip(axes, combo, strict=True))
             label = ",".join(f"{key}={value}" for key, value in point.items())
             name = version if not label else label if version == "default" else f"{version}-{label}"
+            if not VERSION_NAME.match(name):  # it names the run's output directory
+                raise ExperimentError(
+                    f"{where}: --grid makes the version name {name!r}; grid values in names "
+                    "may use letters, digits and _ . = , + - only"
+                )
             changed = {**overrides, **point, **testing}
             expanded.append((name, {**base, **changed}, changed))
         return expanded
