@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python benchmarks/bench_metrics.py [--steps 333334] [--keys 3] [--repeat 3]
 Needs the MLflow peer venv (bash benchmarks/setup_peers.sh) for the peer column;
-`--no-mlflow` skips it.
+`--no-mlflow` skips it. `--plain` measures `mlbook.log` in a plain script (no
+`mlbook.Experiment`, run as it is by the same runner) instead of `run.log`.
 
 mlbook: a real experiment run by the real runner (child process, pipe, SQLite
 store in WAL), in a fresh process per measurement. Each step logs ``--keys``
@@ -19,6 +20,7 @@ chunks through ``Store.add_metrics``).
 MLflow: `mlflow.log_metric` inside an active run on a `sqlite:///` store, per call.
 Targets (issue 19): <= 2 us a point end to end, runner memory <= 100 MiB whatever
 the run length, <= 16 bytes a point, the store writes >= 1,000,000 points/s.
+Issue 12: `mlbook.log` in a plain script <= 5 us a point end to end.
 """
 
 from __future__ import annotations
@@ -53,6 +55,26 @@ def train(run):
     return {"loop_seconds": time.perf_counter() - start}
 """
 
+PLAIN = """
+import argparse, json, time
+import mlbook
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=0)
+    args = parser.parse_args()
+    log = mlbook.log
+    start = time.perf_counter()
+    for step in range(args.steps):
+        log(step=step, KEYS)
+    mlbook.current_run().flush()
+    with open("loop.json", "w") as handle:  # the run's directory
+        json.dump({"loop_seconds": time.perf_counter() - start}, handle)
+
+if __name__ == "__main__":
+    main()
+"""
+
 MLFLOW = """
 import json, sys, tempfile, time, logging
 logging.disable(logging.WARNING)
@@ -79,7 +101,7 @@ def _store_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
-def inner(steps: int, keys: int, version: str) -> None:
+def inner(steps: int, keys: int, version: str, plain: bool = False) -> None:
     """One measurement in this fresh process: prints JSON."""
     from mlbook.experiments.runner import run_experiments
     from mlbook.project import Project
@@ -89,13 +111,19 @@ def inner(steps: int, keys: int, version: str) -> None:
     init_project(root)
     project = Project.open(root)
     values = ", ".join(f"{name}=step * {i + 1}e-6" for i, name in enumerate(_KEY_NAMES[:keys]))
-    body = SCRIPT.replace("STEPS", str(steps)).replace("KEYS", values)
+    body = (PLAIN if plain else SCRIPT).replace("STEPS", str(steps)).replace("KEYS", values)
     (project.models_dir / "E001_log.py").write_text(body)
     start = time.perf_counter()
-    result = run_experiments(project, ["E001"], versions=[version], observers=[])
+    if plain:
+        sets = {"steps": steps if version == "n" else 0}
+        result = run_experiments(project, ["E001"], sets=sets, observers=[])
+    else:
+        result = run_experiments(project, ["E001"], versions=[version], observers=[])
     wall = time.perf_counter() - start
     (info,) = result.runs
     assert info.status == "completed", info.error
+    if plain:
+        info.metrics = json.loads((info.dir / "loop.json").read_text())
     from mlbook.experiments.query import metric_summaries
 
     counted = sum(s.count for s in metric_summaries(project, info.run_id).values())
@@ -113,9 +141,10 @@ def inner(steps: int, keys: int, version: str) -> None:
     )
 
 
-def measure(steps: int, keys: int, version: str) -> dict[str, float]:
+def measure(steps: int, keys: int, version: str, plain: bool = False) -> dict[str, float]:
+    argv = [sys.executable, __file__, "--inner", version, "--steps", str(steps)]
     out = subprocess.run(
-        [sys.executable, __file__, "--inner", version, "--steps", str(steps), "--keys", str(keys)],
+        [*argv, "--keys", str(keys), *(["--plain"] if plain else [])],
         capture_output=True,
         text=True,
         check=True,
@@ -155,10 +184,14 @@ def main() -> None:
     parser.add_argument("--mlflow-points", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--plain", action="store_true", help="mlbook.log in a plain script")
     parser.add_argument("--inner", choices=["n", "zero"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        inner(args.steps, args.keys, args.inner)
+        inner(args.steps, args.keys, args.inner, args.plain)
+        return
+    if args.plain:
+        plain_main(args.steps, args.keys, args.repeat)
         return
     points = args.steps * args.keys
     per_point, loop, bytes_per_point, rss = [], [], [], []
@@ -203,6 +236,22 @@ def main() -> None:
         print(f"{label:<48} {mlflow * 1e6:>8.0f} us/point ({args.mlflow_points} points)")
         print(f"mlflow / mlbook (end to end) = {mlflow / median(per_point):,.0f}x")
     print(f"targets (<= 2 us, <= 16 B, <= 100 MiB, >= 1M points/s): {'met' if met else 'NOT met'}")
+
+
+def plain_main(steps: int, keys: int, repeat: int) -> None:
+    """``mlbook.log`` in a plain script, end to end until committed (issue 12: <= 5 us)."""
+    points = steps * keys
+    per_point, loop = [], []
+    for _ in range(repeat):
+        empty = measure(steps, keys, "zero", plain=True)
+        full = measure(steps, keys, "n", plain=True)
+        per_point.append((full["wall"] - empty["wall"]) / points)
+        loop.append(full["loop"] / points)
+    print(f"{'plain script, ' + str(points) + ' points of ' + str(keys) + ' keys':<48} median")
+    label = "mlbook.log, end to end until committed"
+    print(f"{label:<48} {median(per_point) * 1e6:>8.2f} us/point")
+    print(f"{'mlbook.log, cost inside the loop':<48} {median(loop) * 1e6:>8.2f} us/point")
+    print(f"target (<= 5 us end to end): {'met' if median(per_point) <= 5e-6 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -317,12 +317,13 @@ def test_files_read_while_importing_are_cache_dependencies(project: Project) -> 
             "Models/E1_a.py:3: the script failed to import: RuntimeError: nope",
         ),
         (
-            "import sys\nimport mlbook\nsys.exit(7)\n",
+            "import sys\nimport mlbook\nexp = mlbook.Experiment(versions=dict.fromkeys('ab', {}))\n"
+            "sys.exit(7)\n",
             "Models/E1_a.py: the script called sys.exit(7) while being imported to read its "
             'versions; keep it under `if __name__ == "__main__":`',
         ),
         (
-            "import os\nprint('bye')\nos._exit(7)\n",
+            "import os\nimport mlbook\nprint('bye')\nos._exit(7)\nexp = mlbook.Experiment()\n",
             "Models/E1_a.py: the script exited with code 7 while being imported to read its "
             "versions (last output: bye)",
         ),
@@ -331,7 +332,7 @@ def test_files_read_while_importing_are_cache_dependencies(project: Project) -> 
             "Models/E1_a.py: no train hook; decorate a function with @exp.train",
         ),
         (
-            "import mlbook\nfrom common import make\n",
+            "import mlbook\nfrom common import make\nexp = make()\nexp.train(print)\n",
             "Models/E1_a.py: defines no mlbook.Experiment at module level; "
             "expected exactly one (exp = mlbook.Experiment(...))",
         ),
@@ -341,7 +342,9 @@ def test_files_read_while_importing_are_cache_dependencies(project: Project) -> 
 def test_scripts_that_fail_on_import_are_one_error(
     project: Project, body: str, message: str
 ) -> None:
-    (project.models_dir / "common" / "__init__.py").write_text("make = None\n")
+    (project.models_dir / "common" / "__init__.py").write_text(  # makes no Experiment
+        "class make:\n    def train(self, hook):\n        return hook\n"
+    )
     write(project, "E1_a.py", body)
     with pytest.raises(ExperimentError) as caught:
         read(project, "E1")
@@ -441,6 +444,7 @@ def test_ls_lists_reads_and_reports(project: Project, monkeypatch: pytest.Monkey
     assert rows[1] == {
         "id": "E2",
         "script": "Models/E2_b.py",
+        "kind": "experiment",
         "title": "plain",
         "dataset": "digits",
         "hooks": ["model", "predict", "train"],
@@ -449,7 +453,12 @@ def test_ls_lists_reads_and_reports(project: Project, monkeypatch: pytest.Monkey
             "large": {"lr": -2.5e-4, "epochs": 5, "hidden": [64, 64], "act": None, "width": 64},
         },
     }
-    write(project, "E3_c.py", "import sys\nsys.exit(7)\n")
+    write(  # a plain script with computed options: run until parse_args, which it never reaches
+        project,
+        "E3_c.py",
+        "import argparse, sys\np = argparse.ArgumentParser()\n"
+        "p.add_argument('--n', default=len('ab'))\nsys.exit(7)\np.parse_args()\n",
+    )
     result = CliRunner().invoke(cli, ["ls"])
     assert result.exit_code == 1
     lines = result.output.splitlines()

@@ -12,6 +12,7 @@ from mlbook._lazy import lazy_getattr
 from mlbook._version import __version__
 
 if TYPE_CHECKING:
+    from mlbook._active import artifact, current_run, iterate, log, log_params
     from mlbook.boundaries import CheckReport, Violation, check_project
     from mlbook.config import Config
     from mlbook.datasets import (
@@ -61,11 +62,16 @@ __all__ = [
     "StoreError",
     "Violation",
     "__version__",
+    "artifact",
     "check_project",
     "convert",
+    "current_run",
     "find_root",
     "init_project",
+    "iterate",
     "load",
+    "log",
+    "log_params",
     "open_dataset",
     "runs",
     "validate_dataset",
@@ -73,6 +79,11 @@ __all__ = [
 
 # public name -> module that defines it; imported on first access
 _LAZY: dict[str, str] = {
+    "artifact": "mlbook._active",
+    "current_run": "mlbook._active",
+    "iterate": "mlbook._active",
+    "log": "mlbook._active",
+    "log_params": "mlbook._active",
     "CheckReport": "mlbook.boundaries",
     "Violation": "mlbook.boundaries",
     "check_project": "mlbook.boundaries",

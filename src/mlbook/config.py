@@ -15,7 +15,7 @@ import posixpath
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -32,6 +32,7 @@ __all__ = [
     "LayoutSettings",
     "ProjectSettings",
     "RunnerSettings",
+    "ScriptSettings",
     "config_line",
     "load_config",
     "parse_config",
@@ -63,14 +64,45 @@ class LayoutSettings(_Section):
     data_processing: str | None = None
 
 
+class ScriptSettings(_Section):
+    """``[experiments.<ID>]``: settings of one experiment script.
+
+    ``versions`` and ``grid`` name the versions of a plain script (one without
+    ``mlbook.Experiment``); ``test`` holds params every version gets in test mode
+    (``{epochs = 1, dry_run = true}``); ``output_metrics`` and ``output_patterns``
+    override ``[experiments]`` for this script.
+    """
+
+    title: str = ""
+    dataset: str | None = None
+    versions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    grid: dict[str, list[Any]] = msgspec.field(default_factory=dict)
+    test: dict[str, Any] = msgspec.field(default_factory=dict)
+    output_metrics: bool | None = None
+    output_patterns: list[str] | None = None
+
+
 class ExperimentSettings(_Section):
-    """``[experiments]``: which scripts are experiments and which `mlbook run` runs."""
+    """``[experiments]``: which scripts are experiments and which `mlbook run` runs.
+
+    ``output_metrics``: read metric points from the output lines of plain scripts
+    (``loss: 0.12``); ``output_patterns``: regular expressions that replace the
+    built-in ones (:mod:`mlbook.experiments.output`). ``scripts`` holds the
+    ``[experiments.<ID>]`` tables, keyed by ID.
+    """
 
     id_pattern: str = r"[A-Z]\d+"
     include: list[str] = msgspec.field(default_factory=list)
     exclude: list[str] = msgspec.field(default_factory=list)
     test_steps: int = 2
     outputs: str = "outputs"
+    output_metrics: bool = True
+    output_patterns: list[str] = msgspec.field(default_factory=list)
+    scripts: dict[str, ScriptSettings] = msgspec.field(default_factory=dict)
+
+    def script(self, ident: str) -> ScriptSettings:
+        """The ``[experiments.<ident>]`` table (defaults when there is none)."""
+        return self.scripts.get(ident) or ScriptSettings()
 
 
 class RunnerSettings(_Section):
@@ -160,12 +192,42 @@ def parse_config(text: str, path: Path | str = CONFIG_FILE) -> Config:
         digits = re.search(r"\d{4300}", text)
         line = text.count("\n", 0, digits.start()) + 1 if digits else None
         raise _error(path, "not valid TOML: a number has more than 4300 digits", line) from exc
+    scripts = _script_tables(raw, text, path)
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise _explain(exc, text, path) from exc
+    config.experiments.scripts = scripts
     _check_values(config, text, path)
     return config
+
+
+def _script_tables(raw: dict[str, Any], text: str, path: Path | str) -> dict[str, ScriptSettings]:
+    """Take the ``[experiments.<ID>]`` tables out of the raw TOML, each read on its own."""
+    section = raw.get("experiments")
+    if not isinstance(section, dict):
+        return {}
+    scripts: dict[str, ScriptSettings] = {}
+    for ident in [key for key, value in section.items() if isinstance(value, dict)]:
+        table = section.pop(ident)
+        try:
+            scripts[ident] = msgspec.convert(table, ScriptSettings)
+        except msgspec.ValidationError as exc:
+            where = f"experiments.{ident}"
+            message = str(exc)
+            unknown = _UNKNOWN.search(message)
+            if unknown and not (unknown["at"] or "").strip("."):
+                fields = ", ".join(ScriptSettings.__struct_fields__)
+                problem = f"[{where}] unknown key '{unknown['key']}'; expected one of: {fields}"
+                raise _error(path, problem, _find_line(text, where, unknown["key"])) from exc
+            at = _AT.search(message)
+            dotted = at["at"].lstrip(".") if at else ""
+            key = re.split(r"[.\[]", dotted)[0] if dotted else None
+            problem = _AT.sub("", message).replace("`", "").lower()
+            shown = (f"{where}.{dotted}" if dotted else where).replace("[...]", ".<name>")
+            line = _find_line(text, where, key) or _find_line(text, f"{where}.{key}", None)
+            raise _error(path, f"{shown}: {problem}", line) from exc
+    return scripts
 
 
 #: every number in mlbook.toml: (section, key) -> (lowest, highest, what to write); never NaN
@@ -193,6 +255,7 @@ def _check_values(config: Config, text: str, path: Path | str) -> None:
             f"experiments.id_pattern: not a valid regular expression ({exc})",
             _find_line(text, "experiments", "id_pattern"),
         ) from exc
+    _check_scripts(config, text, path)
     if config.experiments.include and config.experiments.exclude:
         raise _error(
             path,
@@ -200,6 +263,37 @@ def _check_values(config: Config, text: str, path: Path | str) -> None:
             _find_line(text, "experiments", "exclude"),
         )
     _check_paths(config, text, path)
+
+
+def _check_scripts(config: Config, text: str, path: Path | str) -> None:
+    """``[experiments.<ID>]`` tables name experiments; output patterns compile."""
+    settings = config.experiments
+    for ident, script in settings.scripts.items():
+        if not re.fullmatch(settings.id_pattern, ident):
+            raise _error(
+                path,
+                f"[experiments.{ident}]: {ident!r} is not an experiment ID "
+                f"(id_pattern {settings.id_pattern!r}); name a script's ID: [experiments.E005]",
+                _find_line(text, f"experiments.{ident}", None),
+            )
+        if script.output_patterns is not None:
+            _check_patterns(script.output_patterns, f"experiments.{ident}", text, path)
+    _check_patterns(settings.output_patterns, "experiments", text, path)
+
+
+def _check_patterns(patterns: list[str], section: str, text: str, path: Path | str) -> None:
+    if not patterns:
+        return
+    from mlbook.experiments.output import pattern_problem
+
+    for pattern in patterns:
+        problem = pattern_problem(pattern)
+        if problem:
+            raise _error(
+                path,
+                f"{section}.output_patterns: {pattern!r} {problem}",
+                _find_line(text, section, "output_patterns"),
+            )
 
 
 def _check_paths(config: Config, text: str, path: Path | str) -> None:

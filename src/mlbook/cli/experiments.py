@@ -110,7 +110,8 @@ def ls(ctx: click.Context, output_format: str) -> None:
     """List the experiments in Models/ and their versions.
 
     Scripts are read without being imported: from their source, or (when their
-    versions are computed) in a child process, cached. `mlbook --debug ls` says
+    versions are computed) in a child process, cached. A plain script (no
+    mlbook.Experiment) shows its argparse options. `mlbook --debug ls` says
     which scripts were imported and why. Exits 1 when a script cannot be read.
 
     Example:
@@ -136,16 +137,21 @@ def ls(ctx: click.Context, output_format: str) -> None:
         if debug and plan.read != "static":
             how = "imported in a child process" + (" (cached)" if plan.read == "cache" else "")
             click.echo(f"note: {where}: {how}: {plan.why}", err=True)
-        rows.append(
-            {
-                "id": script.id,
-                "script": where,
-                "title": plan.title,
-                "dataset": plan.dataset,
-                "hooks": list(plan.hooks),
-                "versions": plan.versions,
+        row: dict[str, Any] = {
+            "id": script.id,
+            "script": where,
+            "kind": plan.kind,
+            "title": plan.title,
+            "dataset": plan.dataset,
+            "hooks": list(plan.hooks),
+            "versions": plan.versions,
+        }
+        if plan.kind == "plain":
+            row["options"] = {
+                o.dest: {"flags": list(o.flags), "type": o.type, "default": o.default}
+                for o in plan.options
             }
-        )
+        rows.append(row)
     if output_format == "json":
         print_json(rows)
     else:
@@ -156,13 +162,24 @@ def ls(ctx: click.Context, output_format: str) -> None:
                     r["id"],
                     r["script"],
                     f"[red]error: {r['error']}[/]" if "error" in r else ", ".join(r["versions"]),
-                    ", ".join(r.get("hooks", [])),
+                    _options_text(r["options"])
+                    if "options" in r
+                    else ", ".join(r.get("hooks", [])),
                 )
                 for r in rows
             ],
         )
     if any("error" in r for r in rows):
         ctx.exit(1)
+
+
+def _options_text(options: dict[str, dict[str, Any]]) -> str:
+    """A plain script's options as its flags: ``plain: --lr --epochs data``."""
+    shown = [
+        next((f for f in o["flags"] if f.startswith("--")), o["flags"][0]) if o["flags"] else dest
+        for dest, o in options.items()
+    ]
+    return "plain: " + " ".join(shown) if shown else "plain"
 
 
 class _Live:
@@ -243,7 +260,25 @@ class _Live:
 @click.option("--skip-version", "skip", multiple=True, help="Not this version (repeat).")
 @click.option("--jobs", "-j", type=int, help="Versions run at once (default: [runner] jobs).")
 @click.option("--resume", metavar="RUN_ID", help="Continue a run from its checkpoints.")
-@click.option("--steps", type=int, help="Steps run.iterate() yields in test mode.")
+@click.option(
+    "--steps",
+    metavar="N[,N...]",
+    help="Steps each iterate() loop yields in test mode; 3,2: 3 epochs of 2 batches.",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a param of every version (repeat); unknown keys are refused.",
+)
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Cross every version with these values of a param (repeat).",
+)
 @quiet_option
 def run(
     ids: tuple[str, ...],
@@ -252,22 +287,47 @@ def run(
     skip: tuple[str, ...],
     jobs: int | None,
     resume: str | None,
-    steps: int | None,
+    steps: str | None,
+    sets: tuple[str, ...],
+    grids: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Run experiments: each version in its own process, recorded in the run store.
 
     Without IDs, runs the experiments listed in mlbook.toml [experiments]
-    (include, or all but exclude). Exits 1 when a version failed, 130 on Ctrl-C.
+    (include, or all but exclude). A plain script (no mlbook.Experiment) runs
+    as it is, with its argparse options as params. Exits 1 when a version
+    failed, 130 on Ctrl-C.
 
     Example:
 
     \b
         mlbook run E012 --mode test && mlbook run E012 --version small -j 2
+        mlbook run E005 --set epochs=3 --grid lr=0.1,0.01
     """
+    from mlbook.errors import ExperimentError
+    from mlbook.experiments.plain import split_values
     from mlbook.experiments.runner import run_experiments
     from mlbook.project import Project
 
+    def pairs(option: str, given: tuple[str, ...]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for text in given:
+            key, sep, value = text.partition("=")
+            if not sep or not key.strip():
+                raise ExperimentError(f"{option} {text}: expected KEY=VALUE, e.g. {option} lr=0.1")
+            found[key.strip()] = value
+        return found
+
+    step_counts: list[int] | None = None
+    if steps is not None:
+        try:
+            step_counts = [int(part) for part in steps.split(",")]
+        except ValueError:
+            raise ExperimentError(
+                f"--steps {steps}: expected whole numbers from 1 up, e.g. 2 or 3,2"
+            ) from None
+    grid = {key: split_values(value) for key, value in pairs("--grid", grids).items()}
     project = Project.find()
     with _Live(quiet) as live:
         result = run_experiments(
@@ -278,7 +338,9 @@ def run(
             mode=mode,
             jobs=jobs,
             resume=resume,
-            test_steps=steps,
+            test_steps=step_counts,
+            sets=pairs("--set", sets),
+            grid=grid,
             listener=live,
         )
     counts: dict[str, int] = {}

@@ -96,10 +96,20 @@ def script_settings(script: Path, models_dir: Path) -> dict[str, Any]:
 
     Read by :func:`mlbook.experiments.plans.read_plan`: from the source when the
     arguments are literals, otherwise by importing the script in a child process.
+
+    Raises:
+        ExportError: a plain script (no ``mlbook.Experiment``): loading an export
+            imports its script, and a plain script runs its training when imported.
     """
     from mlbook.experiments.plans import read_plan
 
     plan = read_plan(script, models_dir)
+    if plan.kind == "plain":
+        raise ExportError(
+            f"{script.name} is a plain script (no mlbook.Experiment); an export is rebuilt "
+            "through the mlbook.Experiment shape (a model hook, or a saved scikit-learn "
+            "estimator, and predict/sample hooks): see docs/experiments.md"
+        )
     return {"dataset": plan.dataset, "files": list(plan.files), "title": plan.title}
 
 

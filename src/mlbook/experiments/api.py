@@ -35,7 +35,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The hooks a script may register, in the order the runner uses them.
 HOOKS = ("model", "train", "evaluate", "export", "predict", "sample")
 
-_VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
+#: What a version name may be made of (it names the run's output directory).
+VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
 
 
 class Params(Mapping[str, Any]):
@@ -208,7 +209,7 @@ def _expand(
         named = crossed
     result: dict[str, Params] = {}
     for name, params in named.items():
-        if not _VERSION_NAME.match(name):
+        if not VERSION_NAME.match(name):
             raise ExperimentError(
                 f"version name {name!r}: use letters, digits and _ . = , + - "
                 "(starting with a letter or digit)"

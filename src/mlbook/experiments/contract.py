@@ -42,6 +42,7 @@ __all__ = [
     "Flush",
     "FrameReader",
     "Metrics",
+    "Params",
     "Progress",
     "RunSpec",
     "Series",
@@ -67,6 +68,22 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     resume_dir: str | None = None
     source_weights: str | None = None
     test_steps: int = 2
+    #: test mode: steps of nested ``iterate`` loops (2nd level, 3rd...; the last repeats);
+    #: empty: ``test_steps`` at every level
+    inner_steps: tuple[int, ...] = ()
+    #: params the runner sets: for an ``Experiment`` script, overrides of its own
+    #: (``--set``, test-mode params); for a plain script, all of them (JSON values)
+    params: dict[str, Any] | None = None
+    #: an ``Experiment`` script: the version whose params ``params`` change (a version
+    #: made by ``--grid`` has a name of its own); None: ``version``
+    base_version: str | None = None
+    #: a plain script's command-line arguments (``["--lr", "0.1"]``); None: an
+    #: ``Experiment`` script (its hooks are called)
+    argv: list[str] | None = None
+    #: read metric points from the output lines (:mod:`mlbook.experiments.output`)
+    output_metrics: bool = False
+    #: regular expressions for those lines; empty: the built-in patterns
+    output_patterns: tuple[str, ...] = ()
     #: which attempt at this run this is (1 for the first; a retried task counts up)
     attempt: int = 1
     #: file descriptor the child writes events to (local backend); None: no runner
@@ -93,6 +110,13 @@ class Metrics(msgspec.Struct, frozen=True, array_like=True, tag="metrics"):
 
     seq: int
     series: list[Series]
+
+
+class Params(msgspec.Struct, frozen=True, array_like=True, tag="params"):
+    """Params the script logged (``mlbook.log_params``): merged into the run's params."""
+
+    seq: int
+    params: dict[str, Any]
 
 
 class Flush(msgspec.Struct, frozen=True, array_like=True, tag="flush"):
@@ -154,7 +178,7 @@ class Exit(msgspec.Struct, frozen=True, array_like=True, tag="exit"):
     reason: str | None = None
 
 
-Event = Metrics | Flush | Progress | Artifact | Files | Warn | End | Exit
+Event = Metrics | Flush | Progress | Artifact | Params | Files | Warn | End | Exit
 
 #: An acknowledgement on the ack pipe: the sequence number, little-endian uint64.
 ACK = struct.Struct("<Q")

@@ -114,20 +114,23 @@ def read_script(project: Project, script: Script) -> ScriptPlan:
 
     Read from the source when it can be; otherwise the script is imported in a
     child process and the answer cached in ``.mlbook/cache/plans/``. This process
-    never imports the script.
+    never imports the script. ``[experiments.<ID>]`` in ``mlbook.toml`` adds a
+    plain script's versions and every script's test-mode params.
 
     Raises:
         ExperimentError: the script is unreadable, fails or exits while being
             imported, or defines no experiment with a train hook.
+        ConfigError: its ``[experiments.<ID>]`` table does not fit the script.
     """
-    from mlbook.experiments.plans import read_plan
+    from mlbook.experiments.plans import configure, read_plan
 
-    return read_plan(
+    plan = read_plan(
         script.path,
         project.models_dir,
         root=project.root,
         cache_dir=project.state_dir / "cache" / "plans",
     )
+    return configure(plan, project, script.id, project.relative(script.path))
 
 
 def load_script(path: Path, models_dir: Path, *, isolate: bool = True) -> Experiment:

@@ -12,6 +12,9 @@ of the runner's memory growing.
 A value that is not a number (a string, ``None``, an array) or a step that is
 not an integer is refused with one warning naming the key; NaN and ±inf are
 values like any other.
+
+Points read from output lines (:meth:`Outbox.log_output`) take the same way,
+except for keys the script logs itself: those are not read from lines twice.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from mlbook.experiments.contract import (
     Files,
     Flush,
     Metrics,
+    Params,
     Progress,
     Series,
     Warn,
@@ -65,6 +69,9 @@ class Outbox:
         self._count = 0
         self._seq = 0
         self._refused: set[str] = set()
+        self._direct: set[str] = set()  # keys the script logged itself
+        #: the last value sent of each key (a plain script's final metrics)
+        self.last: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.step = -1
@@ -120,7 +127,34 @@ class Outbox:
         elif self._thread is None and self._channel.connected:
             self._start_thread()
 
+    def log_output(self, step: int, values: dict[str, float]) -> None:
+        """Buffer points read from an output line (keys the script logs itself are skipped).
+
+        The step is the line's own: it does not move the step ``log`` counts from.
+        """
+        if not _INT64[0] <= step <= _INT64[1]:
+            return
+        now = time.time()
+        with self._buffer_lock:
+            series = self._series
+            for key, value in values.items():
+                if key in self._direct or len(key) > MAX_KEY_LENGTH:
+                    continue
+                lists = series.get(key)
+                if lists is None:
+                    lists = series[key] = ([], [], [])
+                lists[0].append(step)
+                lists[1].append(value)
+                lists[2].append(now)
+                self._count += 1
+            full = self._count >= FLUSH_POINTS
+        if full:
+            self._send_points()
+        elif self._thread is None and self._channel.connected:
+            self._start_thread()
+
     def _new_key(self, key: str) -> bool:
+        self._direct.add(key)
         if not key or len(key) > MAX_KEY_LENGTH:
             shown = key if len(key) <= 40 else key[:40] + "..."
             self._refuse(
@@ -160,6 +194,9 @@ class Outbox:
             for key, (steps, values, times) in series.items()
             if steps
         ]
+        for key, (_steps, values, _times) in series.items():
+            if values:
+                self.last[key] = values[-1]
         self.send(Metrics, batch)
 
     def flush(self) -> None:
@@ -167,6 +204,10 @@ class Outbox:
         self._send_points()
         if self._channel.ack_fd is not None:
             self._channel.wait_ack(self.send(Flush))
+
+    def params(self, params: dict[str, Any]) -> None:
+        """Report params the script logged (merged into the run's params)."""
+        self.send(Params, params)
 
     def progress(self, step: int, total: int | None) -> None:
         """Report where ``run.iterate`` is."""

@@ -5,10 +5,13 @@ title, dataset, files, hooks and versions. :func:`read_plan` gets them without
 importing the script (nor torch, numpy or ``Models/common``) in the caller:
 
 1. **From the source** when the ``mlbook.Experiment(...)`` call is made of
-   literals (:mod:`mlbook.experiments.static` says exactly which forms).
+   literals (:mod:`mlbook.experiments.static` says exactly which forms), or, for
+   a plain script (no ``mlbook.Experiment``), when its ``add_argument`` calls are
+   (:mod:`mlbook.experiments.plain`).
 2. **In a child process** otherwise (``python -m mlbook.experiments.plans``):
-   the child imports the script as the runner's child does and writes the plan
-   back as msgpack (JSON would turn a ``nan`` param into ``null``). With a cache
+   the child imports the script as the runner's child does (a plain script runs
+   as ``__main__`` until its ``parse_args()``) and writes the plan back as
+   msgpack (JSON would turn a ``nan`` param into ``null``). With a cache
    directory the answer is kept (``.mlbook/cache/plans/``, one file per script)
    and reused while the script, the project files it imports (its static import
    closure) and the project files its import loaded or opened are unchanged.
@@ -17,32 +20,38 @@ importing the script (nor torch, numpy or ``Models/common``) in the caller:
 :attr:`ScriptPlan.read` says which way a plan was read and :attr:`ScriptPlan.why`
 why the source alone was not enough (``mlbook --debug ls`` prints it).
 
-A second kind of script (a plain argparse script) would get its own ``kind``, a
-static reader beside :mod:`~mlbook.experiments.static` and a child-side reader
-beside :func:`_answer`; :func:`read_plan` would pick the reader from the source.
+A plain script's versions come from ``mlbook.toml`` (``[experiments.<ID>]``
+``versions`` and ``grid`` over its argparse defaults): :func:`configure` adds them
+and the table's ``test`` params; :meth:`ScriptPlan.expand` applies ``--set`` and
+``--grid`` to a version, typed and checked against the script's options (or, for
+an ``Experiment`` script, against the version's params).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from mlbook._version import __version__
-from mlbook.errors import ExperimentError
+from mlbook.errors import ConfigError, ExperimentError
+from mlbook.experiments.plain import Option
 
 if TYPE_CHECKING:
+    from mlbook.config import ScriptSettings
     from mlbook.experiments.api import Experiment
+    from mlbook.project import Project
 
-__all__ = ["ScriptPlan", "plan_of", "read_plan"]
+__all__ = ["ScriptPlan", "configure", "plan_of", "read_plan"]
 
 #: Bumped when the cached answer's shape or meaning changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: Files above this size are compared by size and mtime, not hashed, as cache dependencies.
 _HASH_LIMIT = 8 << 20
 _SKIP_PARTS = frozenset({".git", ".mlbook", ".venv", "venv", "site-packages", "__pycache__"})
@@ -51,20 +60,119 @@ _SKIP_PARTS = frozenset({".git", ".mlbook", ".venv", "venv", "site-packages", "_
 class ScriptPlan(msgspec.Struct, frozen=True, kw_only=True):
     """What a script declares: the versions (with their params) and hooks the runner plans.
 
-    ``kind`` is ``"experiment"`` (a script with an ``mlbook.Experiment``).
+    ``kind`` is ``"experiment"`` (a script with an ``mlbook.Experiment``) or
+    ``"plain"`` (a script run as it is; ``options`` are its argparse options).
     ``read`` is ``"static"`` (from the source), ``"child"`` (imported in a child
     process) or ``"cache"`` (a child's earlier answer); ``why`` says why the
-    source alone was not enough.
+    source alone was not enough. ``test`` holds the params every version gets in
+    test mode (``[experiments.<ID>] test``).
     """
 
-    kind: Literal["experiment"] = "experiment"
+    kind: Literal["experiment", "plain"] = "experiment"
     title: str = ""
     dataset: str | None = None
     files: tuple[str, ...] = ()
     hooks: tuple[str, ...] = ()
     versions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    options: tuple[Option, ...] = ()
+    test: dict[str, Any] = msgspec.field(default_factory=dict)
     read: Literal["static", "child", "cache"] = "static"
     why: str = ""
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """A plain script's params when it is run without arguments."""
+        return {option.dest: option.default for option in self.options}
+
+    def expand(
+        self,
+        version: str,
+        sets: Mapping[str, Any] | None = None,
+        grid: Mapping[str, Sequence[Any]] | None = None,
+        *,
+        test: bool = False,
+        where: str = "",
+    ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """``version`` with ``--set`` values, crossed with ``--grid`` values (and, with
+        ``test``, the test-mode params): ``[(name, params, overrides), ...]``.
+
+        A grid version is named ``<version>-<key>=<value>,...`` (``<key>=<value>,...``
+        for the ``default`` version). Values given as text are read as the kind of
+        the current value (the option's type for a plain script).
+
+        Raises:
+            ExperimentError: an unknown key (the message lists the known ones) or a
+                value that does not fit.
+        """
+        base = self.params(version)
+        try:
+            how = "--set"
+            overrides = dict(self._typed(base, raw, value) for raw, value in (sets or {}).items())
+            how = "--grid"
+            axes: dict[str, list[Any]] = {}
+            for raw, values in (grid or {}).items():
+                if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+                    raise ValueError(f"{raw}: expected a list of values")
+                typed_values = [self._typed(base, raw, value) for value in values]
+                if typed_values:
+                    axes[typed_values[0][0]] = [value for _, value in typed_values]
+            how = "[experiments] test"
+            testing = dict(self._typed(base, raw, value) for raw, value in self.test.items())
+        except ValueError as exc:
+            raise ExperimentError(f"{where}: {how} {exc}") from None
+        if not test:
+            testing = {}
+        from mlbook.experiments.api import VERSION_NAME
+
+        expanded: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        for combo in itertools.product(*axes.values()):
+            point = dict(zip(axes, combo, strict=True))
+            label = ",".join(f"{key}={value}" for key, value in point.items())
+            name = version if not label else label if version == "default" else f"{version}-{label}"
+            if not VERSION_NAME.match(name):  # it names the run's output directory
+                raise ExperimentError(
+                    f"{where}: --grid makes the version name {name!r}; grid values in names "
+                    "may use letters, digits and _ . = , + - only"
+                )
+            changed = {**overrides, **point, **testing}
+            expanded.append((name, {**base, **changed}, changed))
+        return expanded
+
+    def _typed(self, base: dict[str, Any], raw: str, value: Any) -> tuple[str, Any]:
+        """``(key, value)``: the param ``raw`` names and ``value`` typed for it.
+
+        Raises:
+            ValueError: an unknown key or a value that does not fit (the message
+                starts with the key).
+        """
+        from mlbook.experiments.plain import parse_text, typed
+
+        options = {option.dest: option for option in self.options}
+        flags = {f.lstrip("-"): o.dest for o in self.options for f in o.flags}
+        key = raw if raw in options else flags.get(raw, raw)
+        if key not in base:
+            known = ", ".join(sorted(base)) or "none"
+            what = "options" if self.kind == "plain" else "params"
+            raise ValueError(f"{raw}: unknown key; the script's {what}: {known}")
+        try:
+            if key in options:
+                return key, typed(options[key], value)
+            return key, parse_text(value, base[key]) if isinstance(value, str) else value
+        except ValueError as exc:
+            raise ValueError(f"{raw}={value}: {exc}") from None
+
+    def command_line(self, params: Mapping[str, Any], where: str = "") -> list[str]:
+        """A plain script's arguments for ``params`` (:func:`.plain.command_line`).
+
+        Raises:
+            ExperimentError: a value cannot be passed on the command line.
+        """
+        from mlbook.experiments.plain import command_line
+
+        try:
+            return command_line(self.options, params)
+        except ValueError as exc:
+            raise ExperimentError(f"{where}: {exc}") from None
 
     def params(self, version: str) -> dict[str, Any]:
         """The params of ``version`` (a copy).
@@ -132,29 +240,105 @@ def read_plan(
         source = script.read_bytes()
     except OSError as exc:
         raise ExperimentError(f"{shown}: cannot be read ({exc.strerror or exc})") from exc
-    from mlbook.experiments.static import NotStatic, read_experiment
+    from mlbook.experiments.plain import StaticOptions
+    from mlbook.experiments.static import NotStatic, read_static
 
     try:
-        static = read_experiment(source, shown)
+        static = read_static(source, shown)
+        if isinstance(static, StaticOptions):
+            return _plain_plan(static.options)
         return plan_of(static.experiment, hooks=static.hooks)
     except SyntaxError as exc:
         raise ExperimentError(
             f"{shown}:{exc.lineno or 0}: the script failed to import: SyntaxError: {exc.msg}"
         ) from exc
     except NotStatic as exc:
-        why = str(exc)
+        why, kind = str(exc), exc.kind
     cache = _Cache(cache_dir, script, models_dir, root) if cache_dir and root else None
     if cache is not None:
         cached = cache.load()
-        if cached is not None:
+        if cached is not None and cached.kind == kind:
             return msgspec.structs.replace(cached, read="cache", why=why)
-    answer = _import_in_child(script, models_dir, root, python)
+    answer = _import_in_child(script, models_dir, root, python, kind)
     if answer.error is not None or answer.plan is None:
         message = answer.error or "the child process gave no plan"
         raise ExperimentError(message.replace(str(script), shown, 1))
     if cache is not None:
         cache.save(answer.plan, answer.files)
     return msgspec.structs.replace(answer.plan, read="child", why=why)
+
+
+def _plain_plan(
+    options: Sequence[Option], read: Literal["static", "child"] = "static"
+) -> ScriptPlan:
+    plan = ScriptPlan(kind="plain", options=tuple(options), read=read)
+    return msgspec.structs.replace(plan, versions={"default": plan.defaults})
+
+
+def configure(plan: ScriptPlan, project: Project, ident: str, where: str) -> ScriptPlan:
+    """``plan`` with what ``[experiments.<ident>]`` in ``mlbook.toml`` adds.
+
+    A plain script gets its versions (``versions`` and ``grid`` over its argparse
+    defaults), title and dataset from the table; every script gets its ``test``
+    params (checked here, applied in test mode).
+
+    Raises:
+        ConfigError: the table sets versions, grid, title or dataset of an
+            ``Experiment`` script, or a key or value its options do not take.
+    """
+    from mlbook.config import CONFIG_FILE, config_line
+
+    settings: ScriptSettings = project.config.experiments.script(ident)
+    config = project.root / CONFIG_FILE
+    section = f"experiments.{ident}"
+
+    def error(problem: str, key: str | None, table: str = section) -> ConfigError:
+        return ConfigError(config, problem, config_line(config, table, key))
+
+    if plan.kind == "experiment":
+        for key in ("versions", "grid", "title", "dataset"):
+            if getattr(settings, key):
+                raise error(
+                    f"[{section}] {key}: {where} declares it in mlbook.Experiment(...); "
+                    f"[{section}] {key} is for plain scripts (without mlbook.Experiment)",
+                    key,
+                )
+    else:
+        from mlbook.experiments.api import _expand
+
+        base = plan.defaults
+        table = ""
+        try:
+            versions: dict[str, dict[str, Any]] = {}
+            for name, changes in settings.versions.items():
+                table = f"{section}.versions.{name}"
+                versions[name] = dict(plan._typed(base, raw, v) for raw, v in changes.items())
+            grid: dict[str, list[Any]] = {}
+            for raw, values in settings.grid.items():
+                table = f"{section}.grid"
+                typed_values = [plan._typed(base, raw, value) for value in values]
+                if typed_values:
+                    grid[typed_values[0][0]] = [value for _, value in typed_values]
+            table = f"{section}.versions"
+            expanded = _expand(base, versions or None, grid or None)
+        except (ValueError, ExperimentError) as exc:
+            parent, _, key = table.rpartition(".")
+            raise error(f"{table}: {exc}", key, parent) from None
+        plan = msgspec.structs.replace(
+            plan,
+            versions={name: params.to_dict() for name, params in expanded.items()},
+            title=settings.title,
+            dataset=settings.dataset,
+        )
+    if settings.test:
+        base = plan.params(next(iter(plan.versions)))
+        try:
+            for raw, value in settings.test.items():
+                plan._typed(base, raw, value)
+        except ValueError as exc:
+            raise error(f"{section}.test: {exc}", "test") from None
+        plan = msgspec.structs.replace(plan, test=dict(settings.test))
+    return plan
 
 
 def _shown(script: Path, root: Path | None) -> str:
@@ -174,12 +358,12 @@ class _Answer(msgspec.Struct, kw_only=True):
 
 
 def _import_in_child(
-    script: Path, models_dir: Path, root: Path | None, python: str | None
+    script: Path, models_dir: Path, root: Path | None, python: str | None, kind: str
 ) -> _Answer:
     import subprocess
 
     argv = [python or sys.executable, "-m", "mlbook.experiments.plans", str(script)]
-    argv += [str(models_dir), str(root or models_dir)]
+    argv += [str(models_dir), str(root or models_dir), kind]
     try:
         done = subprocess.run(
             argv, stdin=subprocess.DEVNULL, capture_output=True, cwd=models_dir, check=False
@@ -195,9 +379,8 @@ def _import_in_child(
     code = done.returncode
     how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
     last = f" (last output: {tail[0].strip()[:200]})" if tail else ""
-    return _Answer(
-        error=f"{script}: the script {how} while being imported to read its versions{last}"
-    )
+    what = "run to read its options" if kind == "plain" else "imported to read its versions"
+    return _Answer(error=f"{script}: the script {how} while being {what}{last}")
 
 
 class _CacheEntry(msgspec.Struct):
@@ -272,13 +455,16 @@ class _Cache:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Child entry: ``python -m mlbook.experiments.plans SCRIPT MODELS_DIR ROOT``.
+    """Child entry: ``python -m mlbook.experiments.plans SCRIPT MODELS_DIR ROOT [KIND]``.
 
-    Imports the script as the runner's child does (cwd ``Models/``, on ``sys.path``)
+    Imports the script as the runner's child does (cwd ``Models/``, on ``sys.path``),
+    or, for KIND ``plain``, runs it as ``__main__`` until it parses its arguments,
     and writes an :class:`_Answer` as msgpack to stdout; whatever the script prints
     goes to stderr.
     """
-    script, models_dir, root = (sys.argv[1:] if argv is None else list(argv))[:3]
+    args = sys.argv[1:] if argv is None else list(argv)
+    script, models_dir, root = args[:3]
+    kind = args[3] if len(args) > 3 else "experiment"
     answer_fd = os.dup(1)
     os.dup2(2, 1)  # the script's own prints (C code too) go to stderr
     opened: set[str] = set()
@@ -291,7 +477,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.chdir(models_dir)
     sys.path.insert(0, models_dir)
     sys.argv = [script]
-    answer = _answer(Path(script), Path(models_dir))
+    answer = (
+        _answer_plain(Path(script)) if kind == "plain" else _answer(Path(script), Path(models_dir))
+    )
     prefix = os.path.join(os.path.abspath(root), "")
     loaded = {
         os.path.abspath(f)
@@ -315,6 +503,16 @@ def _plain(value: Any) -> Any:
             with contextlib.suppress(Exception):
                 return convert()
     return repr(value)
+
+
+def _answer_plain(script: Path) -> _Answer:
+    from mlbook.experiments.plain import capture_options
+
+    try:
+        options = capture_options(script)
+    except ExperimentError as exc:
+        return _Answer(error=str(exc))
+    return _Answer(plan=_plain_plan(options, read="child"))
 
 
 def _answer(script: Path, models_dir: Path) -> _Answer:

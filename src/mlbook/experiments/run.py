@@ -2,7 +2,9 @@
 
 A ``Run`` lives in the child process that runs one version. Everything it
 records (metrics, artifacts, weights) goes to the runner as events; the runner
-owns the store. In ``test`` mode :meth:`Run.iterate` stops after a few steps.
+owns the store. In ``test`` mode :meth:`Run.iterate` stops after a few steps, at
+every level of nested loops. The module-level ``mlbook.log`` and friends
+(:mod:`mlbook._active`) use the run the child made current.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Run:
         source_weights: in export mode, the weights of the newest completed run of
             this version, else ``None``.
         test_steps: in test mode, how many steps :meth:`iterate` yields.
+        inner_steps: in test mode, how many steps nested :meth:`iterate` loops yield
+            (2nd level, 3rd...; the last repeats; empty: ``test_steps``).
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class Run:
         resume_dir: Path | None = None,
         source_weights: Path | None = None,
         test_steps: int = 2,
+        inner_steps: tuple[int, ...] = (),
         outbox: Outbox | None = None,
     ) -> None:
         self.id = id
@@ -78,8 +83,10 @@ class Run:
         self.resume_dir = resume_dir
         self.source_weights = source_weights
         self.test_steps = test_steps
+        self.inner_steps = tuple(inner_steps)
         self._outbox = outbox or Outbox(Channel(None))
         self._last_progress = 0.0
+        self._depth = 0
         self.weights_path: Path | None = None
 
     @property
@@ -108,28 +115,61 @@ class Run:
         """
         self._outbox.flush()
 
+    def log_params(self, **params: Any) -> None:
+        """Add ``params`` to this run's params (``mlbook.log_params``); stored with the run.
+
+        Values are kept as JSON (numbers, strings, booleans, ``None``, lists and
+        dicts); anything else is stored as its ``str()``.
+        """
+        clean = {str(key): _jsonable(value) for key, value in params.items()}
+        self.params = Params({**self.params, **clean})
+        self._outbox.params(clean)
+
     def iterate(self, iterable: Iterable[T], total: int | None = None) -> Iterator[T]:
-        """Yield from ``iterable``, reporting progress; stops after ``test_steps`` in test mode."""
+        """Yield from ``iterable``, reporting progress; in test mode, stop after a few steps.
+
+        Loops nest: an ``iterate`` inside another one's body (a batch loop in an
+        epoch loop, here or through ``mlbook.iterate`` in shared code) is cut too,
+        after ``inner_steps`` (default ``test_steps``). Only the outermost loop
+        reports progress.
+        """
         if total is None:
             try:
                 total = len(iterable)  # type: ignore[arg-type]
             except TypeError:
                 total = None
-        limit = self.test_steps if self.is_test else None
-        if limit is not None and total is not None:
-            total = min(total, limit)
-        progress = self._outbox.progress
-        done = 0
-        for item in iterable:
-            if limit is not None and done >= limit:
-                break
-            now = time.monotonic()
-            if now - self._last_progress >= _PROGRESS_SECONDS:
-                self._last_progress = now
+        return self._iterate(iterable, total)
+
+    def _iterate(self, iterable: Iterable[T], total: int | None) -> Iterator[T]:
+        level = self._depth
+        self._depth = level + 1
+        try:
+            limit = self._limit(level)
+            if limit is not None and total is not None:
+                total = min(total, limit)
+            progress = self._outbox.progress if level == 0 else None
+            done = 0
+            for item in iterable:
+                if limit is not None and done >= limit:
+                    break
+                if progress is not None:
+                    now = time.monotonic()
+                    if now - self._last_progress >= _PROGRESS_SECONDS:
+                        self._last_progress = now
+                        progress(done, total)
+                yield item
+                done += 1
+            if progress is not None:
                 progress(done, total)
-            yield item
-            done += 1
-        progress(done, total)
+        finally:
+            self._depth = level
+
+    def _limit(self, level: int) -> int | None:
+        if not self.is_test:
+            return None
+        if level == 0 or not self.inner_steps:
+            return self.test_steps
+        return self.inner_steps[min(level, len(self.inner_steps)) - 1]
 
     # -- data ----------------------------------------------------------------------
 
@@ -297,6 +337,28 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.experiment}/{self.version} {self.mode} id={self.id})"
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON-able data: containers kept, numpy/torch scalars as numbers, else str."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    for kind in (bool, int, float, str):  # subclasses (numpy.float64, enums) as the base type
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
+        return _jsonable(vars(value))
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            return _jsonable(item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return str(value)
 
 
 def load_weights(path: Path | str, model: Any = None) -> Any:

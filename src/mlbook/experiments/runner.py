@@ -29,7 +29,7 @@ import socket
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,6 +45,7 @@ from mlbook.experiments.contract import (
     Files,
     Flush,
     Metrics,
+    Params,
     Progress,
     RunSpec,
     Warn,
@@ -54,6 +55,8 @@ from mlbook.experiments.series import Chunk, pack_series
 from mlbook.experiments.store import Store, new_run_id
 
 if TYPE_CHECKING:
+    from mlbook.experiments.discovery import Script
+    from mlbook.experiments.plans import ScriptPlan
     from mlbook.project import Project
 
 __all__ = [
@@ -196,6 +199,13 @@ class _Planned:
     dataset: str | None
     resume_from: str | None = None
     resume_dir: Path | None = None
+    #: an Experiment script: the version ``overrides`` change; None: no overrides
+    base_version: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: a plain script's arguments (None: an Experiment script)
+    argv: list[str] | None = None
+    output_metrics: bool = False
+    output_patterns: tuple[str, ...] = ()
 
 
 def plan(
@@ -203,27 +213,57 @@ def plan(
     ids: Sequence[str] = (),
     versions: Sequence[str] = (),
     skip_versions: Sequence[str] = (),
+    *,
+    mode: str = "run",
+    sets: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[_Planned]:
     """The (experiment, version) pairs a run would execute, in order.
 
     Scripts are read without being imported here (:func:`read_script`).
+    ``sets`` (``--set``) change every selected version; ``grid`` (``--grid``)
+    crosses each with its values; in test mode the ``[experiments.<ID>] test``
+    params are added.
     """
     planned: list[_Planned] = []
     for script in select_scripts(project, list(ids)):
         script_plan = read_script(project, script)
         where = project.relative(script.path)
         for version in select_versions(script_plan, list(versions), list(skip_versions), where):
-            planned.append(
-                _Planned(
-                    ident=script.id,
-                    title=script_plan.title,
-                    script=script.path,
-                    version=version,
-                    params=script_plan.params(version),
-                    dataset=script_plan.dataset,
-                )
-            )
+            expanded = script_plan.expand(version, sets, grid, test=mode == "test", where=where)
+            for name, params, overrides in expanded:
+                item = _planned(project, script, script_plan, name, params, overrides)
+                item.base_version = version if overrides else None
+                planned.append(item)
     return planned
+
+
+def _planned(
+    project: Project,
+    script: Script,
+    script_plan: ScriptPlan,
+    version: str,
+    params: dict[str, Any],
+    overrides: dict[str, Any],
+) -> _Planned:
+    settings = project.config.experiments
+    table = settings.script(script.id)
+    plain = script_plan.kind == "plain"
+    where = project.relative(script.path)
+    output = table.output_metrics
+    patterns = table.output_patterns
+    return _Planned(
+        ident=script.id,
+        title=script_plan.title,
+        script=script.path,
+        version=version,
+        params=params,
+        dataset=script_plan.dataset,
+        overrides=overrides,
+        argv=script_plan.command_line(params, where) if plain else None,
+        output_metrics=(settings.output_metrics and plain) if output is None else output,
+        output_patterns=tuple(settings.output_patterns if patterns is None else patterns),
+    )
 
 
 def run_experiments(
@@ -235,7 +275,9 @@ def run_experiments(
     mode: str = "run",
     jobs: int | None = None,
     resume: str | None = None,
-    test_steps: int | None = None,
+    test_steps: int | Sequence[int] | None = None,
+    sets: Mapping[str, Any] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
     observers: Sequence[RunObserver] | None = None,
     listener: RunListener | None = None,
     backend: Backend | None = None,
@@ -248,9 +290,14 @@ def run_experiments(
         mode: ``test`` (temporary outputs, nothing recorded, loops cut short),
             ``run`` or ``export``.
         jobs: versions run at once (default: ``[runner] jobs``).
-        resume: a run ID to continue (its experiment and version; the new run
-            can read the old one's checkpoints via ``run.load_checkpoint()``).
-        test_steps: steps ``run.iterate`` yields in test mode (default: config).
+        resume: a run ID to continue (its experiment, version and params; the new
+            run can read the old one's checkpoints via ``run.load_checkpoint()``).
+        test_steps: steps ``run.iterate`` yields in test mode (default: config); a
+            sequence gives nested loops their own counts (``(3, 2)``: 3 epochs of
+            2 batches; the last count repeats for deeper loops).
+        sets: param -> value for every selected version (``--set lr=0.1``); text is
+            read as the kind of the current value. An unknown key is refused.
+        grid: param -> values: each version is crossed with them (``--grid``).
         observers: run hooks (default: :func:`default_observers`).
         listener: live progress (default: none).
         backend: where jobs run (default: ``[runner] backend``).
@@ -264,13 +311,15 @@ def run_experiments(
     jobs = jobs or settings.runner.jobs
     if jobs < 1:
         raise ExperimentError(f"--jobs must be at least 1, got {jobs}")
-    steps = test_steps or settings.experiments.test_steps
+    counts = _steps(test_steps, settings.experiments.test_steps)
     store = Store.for_project(project) if mode != "test" else None
     try:
         if resume:
+            if sets or grid:
+                raise ExperimentError("--resume runs with the old run's params; drop --set/--grid")
             planned = [_plan_resume(project, store, resume)]
         else:
-            planned = plan(project, ids, versions, skip_versions)
+            planned = plan(project, ids, versions, skip_versions, mode=mode, sets=sets, grid=grid)
         chosen = default_observers(project) if observers is None else list(observers)
         for observer in chosen:
             observer.preflight(mode)
@@ -279,7 +328,7 @@ def run_experiments(
             store,
             mode,
             jobs,
-            steps,
+            counts,
             chosen,
             listener or _NullListener(),
             backend or get_backend(settings.runner.backend),
@@ -290,19 +339,59 @@ def run_experiments(
             store.close()
 
 
+def _steps(given: int | Sequence[int] | None, default: int) -> tuple[int, ...]:
+    """Test-mode step counts per loop level; every count at least 1."""
+    counts = (given,) if isinstance(given, int) else tuple(given or ()) or (default,)
+    if any(not isinstance(c, int) or c < 1 for c in counts):
+        shown = ",".join(str(c) for c in counts)
+        raise ExperimentError(f"--steps {shown}: expected whole numbers from 1 up, e.g. 2 or 3,2")
+    return counts
+
+
 def _plan_resume(project: Project, store: Store | None, run_id: str) -> _Planned:
     if store is None:
         raise ExperimentError("--resume needs the run store; it cannot be used in test mode")
+    from mlbook.experiments.discovery import find_experiment
     from mlbook.experiments.query import get_run
 
     try:
         old = get_run(store, run_id)
     except ExperimentError:
         raise ExperimentError(f"no run {run_id!r} to resume; see `mlbook runs`") from None
-    planned = plan(project, [old.experiment], [old.version])
-    planned[0].resume_from = old.id
-    planned[0].resume_dir = project.root / old.outputs if old.outputs else None
-    return planned[0]
+    script = find_experiment(project, old.experiment)
+    script_plan = read_script(project, script)
+    # a version made by --grid (narrow-lr=0.1) starts from the script's version it was made of
+    base_version = max(
+        (v for v in script_plan.versions if old.version == v or old.version.startswith(v + "-")),
+        key=len,
+        default=None,
+    )
+    if base_version is None and len(script_plan.versions) == 1:
+        base_version = next(iter(script_plan.versions))
+    if base_version is None:
+        where = project.relative(script.path)
+        select_versions(script_plan, [old.version], where=where)  # unknown version: says so
+    assert base_version is not None
+    base = script_plan.params(base_version)
+    known = {k: v for k, v in old.params.items() if k in base}
+    overrides = {k: v for k, v in known.items() if not _same_json(base[k], v)}
+    item = _planned(project, script, script_plan, old.version, {**base, **known}, overrides)
+    item.base_version = base_version if overrides or base_version != old.version else None
+    item.resume_from = old.id
+    item.resume_dir = project.root / old.outputs if old.outputs else None
+    return item
+
+
+def _same_json(value: Any, stored: Any) -> bool:
+    """True when ``value`` reads back from the store as ``stored`` (tuples become lists)."""
+    import orjson
+
+    from mlbook.experiments.store import _json
+
+    try:
+        return bool(orjson.loads(_json(value)) == stored)
+    except (TypeError, ValueError):
+        return False
 
 
 class _Runner:
@@ -312,7 +401,7 @@ class _Runner:
         store: Store | None,
         mode: str,
         jobs: int,
-        test_steps: int,
+        test_steps: tuple[int, ...],
         observers: list[RunObserver],
         listener: RunListener,
         backend: Backend,
@@ -439,7 +528,13 @@ class _Runner:
             dataset_dir=str(info.dataset_dir) if info.dataset_dir else None,
             resume_dir=str(item.resume_dir) if item.resume_dir else None,
             source_weights=self._source_weights(item) if self.mode == "export" else None,
-            test_steps=self.test_steps,
+            test_steps=self.test_steps[0],
+            inner_steps=self.test_steps[1:],
+            params=_spec_params(item),
+            argv=item.argv,
+            base_version=item.base_version,
+            output_metrics=item.output_metrics,
+            output_patterns=item.output_patterns,
             attempt=info.attempt,
         )
         try:
@@ -511,6 +606,8 @@ class _Runner:
                 self.listener.run_progress(info)
             elif isinstance(event, Artifact):
                 self._record(key, info, partial(self._add_artifact, info, event))
+            elif isinstance(event, Params):
+                self._record(key, info, partial(self._add_params, info, event))
             elif isinstance(event, Files):
                 self._record(key, info, partial(self._record_files, info, event))
             elif isinstance(event, Warn):
@@ -536,6 +633,12 @@ class _Runner:
         if self.store is not None:
             rel = self.project.relative(Path(event.path))
             self.store.add_artifact(info.run_id, rel, event.size, event.sha256, event.kind)
+
+    def _add_params(self, info: RunInfo, event: Params) -> None:
+        if self.store is not None:
+            info.params = self.store.update_params(info.run_id, event.params)
+        else:
+            info.params = {**info.params, **event.params}
 
     def _record_files(self, info: RunInfo, event: Files) -> None:
         """Store the files a run used (loaded modules + static walk) and its package versions."""
@@ -610,6 +713,20 @@ class _Runner:
             _side_channel("after the run", partial(observer.after_run, info, self.store))
         self.listener.run_finished(info)
         return info
+
+
+def _spec_params(item: _Planned) -> dict[str, Any] | None:
+    """The params a child gets from the runner: all of a plain script's, an Experiment
+    script's overrides (None: its own), as JSON values."""
+    chosen = item.params if item.argv is not None else item.overrides or None
+    if chosen is None:
+        return None
+    import orjson
+
+    from mlbook.experiments.store import _json
+
+    loaded: dict[str, Any] = orjson.loads(_json(chosen))
+    return loaded
 
 
 def _signal_name(signum: int | None) -> str:

@@ -18,6 +18,12 @@ are ignored: they do not run on import.
 
 Everything else raises :class:`NotStatic` with the line and the reason; the
 caller then imports the script in a child process (:mod:`mlbook.experiments.plans`).
+
+:func:`read_static` first tells the two kinds of script apart: a script that
+refers to ``mlbook.Experiment`` anywhere, or registers a train hook at the top
+level (``@exp.train``, ``exp.train(f)``: an experiment made by a helper), is an
+experiment script; any other is a plain script, whose argparse options
+:mod:`mlbook.experiments.plain` reads.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 from mlbook.errors import ExperimentError
 from mlbook.experiments.api import HOOKS, Experiment
 
-__all__ = ["NotStatic", "StaticExperiment", "read_experiment"]
+__all__ = ["NotStatic", "StaticExperiment", "read_experiment", "read_static"]
 
 _EXPERIMENT = frozenset(
     {"mlbook.Experiment", "mlbook.experiments.Experiment", "mlbook.experiments.api.Experiment"}
@@ -41,7 +47,14 @@ _ARGUMENTS = ("versions", "base", "grid", "dataset", "files", "title")
 
 
 class NotStatic(Exception):
-    """The source alone does not say what the script declares (the message says where)."""
+    """The source alone does not say what the script declares (the message says where).
+
+    ``kind`` is the kind of script the source shows: ``"experiment"`` or ``"plain"``.
+    """
+
+    def __init__(self, message: str, kind: str = "experiment") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,25 @@ class StaticExperiment:
 
     experiment: Experiment
     hooks: tuple[str, ...]
+
+
+def read_static(source: bytes | str, path: Path | str = "<script>") -> Any:
+    """What a script declares, from its source alone: a :class:`StaticExperiment`, or the
+    :class:`~mlbook.experiments.plain.StaticOptions` of a plain script.
+
+    Raises:
+        NotStatic: the script computes something planning needs (``kind`` says
+            which kind of script it is).
+        SyntaxError: the source is not Python.
+        ExperimentError: the literals are not a valid experiment (a bad version name...).
+    """
+    tree = ast.parse(source, filename=str(path))
+    module = _Module(tree)
+    if is_plain(tree, module):
+        from mlbook.experiments.plain import read_options
+
+        return read_options(tree, module)
+    return _experiment(module, path)
 
 
 def read_experiment(source: bytes | str, path: Path | str = "<script>") -> StaticExperiment:
@@ -61,7 +93,35 @@ def read_experiment(source: bytes | str, path: Path | str = "<script>") -> Stati
         ExperimentError: the literals are not a valid experiment (a bad version name...).
     """
     tree = ast.parse(source, filename=str(path))
-    module = _Module(tree)
+    return _experiment(_Module(tree), path)
+
+
+def is_plain(tree: ast.Module, module: _Module) -> bool:
+    """True when the script neither refers to ``mlbook.Experiment`` nor registers a train hook."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Attribute, ast.Name)) and isinstance(
+            getattr(node, "ctx", None), ast.Load
+        ):
+            dotted = _dotted(node)
+            if dotted is not None and module.resolve(dotted) in _EXPERIMENT:
+                return False
+    for statement in module.top:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            registrations = statement.decorator_list
+        elif (
+            isinstance(statement, ast.Expr)
+            and isinstance(statement.value, ast.Call)
+            and len(statement.value.args) == 1
+        ):
+            registrations = [statement.value.func]
+        else:
+            continue
+        if any(isinstance(r, ast.Attribute) and r.attr == "train" for r in registrations):
+            return False
+    return True
+
+
+def _experiment(module: _Module, path: Path | str) -> StaticExperiment:
     call, target = module.experiment_call()
     values = _Values(module).arguments(call)
     try:
@@ -331,14 +391,19 @@ class _Values:
                 values[name] = self.value(node, frozenset())
             except TypeError as exc:  # {[1]: 2}: importing the script reports it, with the line
                 raise NotStatic(f"line {node.lineno}: {name}= cannot be built ({exc})") from exc
+        self.check_unchanged("the Experiment(...) call")
+        return values
+
+    def check_unchanged(self, what: str, kind: str = "experiment") -> None:
+        """Constants holding a list, dict or set that were read are used nowhere else."""
         for name, value in self.mutable.items():
             for node, _ in self.module.references[name]:
                 if id(node) not in self.used:
                     raise NotStatic(
                         f"line {node.lineno}: {name} (line {value.lineno}) is used elsewhere "
-                        "and could be changed before the Experiment(...) call"
+                        f"and could be changed before {what}",
+                        kind,
                     )
-        return values
 
     def value(self, node: ast.expr, seen: frozenset[str]) -> Any:
         if isinstance(node, ast.Constant):

@@ -412,6 +412,16 @@ class Store:
                 [(run_id, *row) for row in files],
             )
 
+    def update_params(self, run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``params`` into a run's params (a script's ``mlbook.log_params``); the result."""
+        with self.transaction(f"recording the params of run {run_id}") as db:
+            row = db.execute("SELECT params FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"{self.path}: no run {run_id}")
+            merged = {**orjson.loads(row[0] or "{}"), **params}
+            db.execute("UPDATE runs SET params = ? WHERE id = ?", (_json(merged), run_id))
+        return merged
+
     def set_provenance(self, run_id: str, **fields: Any) -> None:
         """Set provenance columns of a run.
 

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import mlbook
 from common.data import load_split, loader, to_batch
 from mlbook import pytorch as mt
 
@@ -21,11 +22,15 @@ CLASSES = [str(digit) for digit in range(10)]
 
 
 def fit_epoch(model: nn.Module, batches: Any, optimizer: torch.optim.Optimizer) -> float:
-    """One pass over ``batches``; returns the mean training loss."""
+    """One pass over ``batches``; returns the mean training loss.
+
+    ``mlbook.iterate`` cuts the batch loop short in test mode (nested in the
+    epoch loop's ``run.iterate``); in a real run it yields every batch.
+    """
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     total, count = 0.0, 0
-    for images, labels in batches:
+    for images, labels in mlbook.iterate(batches):
         optimizer.zero_grad()
         loss = loss_fn(model(images), labels)
         loss.backward()
