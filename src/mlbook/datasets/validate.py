@@ -19,12 +19,14 @@ from typing import Any
 
 import msgspec
 
+from mlbook.datasets.features import features_problem, table_rows
 from mlbook.datasets.metadata import (
     DATASET_FILE,
     RECORDS_ARRAY_FILE,
     RECORDS_FILE,
     DatasetInfo,
     Record,
+    TableRef,
     decode_record,
     decode_records_fast,
     iter_lines,
@@ -48,6 +50,10 @@ __all__ = [
     "segmentation_problem",
     "validate_dataset",
 ]
+
+
+#: A record's table reference and where the record is: (line, record number, reference).
+_TableUse = tuple[int | None, int | None, TableRef]
 
 
 @dataclass(slots=True)
@@ -248,6 +254,8 @@ def _check_fully(
                         f"{boxed.get(key, 0)} boxes)",
                     )
                 )
+    if record.file is None and record.features is None:
+        found.append(("file", "missing: give `file` (an image) or `features` (numbers)"))
     for name, value in (("file", record.file), ("mask", record.mask)):
         if value is None:
             continue
@@ -257,6 +265,18 @@ def _check_fully(
         elif root is not None and not os.path.exists(root / value):
             kind = "image" if name == "file" else "mask"
             found.append((name, f"{kind} file not found ({value!r})"))
+    features = record.features
+    if features is not None:
+        problem_text = features_problem(features)
+        field_name = "features.table" if isinstance(features, TableRef) else "features"
+        if problem_text is not None:
+            found.append((field_name, problem_text))
+        elif (
+            root is not None
+            and isinstance(features, TableRef)
+            and not os.path.exists(root / features.table)
+        ):
+            found.append((field_name, f"table file not found ({features.table!r})"))
     return found
 
 
@@ -278,11 +298,14 @@ def _looks_clean(record: Record, classes: set[str] | None) -> bool:
     """A fast test that ``record`` has no problem (no file checks). True only when
     :func:`check_record` would find nothing; False means "run the full check"."""
     width, height = record.width, record.height
+    file = record.file
     if (
         not record.id
+        or file is None
+        or record.features is not None
         or (width is not None and width <= 0)
         or (height is not None and height <= 0)
-        or not plain_path(record.file)
+        or not plain_path(file)
         or (record.mask is not None and not plain_path(record.mask))
     ):
         return False
@@ -367,11 +390,32 @@ def validate_dataset(
             f"{records_file}: no records file; expected {RECORDS_FILE} or {RECORDS_ARRAY_FILE}"
         )
     data = read_bytes(records_file, "records file")
+    tables: list[_TableUse] = []
     with no_gc():
         _, parsed = _scan(
-            data, records_file, sink, classes, root if check_files else None, reporter
+            data, records_file, sink, classes, root if check_files else None, reporter, tables
         )
+    if check_files:
+        _check_table_rows(root, records_file, tables, sink)
     return ValidationReport(path=str(target), records=parsed, problems=sink.problems)
+
+
+def _check_table_rows(
+    root: Path, records_file: Path, tables: list[_TableUse], sink: ErrorPolicy
+) -> None:
+    """Each table referenced is readable and has the rows the records name."""
+    rows: dict[str, int | None] = {}
+    for line, record_no, ref in tables:
+        if ref.table not in rows:
+            try:
+                rows[ref.table] = table_rows(root / ref.table)
+            except DatasetError as exc:
+                rows[ref.table] = None
+                sink.add(records_file, line, "features.table", str(exc), record_no)
+        count = rows[ref.table]
+        if count is not None and ref.row >= count:
+            message = f"past the end of {ref.table} ({ref.row} >= {count} rows)"
+            sink.add(records_file, line, "features.row", message, record_no)
 
 
 def read_records(
@@ -423,10 +467,16 @@ def parse_records(
 
 def _all_good(records: list[Record], classes: set[str] | None) -> bool:
     seen: set[str] = set()
+    width: int | None = None
     for record in records:
         if record.id in seen or check_record(record, classes):
             return False
         seen.add(record.id)
+        if type(record.features) is list:
+            if width is None:
+                width = len(record.features)
+            elif len(record.features) != width:
+                return False
     return True
 
 
@@ -447,7 +497,8 @@ def _items(data: bytes, records_file: Path, policy: ErrorPolicy) -> list[tuple[i
     return list(enumerate(items, start=1))
 
 
-_REQUIRED = ("id", "file")
+#: Fields whose problem ends the record's check (what is left could not be checked).
+_REQUIRED = ("id", "file", "features")
 
 
 def _decode_all(
@@ -491,11 +542,18 @@ def _scan(
     classes: set[str] | None,
     root: Path | None,
     reporter: Reporter,
+    tables: list[_TableUse] | None = None,
 ) -> tuple[list[Record], int]:
-    """The good records and how many records were parsed; every problem to ``policy``."""
+    """The good records and how many records were parsed; every problem to ``policy``.
+
+    Args:
+        tables: when given, collects the table references of the good records (their
+            rows are checked once the tables are known).
+    """
     is_array = data.lstrip()[:1] == b"["
     items = _items(data, records_file, policy)
     seen: dict[str, int] = {}
+    width: tuple[int, int] | None = None  # (features length, position of the first)
     good: list[Record] = []
     parsed = 0
     with reporter.task("Validating", total=len(items)) as task:
@@ -512,9 +570,24 @@ def _scan(
                 where = f"record {first}" if is_array else f"line {first}"
                 found.append(("id", f"duplicate id ({record.id!r}, first at {where})"))
             found += check_record(record, classes, root)
+            features = record.features
+            if type(features) is list:
+                if width is None:
+                    width = (len(features), position)
+                elif len(features) != width[0]:
+                    where = f"record {width[1]}" if is_array else f"line {width[1]}"
+                    found.append(
+                        (
+                            "features",
+                            f"{len(features)} numbers, but the first record with features "
+                            f"({where}) has {width[0]}; give every record as many",
+                        )
+                    )
             if rejected:
                 for field_name, problem in found:
                     policy.add(records_file, line, field_name, problem, record_no)
             elif not policy.reject(records_file, line, found, record_no):
                 good.append(record)
+                if tables is not None and isinstance(features, TableRef):
+                    tables.append((line, record_no, features))
     return good, parsed

@@ -18,13 +18,14 @@ from mlbook._fs import TEMP_SUFFIX, temp_dir_for
 from mlbook.datasets.problems import path_problem
 from mlbook.errors import DatasetError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageMode", "Output", "image_size", "join_inside"]
+__all__ = ["IMAGE_MODES", "IMAGE_SUFFIXES", "ImageMode", "Output", "image_size", "join_inside"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 #: How a writer brings the images along: a hard link (a copy when the filesystem
-#: cannot link), or always a copy.
-ImageMode = Literal["link", "copy"]
+#: cannot link), always a copy, or not at all (``keep``: annotations only).
+ImageMode = Literal["link", "copy", "keep"]
+IMAGE_MODES: tuple[ImageMode, ...] = ("link", "copy", "keep")
 
 
 def _umask() -> int:
@@ -50,22 +51,26 @@ class Output:
         target: the directory to write, or the file for single-file outputs.
         single_file: ``target`` is one file (a COCO ``.json``, a ``.csv``); relative
             paths then resolve in its folder.
-        images: how :meth:`place` brings files along (``"link"`` or ``"copy"``).
+        images: how :meth:`place` brings files along: ``"link"``, ``"copy"``, or
+            ``"keep"`` (it does not; only embedded files are written).
 
     Attributes:
         base: the directory relative paths resolve in.
         file: the target's file name for single-file outputs, else ``None``.
-        linked, copied, missing: what :meth:`place` did, file by file.
+        embedded: relative path -> bytes of files that exist only inside annotation
+            files (LabelMe ``imageData``); :meth:`place` writes them.
+        linked, copied, written, kept, missing: what :meth:`place` did, file by file.
     """
 
     def __init__(self, target: Path, single_file: bool = False, images: ImageMode = "link") -> None:
-        if images not in ("link", "copy"):
-            raise DatasetError(f"unknown images mode {images!r}; use 'link' or 'copy'")
+        if images not in IMAGE_MODES:
+            raise DatasetError(f"unknown images mode {images!r}; use 'link', 'copy' or 'keep'")
         self.target = target
         self.base = target.parent if single_file else target
         self.file = target.name if single_file else None
         self.images: ImageMode = images
-        self.linked = self.copied = self.missing = 0
+        self.embedded: dict[str, bytes] = {}
+        self.linked = self.copied = self.written = self.kept = self.missing = 0
         self._stage: Path | None = None
         self._fresh = False
         self._made: list[Path] = []
@@ -181,13 +186,25 @@ class Output:
         self, source_root: Path | None, relative: str, destination: str | None = None
     ) -> bool:
         """Bring the file ``source_root/relative`` to ``destination`` (default: the same
-        relative path), as a hard link or a copy. A file already there (the dataset is
-        written where it is) is left alone. Returns False when the source is missing.
+        relative path), as a hard link or a copy (nothing under ``"keep"``); a file
+        embedded in the source's annotations is written. A file already there (the
+        dataset is written where it is) is left alone. Returns False when the source is
+        missing.
         """
         destination = destination or relative
         problem = path_problem(destination)
         if problem is not None:
             raise DatasetError(f"{self.target}: cannot write {destination!r}: {problem}")
+        if relative in self.embedded and (
+            source_root is None or not (source_root / relative).is_file()
+        ):
+            if not (self.stage / destination).exists():
+                self.write(destination, self.embedded[relative])
+                self.written += 1
+            return True
+        if self.images == "keep":
+            self.kept += 1
+            return True
         if source_root is None or path_problem(relative) is not None:
             self.missing += 1
             return False
