@@ -5,7 +5,8 @@ their bounding box with the polygon kept as the box's segmentation; ``circle`` i
 bounding box (clipped to the image) with the circle's centre and rim point kept in the
 box attributes (``labelme``), so that it is written back as a circle. Points and lines
 have no box and are kept in the record attributes (``shapes``). Image-level ``flags``
-set to true become the record's labels; ``group_id``, shape ``flags`` and
+set to true become the record's labels (all the flags are kept in the attributes when
+some are false); ``group_id``, shape ``flags`` and
 ``description`` go to the box attributes. An image embedded as ``imageData`` (base64)
 is used when ``imagePath`` names no file beside the JSON: writers then write it out as
 a file. A shape without enough points (a one-point circle, a two-point polygon) is a
@@ -210,14 +211,18 @@ def _record(
     if policy.reject(json_path, None, found):
         embedded.pop(file, None)
         return None
+    flags = parsed.flags or {}
+    attributes: dict[str, Any] = {"shapes": other} if other else {}
+    if any(value is not True for value in flags.values()):
+        attributes["flags"] = flags
     return Record(
         id=json_path.stem,
         file=file,
         width=width,
         height=height,
-        labels=[k for k, v in (parsed.flags or {}).items() if v is True],
+        labels=[k for k, v in flags.items() if v is True],
         boxes=boxes,
-        attributes={"shapes": other} if other else {},
+        attributes=attributes,
     )
 
 
@@ -248,9 +253,12 @@ def _document(record: Record) -> dict[str, Any]:
     kept = record.attributes.get("shapes")
     if isinstance(kept, list):
         shapes += [shape for shape in kept if isinstance(shape, dict)]
+    flags = record.attributes.get("flags")
+    flags = dict(flags) if isinstance(flags, dict) else {}
+    flags.update(dict.fromkeys(record.labels, True))
     return {
         "version": VERSION,
-        "flags": dict.fromkeys(record.labels, True),
+        "flags": flags,
         "shapes": shapes,
         "imagePath": record.file,
         "imageData": None,

@@ -8,7 +8,9 @@ lines are boxes, segments (polygons, read as their box with the polygon kept as 
 segmentation) or, with ``kpt_shape``, poses (keypoints kept in the box attributes).
 Paths in ``data.yaml`` are read as Ultralytics reads them (``../train/images`` that
 does not exist is ``train/images``); an absolute one is looked for inside the folder
-by its last parts; nothing outside the folder is ever read.
+by its last parts; a split folder that is not there is looked for where Ultralytics and
+Roboflow put it (``images/<split>``, ``<split>/images``, ``valid`` for ``val``);
+nothing outside the folder is ever read.
 
 Darknet (what CVAT exports as "YOLO 1.1"): ``obj.names`` (or ``classes.txt``),
 ``obj.data`` naming the ``<split>.txt`` image lists (``data/`` means the folder), and
@@ -226,6 +228,19 @@ def _list_file(root: Path, relative: str, policy: ErrorPolicy) -> list[_Entry]:
     return entries
 
 
+def _usual_folder(root: Path, base: str, split: str) -> str | None:
+    """Where Ultralytics and Roboflow put a split's images, for a ``data.yaml`` whose
+    path does not exist here: ``images/<split>`` or ``<split>/images`` (``valid`` for
+    ``val``)."""
+    names = [split, "valid"] if split == "val" else [split]
+    for name in names:
+        for folder in (f"images/{name}", f"{name}/images"):
+            candidate = join_inside(base, folder)
+            if os.path.isdir(root / candidate):
+                return candidate
+    return None
+
+
 def _ultralytics_lists(
     root: Path, base: str, splits: dict[str, list[str]], yaml_file: Path, policy: ErrorPolicy
 ) -> dict[str, list[_Entry]]:
@@ -234,6 +249,8 @@ def _ultralytics_lists(
         images: list[_Entry] = []
         for value in values:
             relative, problem = _inside(root, base, value)
+            if relative is None and len(values) == 1:
+                relative = _usual_folder(root, base, split)
             if relative is None:
                 policy.fail(yaml_file, None, split, f"{problem}; fix or remove `{split}:`")
                 continue
