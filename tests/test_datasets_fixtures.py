@@ -26,9 +26,7 @@ DATA = Path(__file__).parent / "data"
 IMAGES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-def _to_mlbook_and_back(
-    name: str, fmt: str, tmp_path: Path, **options: Any
-) -> tuple[Path, Path]:
+def _to_mlbook_and_back(name: str, fmt: str, tmp_path: Path, **options: Any) -> tuple[Path, Path]:
     """Convert the fixture to mlbook (validated) and back to ``fmt`` with copied images."""
     source = DATA / name
     assert detect_format(source) == fmt
@@ -66,14 +64,18 @@ def _same_coco(original: Path, back: Path, images: Path) -> None:
         assert (images / image["file_name"]).is_file()
 
 
+INSTANCES = {split: f"annotations/instances_{split}.json" for split in ("train", "val")}
+ROBOFLOW = {split: f"{split}/_annotations.coco.json" for split in ("train", "val")}
+
+
 @pytest.mark.parametrize(
     ("name", "files"),
     [
-        ("coco", {"train": "annotations/instances_train.json", "val": "annotations/instances_val.json"}),
-        ("coco_subfolders", {"val": "annotations/instances_val.json"}),
-        ("coco_roboflow", {"train": "train/_annotations.coco.json", "val": "val/_annotations.coco.json"}),
+        ("coco", INSTANCES),
+        ("coco_subfolders", {"val": INSTANCES["val"]}),
+        ("coco_roboflow", ROBOFLOW),
     ],
-)  # fmt: skip
+)
 def test_coco_fixtures_round_trip(name: str, files: dict[str, str], tmp_path: Path) -> None:
     source, back = _to_mlbook_and_back(name, "coco", tmp_path)
     for split, relative in files.items():
@@ -101,7 +103,8 @@ def test_coco_subfolders_are_kept(tmp_path: Path) -> None:
 def _yolo_lines(label_file: Path) -> list[tuple[float, ...]]:
     if not label_file.is_file():
         return []
-    lines = [tuple(round(float(v), 5) for v in ln.split()) for ln in label_file.read_text().splitlines()]
+    text = label_file.read_text()
+    lines = [tuple(round(float(v), 5) for v in line.split()) for line in text.splitlines()]
     return sorted(line for line in lines if line)
 
 
@@ -206,29 +209,36 @@ def _flag(obj: ET.Element, tag: str) -> int | None:
     return int(float(text)) if text else None
 
 
+def _corners(element: ET.Element) -> tuple[float, ...]:
+    return tuple(float(element.findtext(f"bndbox/{t}") or "nan") for t in CORNERS)
+
+
+CORNERS = ("xmin", "ymin", "xmax", "ymax")
+
+
+def _voc_object(obj: ET.Element) -> tuple[Any, ...]:
+    return (
+        obj.findtext("name"),
+        _corners(obj),
+        (obj.findtext("pose") or "").strip() or None,
+        *(_flag(obj, t) for t in ("truncated", "difficult", "occluded")),
+        tuple((part.findtext("name"), _corners(part)) for part in obj.findall("part")),
+        tuple((action.tag, action.text) for action in obj.findall("actions/*")),
+        tuple((a.findtext("name"), a.findtext("value")) for a in obj.iterfind("attributes/*")),
+    )
+
+
 def _voc_view(folder: Path) -> dict[str, Any]:
     annotations = folder / "Annotations"
-    xml_files = sorted(annotations.glob("*.xml")) if annotations.is_dir() else sorted(folder.glob("*.xml"))
+    xml_files = sorted((annotations if annotations.is_dir() else folder).glob("*.xml"))
     files: dict[str, Any] = {}
     for xml_file in xml_files:
         root = ET.parse(xml_file).getroot()
         size = root.find("size")
-        dims = tuple(int(size.findtext(t) or 0) or None for t in ("width", "height")) if size is not None else (None, None)
-        objects = []
-        for obj in root.findall("object"):
-            box = obj.find("bndbox")
-            assert box is not None
-            objects.append(
-                (
-                    obj.findtext("name"),
-                    tuple(float(box.findtext(t) or "nan") for t in ("xmin", "ymin", "xmax", "ymax")),
-                    (obj.findtext("pose") or "").strip() or None,
-                    *(_flag(obj, t) for t in ("truncated", "difficult", "occluded")),
-                    tuple((p.findtext("name"), tuple(float(p.findtext(f"bndbox/{t}") or 0) for t in ("xmin", "ymin", "xmax", "ymax"))) for p in obj.findall("part")),
-                    tuple((a.tag, a.text) for a in obj.findall("actions/*")),
-                    tuple((a.findtext("name"), a.findtext("value")) for a in obj.findall("attributes/attribute")),
-                )
-            )
+        dims = (None, None)
+        if size is not None:
+            dims = tuple(int(size.findtext(t) or 0) or None for t in ("width", "height"))
+        objects = [_voc_object(obj) for obj in root.findall("object")]
         files[xml_file.stem] = (root.findtext("filename"), dims, objects)
     splits = {}
     main = folder / "ImageSets" / "Main"
@@ -242,9 +252,11 @@ def _voc_view(folder: Path) -> dict[str, Any]:
 def test_voc_fixtures_round_trip(name: str, tmp_path: Path) -> None:
     source, back = _to_mlbook_and_back(name, "voc", tmp_path)
     original, written = _voc_view(source), _voc_view(back)
-    assert {k: v for k, v in written["files"].items() if k in original["files"]} == original["files"]
-    for key in set(written["files"]) - set(original["files"]):  # listed, without an XML
-        assert written["files"][key][2] == [] and key in sum(original["splits"].values(), [])
+    files = original["files"]
+    assert {key: value for key, value in written["files"].items() if key in files} == files
+    listed = {image for ids in original["splits"].values() for image in ids}
+    for key in set(written["files"]) - set(files):  # listed in a split, without an XML
+        assert written["files"][key][2] == [] and key in listed
     for split, ids in original["splits"].items():
         assert written["splits"][split] == ids
     for filename, _, _ in written["files"].values():
