@@ -7,7 +7,7 @@ are the loaders.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,7 +167,7 @@ class Dataset:
         base = self.root if self.root is not None else Path.cwd()
         return base / relative
 
-    def features(self, record: Record) -> Sequence[float]:
+    def features(self, record: Record) -> list[float]:
         """The numbers of ``record``: its ``features`` list, or the row of the table it
         names (each table is read once; ``.npy`` is memory-mapped).
 

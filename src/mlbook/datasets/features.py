@@ -21,7 +21,6 @@ import csv
 import io
 import math
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,8 +180,8 @@ class FeatureTables:
         self.root = root
         self._tables: dict[str, Any] = {}
 
-    def features(self, record: Record) -> Sequence[float]:
-        """The numbers of ``record`` (a list, or a numpy row for ``.npy``/``.parquet``).
+    def features(self, record: Record) -> list[float]:
+        """The numbers of ``record``: its ``features``, or its row of the table.
 
         Raises:
             DatasetError: the record has no features, its table cannot be read, or the
@@ -202,8 +201,9 @@ class FeatureTables:
                 f"record {record.id!r}: row {features.row} is past the end of "
                 f"{features.table} ({len(table)} rows)"
             )
-        row: Sequence[float] = table[features.row]
-        return row
+        row = table[features.row]
+        values: list[float] = row.tolist() if hasattr(row, "tolist") else list(row)
+        return values
 
     def _table(self, relative: str) -> Any:
         if relative not in self._tables:

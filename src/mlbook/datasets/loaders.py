@@ -3,7 +3,7 @@ Pillow is installed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ class Sample:
     boxes: list[tuple[float, float, float, float]]
     box_labels: list[int]
     image: Any = None
-    features: Sequence[float] | None = None
+    features: list[float] | None = None
 
     @property
     def label(self) -> int:

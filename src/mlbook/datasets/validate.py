@@ -44,6 +44,7 @@ __all__ = [
     "box_problems",
     "check_info",
     "check_record",
+    "outside_paths",
     "parse_records",
     "plain_path",
     "read_records",
@@ -418,6 +419,48 @@ def _check_table_rows(
             sink.add(records_file, line, "features.row", message, record_no)
 
 
+class _Paths(msgspec.Struct, gc=False):
+    """The paths of one record (anything else in it is ignored)."""
+
+    file: Any = None
+    mask: Any = None
+    features: Any = None
+
+
+_PATHS_DECODER = msgspec.json.Decoder(_Paths)
+
+
+def outside_paths(records_file: Path) -> list[tuple[int, str, str, str]]:
+    """``(line or record number, field, path, problem)`` for every record path of a
+    records file that is not a path inside its dataset directory (``file``, ``mask``,
+    ``features.table``). Lines that are not JSON records are skipped: reporting them is
+    :func:`validate_dataset`'s job.
+
+    Raises:
+        DatasetError: the file cannot be read.
+    """
+    data = read_bytes(records_file, "records file")
+    found: list[tuple[int, str, str, str]] = []
+    if data.lstrip()[:1] == b"[":
+        try:
+            items = list(enumerate(msgspec.json.decode(data, type=list[_Paths]), start=1))
+        except (msgspec.DecodeError, RecursionError):
+            return found
+    else:
+        items = []
+        for number, raw in iter_lines(data):
+            with contextlib.suppress(msgspec.DecodeError, RecursionError):
+                items.append((number, _PATHS_DECODER.decode(raw)))
+    for position, paths in items:
+        table = paths.features.get("table") if isinstance(paths.features, dict) else None
+        for name, value in (("file", paths.file), ("mask", paths.mask), ("features.table", table)):
+            if isinstance(value, str) and not plain_path(value):
+                problem = path_problem(value)
+                if problem is not None:
+                    found.append((position, name, value, problem))
+    return found
+
+
 def read_records(
     path: Path,
     policy: ErrorPolicy | None = None,
@@ -571,7 +614,7 @@ def _scan(
                 found.append(("id", f"duplicate id ({record.id!r}, first at {where})"))
             found += check_record(record, classes, root)
             features = record.features
-            if type(features) is list:
+            if type(features) is list and features:
                 if width is None:
                     width = (len(features), position)
                 elif len(features) != width[0]:

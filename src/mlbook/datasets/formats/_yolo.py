@@ -10,6 +10,7 @@ keypoint values (pose). Values are normalised to the image size.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,22 @@ def _yaml_problem(path: Path, message: str, line: int | None = None) -> RecordEr
     return RecordError(path, line, "", message)
 
 
+#: Deeper ``[``/``{`` nesting than this is refused before parsing (a data.yaml has 2).
+_MAX_DEPTH = 64
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest ``[``/``{`` nesting of ``text`` (PyYAML would spend seconds on it)."""
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(text):
+        depth += 1 if match.group() in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > _MAX_DEPTH:
+            break
+    return deepest
+
+
 def read_data_yaml(path: Path) -> DataYaml:
     """Parse an Ultralytics ``data.yaml`` (``safe_load``: no Python objects, no tags).
 
@@ -203,6 +220,8 @@ def read_data_yaml(path: Path) -> DataYaml:
     import yaml
 
     text = text_of(path, "YOLO data.yaml")
+    if _flow_depth(text) > _MAX_DEPTH:
+        raise _yaml_problem(path, "YAML nested too deeply to read")
     try:
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:

@@ -221,10 +221,12 @@ def _read_table(path: Path, label: str, reporter: Reporter, policy: ErrorPolicy)
             if not features:
                 raise RecordError(path, 1, "", "no feature columns beside the label column")
             seen: dict[str, int] = {}
+            rows = 0
             with reporter.task("Reading CSV") as task:
                 for cells in reader:
                     task.advance()
                     if cells:
+                        rows += 1
                         row = _Row(header, cells)
                         if len(cells) != len(header):
                             message = (
@@ -232,7 +234,7 @@ def _read_table(path: Path, label: str, reporter: Reporter, policy: ErrorPolicy)
                                 "quote values that hold commas"
                             )
                             row.found.append(("", message))
-                        record = _table_record(row, len(records), label, features)
+                        record = _table_record(row, rows - 1, label, features)
                         first = seen.setdefault(record.id, reader.line_num)
                         if first != reader.line_num:
                             row.found.append(("id", f"duplicate id (first at line {first})"))
