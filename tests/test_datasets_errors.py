@@ -621,7 +621,8 @@ def test_output_over_a_file_or_an_older_output(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("names: [a, b\ntrain: images", "data.yaml:2: not valid YAML: expected ',' or ']', but got ':'"),
+        ("names: [a, b\ntrain: images",
+         "data.yaml:2: not valid YAML: expected ',' or ']', but got ':'"),
         ("train: images/train\n", "data.yaml: no `names` (nor `nc`); list the class names"),
         ("nc: 3\nnames: [a, b]\n", "data.yaml: `nc: 3` but `names` has 2 names"),
         ("names: [a, a]\n", "data.yaml: `names` lists a name twice; give each class its own name"),
