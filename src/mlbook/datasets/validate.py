@@ -10,9 +10,11 @@ problem to an :class:`~mlbook.datasets.problems.ErrorPolicy`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,20 +203,38 @@ def check_record(
     record: Record,
     classes: set[str] | None,
     root: Path | None = None,
+    exists: Callable[[str], bool] = os.path.exists,
 ) -> list[tuple[str, str]]:
     """The ``(field, problem)`` pairs wrong with one parsed record.
 
     Args:
         classes: the known class names (``None``: do not check names).
-        root: when given, ``file`` and ``mask`` must exist under it.
+        root: when given, ``file``, ``mask`` and feature tables must exist under it.
+        exists: tells whether a path exists (a cached one when many records share
+            files).
     """
-    if root is None and _looks_clean(record, classes):
-        return []
-    return _check_fully(record, classes, root)
+    if _looks_clean(record, classes):
+        return [] if root is None else _missing_files(record, root, exists)
+    return _check_fully(record, classes, root, exists)
+
+
+def _missing_files(
+    record: Record, root: Path, exists: Callable[[str], bool]
+) -> list[tuple[str, str]]:
+    """The files of a record with no other problem that are not under ``root``."""
+    found: list[tuple[str, str]] = []
+    if record.file is not None and not exists(f"{root}/{record.file}"):
+        found.append(("file", f"image file not found ({record.file!r})"))
+    if record.mask is not None and not exists(f"{root}/{record.mask}"):
+        found.append(("mask", f"mask file not found ({record.mask!r})"))
+    return found
 
 
 def _check_fully(
-    record: Record, classes: set[str] | None, root: Path | None
+    record: Record,
+    classes: set[str] | None,
+    root: Path | None,
+    exists: Callable[[str], bool] = os.path.exists,
 ) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if not record.id:
@@ -263,7 +283,7 @@ def _check_fully(
         problem_text = path_problem(value)
         if problem_text is not None:
             found.append((name, problem_text))
-        elif root is not None and not os.path.exists(root / value):
+        elif root is not None and not exists(f"{root}/{value}"):
             kind = "image" if name == "file" else "mask"
             found.append((name, f"{kind} file not found ({value!r})"))
     features = record.features
@@ -275,7 +295,7 @@ def _check_fully(
         elif (
             root is not None
             and isinstance(features, TableRef)
-            and not os.path.exists(root / features.table)
+            and not exists(f"{root}/{features.table}")
         ):
             found.append((field_name, f"table file not found ({features.table!r})"))
     return found
@@ -336,8 +356,10 @@ def _looks_clean(record: Record, classes: set[str] | None) -> bool:
         if classes is not None and box.name not in classes:
             return False
     if counts and record.boxes:
-        boxed = Counter(box.name for box in record.boxes)
-        if boxed != Counter({k: v for k, v in counts.items() if v}):
+        boxed: dict[str, int] = {}
+        for box in record.boxes:
+            boxed[box.name] = boxed.get(box.name, 0) + 1
+        if boxed != {k: v for k, v in counts.items() if v}:
             return False
     return True
 
@@ -578,6 +600,18 @@ def _decode_all(
     return None, True
 
 
+def _decode_fast(data: bytes, is_array: bool) -> list[tuple[int, Any]] | None:
+    """``(position, record)`` pairs when every record is in the canonical form (one typed
+    decoding pass), else ``None`` (then each record is decoded on its own)."""
+    records = decode_records_fast(data)
+    if records is None:
+        return None
+    if is_array:
+        return list(enumerate(records, start=1))
+    lines = [number for number, _ in iter_lines(data)]
+    return list(zip(lines, records, strict=True)) if len(lines) == len(records) else None
+
+
 def _scan(
     data: bytes,
     records_file: Path,
@@ -594,16 +628,23 @@ def _scan(
             rows are checked once the tables are known).
     """
     is_array = data.lstrip()[:1] == b"["
-    items = _items(data, records_file, policy)
+    decoded = _decode_fast(data, is_array)
+    items = _items(data, records_file, policy) if decoded is None else decoded
     seen: dict[str, int] = {}
     width: tuple[int, int] | None = None  # (features length, position of the first)
     good: list[Record] = []
     parsed = 0
+    exists = functools.lru_cache(maxsize=65536)(os.path.exists)
     with reporter.task("Validating", total=len(items)) as task:
         for position, raw in items:
             task.advance()
             line, record_no = (None, position) if is_array else (position, None)
-            record, rejected = _decode_all(raw, records_file, position, line, record_no, policy)
+            if decoded is not None:
+                record, rejected = raw, False
+            else:
+                record, rejected = _decode_all(
+                    raw, records_file, position, line, record_no, policy
+                )
             if record is None:
                 continue
             parsed += 1
@@ -612,7 +653,7 @@ def _scan(
             if first != position:
                 where = f"record {first}" if is_array else f"line {first}"
                 found.append(("id", f"duplicate id ({record.id!r}, first at {where})"))
-            found += check_record(record, classes, root)
+            found += check_record(record, classes, root, exists)
             features = record.features
             if type(features) is list and features:
                 if width is None:
@@ -629,7 +670,7 @@ def _scan(
             if rejected:
                 for field_name, problem in found:
                     policy.add(records_file, line, field_name, problem, record_no)
-            elif not policy.reject(records_file, line, found, record_no):
+            elif not found or not policy.reject(records_file, line, found, record_no):
                 good.append(record)
                 if tables is not None and isinstance(features, TableRef):
                     tables.append((line, record_no, features))
