@@ -317,7 +317,7 @@ def _jpeg_size(handle: BinaryIO) -> tuple[int, int] | None:
         handle.seek(length - 2, os.SEEK_CUR)
 
 
-def _header_size(path: Path | str) -> tuple[int, int] | None | bool:
+def _header_size(path: Path | str) -> tuple[int, int] | bool | None:
     """``(width, height)`` of a JPEG or PNG read from its first bytes; ``None`` when it
     is one but broken; False for other kinds (then Pillow reads it)."""
     with open(path, "rb") as handle:
