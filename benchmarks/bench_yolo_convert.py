@@ -92,10 +92,14 @@ def main() -> None:
     boxes = 4 * args.images
     print(f"Ultralytics YOLO, {args.images} images, {boxes} boxes, medians of {args.repeat}")
     print("                                              wall s   cpu s")
-    print(f"yolo -> mlbook (sizes from headers, linked)   {forward[0]:6.3f}  {forward[1]:6.3f}"
-          "  (target <= 1 s)")
-    print(f"mlbook -> yolo (Ultralytics, linked)          {back[0]:6.3f}  {back[1]:6.3f}"
-          f"  ({args.images} label files written and flushed)")
+    print(
+        f"yolo -> mlbook (sizes from headers, linked)   {forward[0]:6.3f}  {forward[1]:6.3f}"
+        "  (target <= 1 s)"
+    )
+    print(
+        f"mlbook -> yolo (Ultralytics, linked)          {back[0]:6.3f}  {back[1]:6.3f}"
+        f"  ({args.images} label files written and flushed)"
+    )
 
 
 if __name__ == "__main__":

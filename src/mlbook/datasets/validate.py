@@ -642,9 +642,7 @@ def _scan(
             if decoded is not None:
                 record, rejected = raw, False
             else:
-                record, rejected = _decode_all(
-                    raw, records_file, position, line, record_no, policy
-                )
+                record, rejected = _decode_all(raw, records_file, position, line, record_no, policy)
             if record is None:
                 continue
             parsed += 1
