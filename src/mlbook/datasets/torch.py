@@ -130,7 +130,7 @@ class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
     def _label(self, record: Any) -> int:
         if len(record.labels) != 1:
             raise DatasetError(
-                f"{self.dataset.name}: record {record.id!r} ({record.file}) has "
+                f"{self.dataset.name}: record {record.id!r} ({record.file or 'features'}) has "
                 f"{len(record.labels)} labels {record.labels}; target='label' needs exactly "
                 "one: fix the record, choose a class subset, or use target='detection'"
             )
