@@ -5,6 +5,7 @@ agrees with the full one."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -290,6 +291,10 @@ def test_ultralytics_reader(data_yaml: bytes, labels: bytes, image_list: bytes) 
 
 # --- LabelMe ---------------------------------------------------------------------------
 
+_PNG = io.BytesIO()
+Image.new("RGB", (4, 4)).save(_PNG, format="PNG")
+_PNG_BASE64 = base64.b64encode(_PNG.getvalue()).decode()
+
 shapes = st.lists(
     st.fixed_dictionaries(
         {
@@ -307,6 +312,7 @@ labelme_document = st.fixed_dictionaries(
         "imageWidth": st.integers(-2, 20) | json_values,
         "imageHeight": st.integers(-2, 20) | json_values,
         "flags": st.dictionaries(st.text(max_size=3), st.booleans() | json_values, max_size=2),
+        "imageData": st.none() | st.text(max_size=8) | st.just(_PNG_BASE64) | json_values,
     },
 ).map(lambda d: json.dumps(d).encode())
 labelme_files = st.one_of(labelme_document, labelme_document, labelme_document, junk)

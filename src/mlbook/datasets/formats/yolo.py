@@ -103,15 +103,16 @@ def read(
     root = path.parent if path.is_file() else path
     keypoints: tuple[int, int] | None = None
     extra: dict[str, object] = {}
+    names: dict[int, str] = {}
+    lists: dict[str, list[_Entry]] = {}
     if yaml_file is not None:
         try:
             spec = read_data_yaml(yaml_file)
         except RecordError as exc:
-            policy.fail_error(exc)
-            policy.finish(path)
-            raise  # pragma: no cover - finish raises on a fatal problem
-        names, keypoints, extra = spec.names, spec.keypoints, spec.extra
-        lists = _ultralytics_lists(root, spec.base, spec.splits, yaml_file, policy)
+            policy.fail_error(exc)  # fatal: finish() below raises
+        else:
+            names, keypoints, extra = spec.names, spec.keypoints, spec.extra
+            lists = _ultralytics_lists(root, spec.base, spec.splits, yaml_file, policy)
     else:
         names = dict(enumerate(_darknet_names(root)))
         lists = _darknet_lists(root, policy)
