@@ -91,7 +91,7 @@ def test_large_file_with_errors_does_not_stop(tmp_path: Path) -> None:
     lines = [(bad if i % 10 == 0 else good) % i for i in range(100_000)]
     lines[500] = "{not json\n"
     root = _write(tmp_path / "big", "".join(lines))
-    report = validate_dataset(root)  # its speed is measured in benchmarks/, not here
+    report = validate_dataset(root)  # its speed is benchmarks/' business, not a test's
     assert report.records == 99_999
     assert len(report.problems) == 1 + 2 * 9_999
     assert str(report.problems[100]).endswith(
