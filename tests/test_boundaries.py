@@ -107,3 +107,26 @@ def test_syntax_error_and_unreadable_file_are_reported(project: Project) -> None
 def test_violation_format() -> None:
     v = Violation("Models/a.py", 3, "import-boundary", "detail")
     assert str(v) == "Models/a.py:3: import-boundary: detail"
+
+
+def test_record_paths_that_leave_the_datasets_area_are_flagged(project: Project) -> None:
+    _clean_project(project)
+    records = project.datasets_dir / "cars" / "records.jsonl"
+    _write(
+        records,
+        '{"id": "1", "file": "images/a.jpg"}\n'
+        '{"id": "2", "file": "../../Data_processing/raw/b.jpg"}\n'
+        "not json\n"
+        '{"id": "4", "file": "a.jpg", "mask": "/data/masks/4.png"}\n'
+        '{"id": "5", "features": {"table": "../other/emb.npy", "row": 0}}\n',
+    )
+    found = [str(v) for v in check_project(project).violations]
+    fix = "bring the files into the dataset with `mlbook data convert SRC DST --images copy`"
+    assert found == [
+        "Datasets/cars/records.jsonl:2: record-path: file '../../Data_processing/raw/b.jpg' "
+        f"points outside Datasets/ (data reaches training only through Datasets/); {fix}",
+        "Datasets/cars/records.jsonl:4: record-path: mask '/data/masks/4.png' points outside "
+        f"Datasets/ (data reaches training only through Datasets/); {fix}",
+        "Datasets/cars/records.jsonl:5: record-path: features.table: path leaves the dataset "
+        "directory ('../other/emb.npy'); give a path relative to the dataset directory, inside it",
+    ]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from mlbook.cli import cli
 from mlbook.datasets import Box, Dataset, Record, open_dataset
@@ -222,7 +223,8 @@ class FullDiskAtOnce(FullDisk):
         ("mlbook", "ds", "dataset.json"),
         ("coco", "coco", "annotations/instances_val.json"),
         ("voc", "voc", "Annotations/40.xml"),
-        ("yolo", "yolo", "obj_val_data/b.txt"),
+        ("yolo", "yolo", "labels/val/b.txt"),
+        ("labelme", "labelme", "40.json"),
         ("csv", "out.csv", "out.csv"),
     ],
 )
@@ -581,7 +583,7 @@ def test_voc_written_by_labelme2voc_with_empty_flags(tmp_path: Path) -> None:
         "</object></annotation>"
     )
     (record,) = list(read_dataset(voc, "voc"))
-    assert record.boxes == [Box(name="dog", x1=1, y1=2, x2=5, y2=6, attributes={"pose": ""})]
+    assert record.boxes == [Box(name="dog", x1=1, y1=2, x2=5, y2=6)]  # empty tags left out
 
 
 def test_writers_never_write_outside_their_target(tmp_path: Path) -> None:
@@ -614,3 +616,56 @@ def test_output_over_a_file_or_an_older_output(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     open_dataset(target).save()  # in place: nothing to bring along, nothing lost
     assert validate_dataset(target).ok
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("names: [a, b\ntrain: images",
+         "data.yaml:2: not valid YAML: expected ',' or ']', but got ':'"),
+        ("train: images/train\n", "data.yaml: no `names` (nor `nc`); list the class names"),
+        ("nc: 3\nnames: [a, b]\n", "data.yaml: `nc: 3` but `names` has 2 names"),
+        ("names: [a, a]\n", "data.yaml: `names` lists a name twice; give each class its own name"),
+        ("names: {x: a}\n", "data.yaml: `names` key 'x' is not a class index (0, 1, ...)"),
+        ("names: [a]\ntrain: !!python/object/apply:os.system [echo hi]\n",
+         "data.yaml:2: not valid YAML: could not determine a constructor for the tag"),
+        ("names: [a]\ntrain: /etc\n", "data.yaml: train: absolute path ('/etc'), and no such path "
+         "inside the dataset folder; give a path relative to it; fix or remove `train:`"),
+        ("names: [a]\nval: ../../elsewhere\n", "data.yaml: val: path leaves the dataset "
+         "directory ('../../elsewhere'); give a path relative to the dataset directory, inside "
+         "it; fix or remove `val:`"),
+        ("a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nc: &c [*b, *b, *b, *b]\nnames: [*c, *c]\n",
+         "data.yaml: `names[0]` is not a name"),
+        ("names: " + "[" * 200 + "]" * 200 + "\n", "data.yaml: YAML nested too deeply to read"),
+    ],
+)  # fmt: skip
+def test_bad_data_yaml_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "data.yaml").write_text(text)
+    with pytest.raises(BadRecordsError) as info:
+        read_dataset(tmp_path, "yolo")
+    assert str(info.value).replace(f"{tmp_path}/", "").startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_ultralytics_labels_are_listed(tmp_path: Path) -> None:
+    (tmp_path / "data.yaml").write_text("train: images/train\nnames: {0: car}\n")
+    Image.new("RGB", (10, 10)).save(_mkdir(tmp_path / "images/train") / "a.png")
+    (_mkdir(tmp_path / "labels/train") / "a.txt").write_text(
+        "0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.2\n3 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.5 0.1 nan 0.5\n"
+        "0 0.1 0.1 0.9 0.1 0.9 1.5\n"
+    )
+    with pytest.raises(BadRecordsError) as info:
+        read_dataset(tmp_path, "yolo")
+    texts = [str(p).replace(f"{tmp_path}/", "") for p in info.value.problems]
+    assert texts == [
+        "labels/train/a.txt:2: expected `class cx cy w h` or a polygon "
+        "`class x1 y1 x2 y2 x3 y3 ...`, got '0 0.1 0.1 0.2'",
+        "labels/train/a.txt:3: class 3 is not in the class names (0..0)",
+        "labels/train/a.txt:4: not finite numbers: '0 0.1 0.1 0.5 0.1 nan 0.5'",
+        "labels/train/a.txt:5: outside the image (y=15 > height 10)",
+    ]
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

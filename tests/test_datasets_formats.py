@@ -1,4 +1,4 @@
-"""Converters on real public fixtures (tests/data/<fmt>/, see each SOURCE.md)."""
+"""Converters on real public fixtures (tests/data/<fmt>/, see tests/data/SOURCES.md)."""
 
 from __future__ import annotations
 
@@ -121,11 +121,17 @@ def test_yolo_both_ways(tmp_path: Path) -> None:
     assert (record.width, record.height, record.split) == (15, 10, "train")
     assert [b.name for b in record.boxes] == ["label_2", "label_4"]
     assert record.boxes[0].x1 == 0.0 and record.boxes[0].y2 == pytest.approx(4.0)
-    write_dataset(dataset, tmp_path / "y", "yolo")
-    text = (tmp_path / "y/obj_train_data/1.txt").read_text()
+    write_dataset(dataset, tmp_path / "d", "yolo", yolo_layout="darknet")
+    text = (tmp_path / "d/obj_train_data/1.txt").read_text()
     assert text == (DATA / "yolo/obj_train_data/1.txt").read_text()
-    again = read_dataset(tmp_path / "y", "yolo")
+    again = read_dataset(tmp_path / "d", "yolo")
     assert [b.name for b in next(iter(again)).boxes] == ["label_2", "label_4"]
+    write_dataset(dataset, tmp_path / "u", "yolo")  # Ultralytics by default
+    assert (tmp_path / "u/labels/train/1.txt").read_text() == text
+    assert (tmp_path / "u/images/train/1.jpg").is_file()
+    assert (tmp_path / "u/data.yaml").read_text().startswith("train: images/train\nnames:\n")
+    with pytest.raises(DatasetError, match="unknown YOLO layout 'v5'"):
+        write_dataset(dataset, tmp_path / "x", "yolo", yolo_layout="v5")  # type: ignore[arg-type]
 
 
 def test_yolo_needs_sizes(tmp_path: Path) -> None:
@@ -143,8 +149,10 @@ def test_labelme_import(tmp_path: Path) -> None:
         ("person", 120.0, 64.5, 210.0, 300.25),
         ("bicycle", 260.0, 180.0, 400.0, 310.0),
     ]
-    with pytest.raises(DatasetError, match="can be read but not written"):
-        write_dataset(dataset, tmp_path / "x", "labelme")
+    write_dataset(dataset, tmp_path / "x", "labelme")
+    written = json.loads((tmp_path / "x" / "street_0001.json").read_text())
+    assert written["imagePath"] == "street_0001.jpg" and written["imageData"] is None
+    assert (tmp_path / "x" / "street_0001.jpg").is_file()
 
 
 def test_labelme_polygon_and_flags(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """Every reader, fuzzed: any input gives records that open_dataset would accept, or one
-DatasetError, never another exception (COCO, VOC, YOLO, LabelMe, CSV, native); and the
-fast record check agrees with the full one."""
+DatasetError, never another exception (COCO, VOC, YOLO darknet and Ultralytics yaml and
+txt, LabelMe, CSV boxes and tables, native with features); and the fast record check
+agrees with the full one."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -83,8 +85,8 @@ def _outcome(read: Callable[[ErrorPolicy], Dataset]) -> None:
             ids = [r.id for r in dataset]
             for record in dataset:
                 assert check_record(record, classes) == [], record
-                assert path_problem(record.file) is None
-            assert len(set(ids)) == len(ids) or dataset.info.source == "YOLO"
+                assert record.file is None or path_problem(record.file) is None
+            assert len(set(ids)) == len(ids)
 
 
 def _image(path: Path, size: tuple[int, int] = (15, 10)) -> None:
@@ -216,7 +218,82 @@ def test_yolo_reader(names: bytes, labels: bytes, image_list: bytes) -> None:
         _outcome(lambda policy: read_dataset(root, "yolo", policy=policy))
 
 
+# --- YOLO, Ultralytics: data.yaml and label lines -------------------------------------
+
+yaml_scalars = st.one_of(
+    st.sampled_from(["car", "no", "yes", "~", "1e3", "0x10", "'quoted'", "[a, b]", "{a: 1}"]),
+    st.text(max_size=6),
+    st.integers(-2, 3).map(str),
+)
+yaml_names = st.one_of(
+    st.lists(st.sampled_from(["car", "bike", "person"]), max_size=3).map(
+        lambda names: "names: [" + ", ".join(names) + "]"
+    ),
+    st.dictionaries(
+        st.integers(-1, 3), st.sampled_from(["car", "bike"]) | yaml_scalars, max_size=3
+    ).map(lambda d: "names:\n" + "".join(f"  {k}: {v}\n" for k, v in d.items())),
+    yaml_scalars.map(lambda v: f"names: {v}"),
+    st.just(""),
+)
+yaml_splits = st.lists(
+    st.tuples(
+        st.sampled_from(["train", "val", "validation", "test", "path", "nc", "kpt_shape"]),
+        st.one_of(
+            st.sampled_from(
+                [
+                    "images/train",
+                    "../images/train",
+                    "/abs/images/train",
+                    "train.txt",
+                    ".",
+                    "images/train/1.png",
+                    "[images/train, images/train/1.png]",
+                    "[3, 3]",
+                    "[2, 9]",
+                ]
+            ),
+            yaml_scalars,
+        ),
+    ),
+    max_size=4,
+).map(lambda pairs: "".join(f"{k}: {v}\n" for k, v in pairs))
+yaml_documents = st.builds(lambda names, rest: f"{rest}{names}\n".encode(), yaml_names, yaml_splits)
+yaml_files = st.one_of(
+    yaml_documents,
+    yaml_documents,
+    yaml_documents,
+    junk,
+    st.just(b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: &c [*b, *b, *b]\nnames: [*c, *c]\n"),
+)
+ultralytics_lines = st.lists(
+    st.one_of(
+        st.lists(number_text, min_size=5, max_size=5),
+        st.lists(st.floats(0, 1).map(str), min_size=7, max_size=11),
+        st.lists(number_text, max_size=12),
+    ).map(lambda parts: " ".join(["0", *parts[1:]]) if parts else ""),
+    max_size=4,
+).map(lambda lines: "\n".join(lines).encode())
+
+
+@FUZZ
+@given(
+    yaml_files, st.one_of(ultralytics_lines, junk), st.binary(max_size=20) | paths.map(str.encode)
+)
+def test_ultralytics_reader(data_yaml: bytes, labels: bytes, image_list: bytes) -> None:
+    with _folder() as root:
+        (root / "data.yaml").write_bytes(data_yaml)
+        (root / "train.txt").write_bytes(image_list)
+        _image(root / "images" / "train" / "1.png")
+        (root / "labels" / "train").mkdir(parents=True)
+        (root / "labels" / "train" / "1.txt").write_bytes(labels)
+        _outcome(lambda policy: read_dataset(root, "yolo", policy=policy))
+
+
 # --- LabelMe ---------------------------------------------------------------------------
+
+_PNG = io.BytesIO()
+Image.new("RGB", (4, 4)).save(_PNG, format="PNG")
+_PNG_BASE64 = base64.b64encode(_PNG.getvalue()).decode()
 
 shapes = st.lists(
     st.fixed_dictionaries(
@@ -235,6 +312,7 @@ labelme_document = st.fixed_dictionaries(
         "imageWidth": st.integers(-2, 20) | json_values,
         "imageHeight": st.integers(-2, 20) | json_values,
         "flags": st.dictionaries(st.text(max_size=3), st.booleans() | json_values, max_size=2),
+        "imageData": st.none() | st.text(max_size=8) | st.just(_PNG_BASE64) | json_values,
     },
 ).map(lambda d: json.dumps(d).encode())
 labelme_files = st.one_of(labelme_document, labelme_document, labelme_document, junk)
@@ -289,6 +367,23 @@ def test_csv_reader(data: bytes) -> None:
         _outcome(lambda policy: read_dataset(root / "boxes.csv", "csv", policy=policy))
 
 
+table_document = st.builds(
+    _csv_text,
+    st.just(["a", "b", "species"]) | st.just(["id", "split", "x", "species"]) | columns,
+    st.lists(st.lists(number_text | st.sampled_from(["cat", "dog", ""]), max_size=5), max_size=4),
+)
+
+
+@FUZZ
+@given(st.one_of(table_document, table_document, junk))
+def test_csv_table_reader(data: bytes) -> None:
+    with _folder() as root:
+        (root / "table.csv").write_bytes(data)
+        _outcome(
+            lambda policy: read_dataset(root / "table.csv", "csv", policy=policy, label="species")
+        )
+
+
 # --- native records.jsonl and dataset.json -------------------------------------------
 
 boxes = st.lists(
@@ -298,9 +393,19 @@ boxes = st.lists(
     ),
     max_size=2,
 )
+features = st.one_of(
+    st.lists(numbers, max_size=3),
+    st.fixed_dictionaries(
+        {"table": st.sampled_from(["t.npy", "t.csv", "t.parquet", "../t.npy", "t.txt"]) | paths,
+         "row": st.integers(-1, 3)}
+    ),
+    json_values,
+)  # fmt: skip
 records = st.fixed_dictionaries(
-    {"id": st.integers(0, 3) | st.text(max_size=2), "file": mostly(st.just("a.png"), paths)},
+    {"id": st.integers(0, 3) | st.text(max_size=2)},
     optional={
+        "file": mostly(st.just("a.png"), paths),
+        "features": features,
         "width": mostly(st.integers(-2, 30), json_values),
         "height": st.integers(-2, 30),
         "labels": mostly(st.sampled_from(["a", "b", "z"]), json_values),

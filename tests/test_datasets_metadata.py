@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mlbook
-from mlbook.datasets import Box, ClassEncoding, Dataset, Record, open_dataset
+from mlbook.datasets import Box, ClassEncoding, ClassInfo, Dataset, Record, open_dataset
 from mlbook.datasets.metadata import decode_record
-from mlbook.datasets.validate import parse_records
+from mlbook.datasets.validate import parse_records, validate_dataset
 from mlbook.errors import BadRecordsError, DatasetError, RecordError
 
 LOOSE = (
@@ -218,3 +218,38 @@ def test_decode_record_on_objects(obj: dict[str, object]) -> None:
         assert str(exc).startswith("x:1: ")
     else:
         assert isinstance(record.labels, list) and isinstance(record.counts, dict)
+
+
+def test_classes_as_plain_names_validate_and_are_kept(tmp_path: Path) -> None:
+    root = tmp_path / "cars"
+    root.mkdir()
+    (root / "dataset.json").write_text('{"classes": ["car", "bike", "person"]}')
+    (root / "records.jsonl").write_text('{"id": "1", "file": "a.jpg", "labels": ["bike"]}\n')
+    assert validate_dataset(root, check_files=False).ok
+    dataset = open_dataset(root)
+    assert dataset.name == "cars"  # no name: the directory's
+    assert dataset.encoding.to_dict() == {"car": 0, "bike": 1, "person": 2}
+    dataset.save(tmp_path / "copy")
+    written = json.loads((tmp_path / "copy" / "dataset.json").read_text())
+    assert written["classes"] == ["car", "bike", "person"]  # as the user wrote them
+    dataset.info.classes[1] = ClassInfo(id=1, name="bike", attributes={"wheels": 2})
+    dataset.save(tmp_path / "changed")
+    written = json.loads((tmp_path / "changed" / "dataset.json").read_text())
+    assert written["classes"][1] == {"id": 1, "name": "bike", "attributes": {"wheels": 2}}
+
+
+def test_classes_mixing_names_and_objects(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    root.mkdir()
+    (root / "dataset.json").write_text('{"name": "m", "classes": ["a", {"id": 0, "name": "b"}]}')
+    (root / "records.jsonl").write_text('{"id": "1", "file": "a.jpg"}\n')
+    texts = [str(p).replace(f"{root}/", "") for p in validate_dataset(root, False).problems]
+    assert texts == [
+        "dataset.json: classes[0].id: duplicate (0)",
+        "dataset.json: classes[1].id: duplicate (0)",
+    ]
+    (root / "dataset.json").write_text('{"name": "m", "classes": ["a", {"id": 7, "name": "b"}]}')
+    assert open_dataset(root).encoding.to_dict() == {"a": 0, "b": 7}
+    dataset = open_dataset(root)
+    dataset.save(root)
+    assert json.loads((root / "dataset.json").read_text())["classes"][0] == {"id": 0, "name": "a"}

@@ -127,3 +127,27 @@ def test_cli_convert_errors(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output == "error: --masks works for COCO to mlbook conversions only\n"
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_yolo_layouts_and_images_modes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    ds = tmp_path / "Datasets" / "parts"
+    result = runner.invoke(cli, ["data", "convert", str(DATA / "yolo_ultralytics"), str(ds)])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"converted 1 records, 2 boxes, 10 classes -> {ds} (mlbook)\n"
+    assert (ds / "images" / "train" / "1.jpg").stat().st_nlink >= 2  # a hard link
+    darknet = tmp_path / "darknet"
+    args = ["data", "convert", str(ds), str(darknet), "--to", "yolo", "--yolo-layout", "darknet"]
+    result = runner.invoke(cli, [*args, "--images", "copy"])
+    assert result.exit_code == 0, result.output
+    assert (darknet / "obj.data").is_file() and (darknet / "obj_train_data" / "1.jpg").is_file()
+    assert (darknet / "obj_train_data" / "1.jpg").stat().st_nlink == 1  # a copy
+    kept = tmp_path / "kept"
+    result = runner.invoke(cli, ["data", "convert", str(ds), str(kept), "--to", "yolo",
+                                 "--images", "keep"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (kept / "labels" / "train" / "1.txt").is_file()
+    assert not (kept / "images").exists()  # annotations only
+    result = runner.invoke(cli, ["data", "convert", str(ds), str(tmp_path / "x"), "--label", "y"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: --label reads a CSV table of numbers;")

@@ -11,7 +11,10 @@ from mlbook's one import walker (:func:`mlbook.provenance.files.import_statement
 - a string literal that is a path into another area is a ``path-boundary``
   violation (``open("../Deployment/x")``, ``Path("Models/outputs")``);
 - a file that cannot be parsed or read is reported as ``syntax-error`` or
-  ``unreadable``, never as a crash.
+  ``unreadable``, never as a crash;
+- a dataset record whose ``file``, ``mask`` or feature table is not a path inside its
+  dataset directory (``../../Data_processing/x.jpg``, ``/data/x.jpg``) is a
+  ``record-path`` violation: data reaches training only through ``Datasets/``.
 
 Run outputs (``Models/outputs/``) and export bundles (``Deployment/exports/``)
 hold copies of other areas' code by design and are not checked.
@@ -85,8 +88,48 @@ def check_project(project: Project, reporter: Reporter | None = None) -> CheckRe
         for area, path in files:
             report.violations.extend(checker.check_file(area, path))
             task.advance()
+    report.violations.extend(_record_paths(project))
     report.violations.sort()
     return report
+
+
+def _record_paths(project: Project) -> Iterator[Violation]:
+    """Record paths of every dataset under the datasets area that leave their dataset."""
+    from mlbook.datasets.validate import outside_paths
+    from mlbook.errors import DatasetError
+
+    base = project.datasets_dir
+    if not base.is_dir():
+        return
+    where = project.area_name("datasets")
+    for directory, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
+        for name in sorted(filenames):
+            if name not in ("records.jsonl", "records.json"):
+                continue
+            records_file = Path(directory) / name
+            relative = project.relative(records_file)
+            try:
+                found = outside_paths(records_file)
+            except DatasetError as exc:
+                yield Violation(relative, 1, "unreadable", str(exc))
+                continue
+            for line, field_name, value, problem in found:
+                if _leaves(records_file.parent, value, base):
+                    detail = (
+                        f"{field_name} {value!r} points outside {where}/ (data reaches "
+                        f"training only through {where}/); bring the files into the dataset "
+                        "with `mlbook data convert SRC DST --images copy`"
+                    )
+                else:
+                    detail = f"{field_name}: {problem}"
+                yield Violation(relative, line, "record-path", detail)
+
+
+def _leaves(dataset: Path, value: str, base: Path) -> bool:
+    """True when ``value`` points outside the datasets area altogether."""
+    target = Path(os.path.normpath(dataset / value.replace("\\", "/")))
+    return value.startswith("/") or not target.is_relative_to(base)
 
 
 class _Checker:

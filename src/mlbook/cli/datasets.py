@@ -11,12 +11,13 @@ from mlbook.cli._options import format_option, quiet_option
 
 if TYPE_CHECKING:
     from mlbook.datasets.formats._common import ImageMode
+    from mlbook.datasets.formats.yolo import YoloLayout
     from mlbook.datasets.problems import OnError
 
 __all__ = ["data"]
 
 _READ = ["mlbook", "coco", "voc", "yolo", "labelme", "csv"]
-_WRITE = ["mlbook", "coco", "voc", "yolo", "csv"]
+_WRITE = ["mlbook", "coco", "voc", "yolo", "labelme", "csv"]
 
 
 @click.group()
@@ -95,10 +96,24 @@ def validate(path: Path, no_files: bool, output_format: str, quiet: bool) -> Non
 )
 @click.option(
     "--images",
-    type=click.Choice(["link", "copy"]),
+    type=click.Choice(["link", "copy", "keep"]),
     default="link",
     show_default=True,
-    help="How images come into DST: hard links (copies across filesystems) or copies.",
+    help="How images come into DST: hard links (copies across filesystems), copies, "
+    "or not at all (keep: annotations only).",
+)
+@click.option(
+    "--yolo-layout",
+    type=click.Choice(["ultralytics", "darknet"]),
+    default="ultralytics",
+    show_default=True,
+    help="With --to yolo: data.yaml + images/ + labels/, or obj.names + obj.data.",
+)
+@click.option(
+    "--label",
+    metavar="COLUMN",
+    help="With --from csv: SRC is a table of numbers; COLUMN is the label, the other "
+    "numeric columns the features.",
 )
 @quiet_option
 def convert(
@@ -110,22 +125,26 @@ def convert(
     name: str | None,
     on_error: OnError,
     images: ImageMode,
+    yolo_layout: YoloLayout,
+    label: str | None,
     quiet: bool,
 ) -> None:
     """Convert the dataset SRC into DST.
 
-    Reads COCO instances, Pascal VOC, YOLO, LabelMe, CSV or mlbook; writes mlbook,
-    COCO, VOC, YOLO or CSV. Every bad record is listed (file, line or element, field);
-    with --on-error skip the good ones are converted and the rest counted. The images
-    come along into DST (mlbook, VOC, YOLO, CSV), so no record points outside it. DST
-    is built beside its final place and moved in at the end: a failure, a full disk
-    included, leaves nothing half-written.
+    Reads and writes COCO instances, Pascal VOC, YOLO (Ultralytics and darknet),
+    LabelMe, CSV and mlbook. Every bad record is listed (file, line or element,
+    field); with --on-error skip the good ones are converted and the rest counted. The
+    images come along into DST, so no record points outside it. DST is built beside
+    its final place and moved in at the end: a failure, a full disk included, leaves
+    nothing half-written.
 
     Example:
 
     \b
         mlbook data convert annotations/instances_val2017.json Datasets/coco --from coco
-        mlbook data convert labels.csv Datasets/cars --from csv --on-error skip
+        mlbook data convert yolo/data.yaml Datasets/parts --from yolo
+        mlbook data convert Datasets/parts parts_yolo --to yolo --images copy
+        mlbook data convert iris.csv Datasets/iris --from csv --label species
     """
     from mlbook.cli._render import RichReporter, console
     from mlbook.datasets.convert import convert as run_convert
@@ -142,6 +161,8 @@ def convert(
         reporter=RichReporter(quiet=quiet),
         policy=policy,
         images=images,
+        label=label,
+        yolo_layout=yolo_layout,
     )
     boxes = sum(len(r.boxes) for r in dataset)
     console.print(

@@ -28,9 +28,10 @@ from mlbook.datasets.validate import check_info, read_records
 from mlbook.errors import DatasetError
 
 if TYPE_CHECKING:
+    from mlbook.datasets.features import FeatureTables
     from mlbook.datasets.formats._common import ImageMode
     from mlbook.datasets.loaders import Sample
-    from mlbook.datasets.torch import Target, TorchDataset
+    from mlbook.datasets.torch import Inputs, Target, TorchDataset
     from mlbook.progress import Reporter
 
 __all__ = ["ClassSubset", "Dataset", "load_dataset", "open_dataset"]
@@ -61,6 +62,10 @@ class Dataset:
         self.info = info
         self._records = records
         self.root = root
+        #: Files that live inside annotation files (LabelMe ``imageData``): relative
+        #: path -> bytes; writers write them where a record names them.
+        self.embedded: dict[str, bytes] = {}
+        self._tables: FeatureTables | None = None
 
     @classmethod
     def from_records(
@@ -162,13 +167,28 @@ class Dataset:
         base = self.root if self.root is not None else Path.cwd()
         return base / relative
 
+    def features(self, record: Record) -> list[float]:
+        """The numbers of ``record``: its ``features`` list, or the row of the table it
+        names (each table is read once; ``.npy`` is memory-mapped).
+
+        Raises:
+            DatasetError: the record has no features, the table cannot be read (pyarrow
+            missing for ``.parquet``), or the row is past its end.
+        """
+        if self._tables is None or self._tables.root != self.root:
+            from mlbook.datasets.features import FeatureTables
+
+            self._tables = FeatureTables(self.root)
+        return self._tables.features(record)
+
     def samples(
         self,
         split: str | Iterable[str] | None = None,
         classes: ClassSubset | None = None,
         images: bool = False,
     ) -> Iterator[Sample]:
-        """Iterate :class:`~mlbook.datasets.loaders.Sample` (decoded images with ``images``)."""
+        """Iterate :class:`~mlbook.datasets.loaders.Sample`: labels as ids, the features of
+        records that have them, and decoded images with ``images``."""
         from mlbook.datasets.loaders import iter_samples
 
         return iter_samples(self, split=split, classes=classes, images=images)
@@ -183,9 +203,11 @@ class Dataset:
         channels: int | None = None,
         transform: Any = None,
         cache: bool = False,
+        inputs: Inputs | None = None,
     ) -> TorchDataset:
-        """A ``torch.utils.data.Dataset`` of ``(image, class id)`` or, with
-        ``target="detection"``, ``(image, target dict)`` (extra ``torch``).
+        """A ``torch.utils.data.Dataset`` of ``(image, class id)``, ``(features, class
+        id)`` for records of numbers, or, with ``target="detection"``, ``(image, target
+        dict)`` (extra ``torch``).
 
         See :class:`~mlbook.datasets.torch.TorchDataset` for the arguments and how
         class ids are numbered.
@@ -201,6 +223,7 @@ class Dataset:
             channels=channels,
             transform=transform,
             cache=cache,
+            inputs=inputs,
         )
 
     def save(self, root: Path | str | None = None, images: ImageMode = "link") -> Path:

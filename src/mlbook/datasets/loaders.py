@@ -1,4 +1,5 @@
-"""The plain loader: an iterator of samples, with decoded images when Pillow is installed."""
+"""The plain loader: an iterator of samples, with their features, and decoded images when
+Pillow is installed."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class Sample:
         boxes: ``(x1, y1, x2, y2)`` per box.
         box_labels: the id of each box's class.
         image: the decoded RGB image (a PIL image) when asked for, else ``None``.
+        features: the record's numbers (its ``features``, or its table row), else ``None``.
     """
 
     record: Record
@@ -33,6 +35,20 @@ class Sample:
     boxes: list[tuple[float, float, float, float]]
     box_labels: list[int]
     image: Any = None
+    features: list[float] | None = None
+
+    @property
+    def label(self) -> int:
+        """The one label's id (classification).
+
+        Raises:
+            DatasetError: the record has no label or several.
+        """
+        if len(self.labels) != 1:
+            raise DatasetError(
+                f"record {self.record.id!r} has {len(self.labels)} labels; `label` needs one"
+            )
+        return self.labels[0]
 
 
 def load_image(dataset: Dataset, record: Record, mode: str = "RGB") -> Any:
@@ -42,7 +58,7 @@ def load_image(dataset: Dataset, record: Record, mode: str = "RGB") -> Any:
         DatasetError: Pillow is missing or the file cannot be read.
     """
     Image = _pillow()
-    path = dataset.path_of(record.file)
+    path = dataset.path_of(_file_of(record))
     try:
         with Image.open(path) as image:
             return image.convert(mode)
@@ -57,12 +73,20 @@ def image_mode(dataset: Dataset, record: Record) -> str:
         DatasetError: Pillow is missing or the file cannot be read.
     """
     Image = _pillow()
-    path = dataset.path_of(record.file)
+    path = dataset.path_of(_file_of(record))
     try:
         with Image.open(path) as image:
             return str(image.mode)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read image of record {record.id!r}: {exc}") from exc
+
+
+def _file_of(record: Record) -> str:
+    if record.file is None:
+        raise DatasetError(
+            f"record {record.id!r} has no image file (only features); use its features"
+        )
+    return record.file
 
 
 def _pillow() -> Any:
@@ -91,5 +115,6 @@ def iter_samples(
             labels=[encoding.encode(name) for name in record.labels],
             boxes=[(b.x1, b.y1, b.x2, b.y2) for b in record.boxes],
             box_labels=[encoding.encode(b.name) for b in record.boxes],
-            image=load_image(dataset, record) if images else None,
+            image=load_image(dataset, record) if images and record.file is not None else None,
+            features=dataset.features(record) if record.features is not None else None,
         )

@@ -3,9 +3,14 @@
 A dataset directory holds ``dataset.json`` (:class:`DatasetInfo`) and ``records.jsonl``
 (one :class:`Record` per line; a ``records.json`` array is accepted on input). Input may
 use the loose forms people write by hand (``labels`` as one string, ``counts`` as a list
-of one-key objects, an integer ``id``); mlbook always writes the canonical form
-(:func:`encode_records`, :func:`encode_info`). Reading a whole records file, with every
-problem collected, is :func:`mlbook.datasets.validate.read_records`.
+of one-key objects, an integer ``id``; in ``dataset.json``, ``classes`` as a list of
+names and no ``name``); mlbook always writes the canonical form (:func:`encode_records`,
+:func:`encode_info`), except that a list of class names stays a list of names. Reading a
+whole records file, with every problem collected, is
+:func:`mlbook.datasets.validate.read_records`.
+
+A record is one image (``file``), or one sample of numbers (``features``: the numbers
+themselves or a :class:`TableRef` to a row of a table file), or both.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ __all__ = [
     "ClassInfo",
     "DatasetInfo",
     "Record",
+    "TableRef",
     "decode_record",
     "decode_records_fast",
     "encode_info",
@@ -74,13 +80,34 @@ class Box(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_field
         return self.y2 - self.y1
 
 
+class TableRef(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """A row of a table file inside the dataset directory: the record's features.
+
+    ``table`` is a ``.parquet`` (needs pyarrow), ``.npy`` (a 2-D array of numbers) or
+    ``.csv`` (numbers, an optional header row) path relative to the dataset directory;
+    ``row`` counts data rows from 0.
+    """
+
+    table: str
+    row: int
+
+
+#: A record's features: the numbers themselves, or where to find them.
+Features = list[float] | TableRef
+
+
 class Record(
     msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True, gc=False
 ):
-    """One image (or sample) and what is in it; ``file`` and ``mask`` are relative paths."""
+    """One image (or sample) and what is in it; ``file`` and ``mask`` are relative paths.
+
+    A record has ``file`` (an image), ``features`` (numbers, or a :class:`TableRef`),
+    or both.
+    """
 
     id: str
-    file: str
+    file: str | None = None
+    features: Features | None = None
     width: int | None = None
     height: int | None = None
     labels: list[str] = []
@@ -95,7 +122,8 @@ class _LooseRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The forms accepted on input; normalised into a :class:`Record`."""
 
     id: str | int
-    file: str
+    file: str | None = None
+    features: Features | None = None
     width: int | None = None
     height: int | None = None
     labels: str | list[str] = []
@@ -115,7 +143,12 @@ class ClassInfo(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown
 
 
 class DatasetInfo(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
-    """The content of ``dataset.json``: what the dataset is and its class encoding."""
+    """The content of ``dataset.json``: what the dataset is and its class encoding.
+
+    ``classes_as_names`` is not a field of the file: it is set when ``dataset.json``
+    listed its classes as plain names, so that they are written back as names (as long
+    as the ids are still 0, 1, 2... in order and no class has attributes).
+    """
 
     name: str
     description: str = ""
@@ -125,6 +158,7 @@ class DatasetInfo(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkno
     splits: dict[str, int] = {}
     attributes: dict[str, Any] = {}
     schema_version: int = SCHEMA_VERSION
+    classes_as_names: bool = False
 
     @property
     def class_names(self) -> list[str]:
@@ -132,9 +166,46 @@ class DatasetInfo(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unkno
         return [c.name for c in sorted(self.classes, key=lambda c: c.id)]
 
 
+class _LooseInfo(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``dataset.json`` as accepted on input: ``classes`` may be plain names (ids 0, 1,
+    2... in order, or objects with their ids); ``name`` defaults to the directory's."""
+
+    name: str = ""
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    classes: list[ClassInfo | str] = []
+    splits: dict[str, int] = {}
+    attributes: dict[str, Any] = {}
+    schema_version: int = SCHEMA_VERSION
+
+
+def _info_of(loose: _LooseInfo, default_name: str) -> DatasetInfo:
+    classes = [
+        ClassInfo(id=index, name=entry) if isinstance(entry, str) else entry
+        for index, entry in enumerate(loose.classes)
+    ]
+    return DatasetInfo(
+        name=loose.name or default_name,
+        description=loose.description,
+        source=loose.source,
+        licence=loose.licence,
+        classes=classes,
+        splits=loose.splits,
+        attributes=loose.attributes,
+        schema_version=loose.schema_version,
+        classes_as_names=bool(loose.classes) and all(isinstance(c, str) for c in loose.classes),
+    )
+
+
+def _names_only(classes: list[ClassInfo]) -> bool:
+    """True when ``classes`` can be written as a list of names (ids 0, 1, 2... in order)."""
+    return all(c.id == index and not c.attributes for index, c in enumerate(classes))
+
+
 _RECORD_DECODER = msgspec.json.Decoder(Record)
 _RECORDS_ARRAY_DECODER = msgspec.json.Decoder(list[Record])
-_INFO_DECODER = msgspec.json.Decoder(DatasetInfo)
+_INFO_DECODER = msgspec.json.Decoder(_LooseInfo)
 _ENCODER = msgspec.json.Encoder()
 _ARRAY_START = re.compile(rb"\s*\[")
 _NAMED_FIELD = re.compile(
@@ -171,6 +242,7 @@ def _normalise(loose: _LooseRecord) -> Record:
     return Record(
         id=str(loose.id),
         file=loose.file,
+        features=loose.features,
         width=loose.width,
         height=loose.height,
         labels=labels,
@@ -286,7 +358,8 @@ def records_path(root: Path) -> Path:
 
 
 def load_info(root: Path | str) -> DatasetInfo | None:
-    """Read ``dataset.json`` of ``root``; ``None`` when there is none.
+    """Read ``dataset.json`` of ``root``; ``None`` when there is none. Classes given as
+    plain names get the ids 0, 1, 2... in order; without ``name``, the directory's name.
 
     Raises:
         DatasetError: the file cannot be read; RecordError: it is not valid JSON or has
@@ -297,7 +370,7 @@ def load_info(root: Path | str) -> DatasetInfo | None:
         return None
     data = read_bytes(path, "dataset description (dataset.json)")
     try:
-        return _INFO_DECODER.decode(data)
+        return _info_of(_INFO_DECODER.decode(data), Path(root).resolve().name)
     except RecursionError:
         raise RecordError(path, None, "", "JSON nested too deeply to read") from None
     except msgspec.DecodeError as exc:
@@ -317,13 +390,20 @@ def encode_records(records: Iterable[Record]) -> Iterator[bytes]:
 
 
 def encode_info(info: DatasetInfo, records: Iterable[Record]) -> bytes:
-    """``dataset.json`` for ``info``, its ``splits`` recomputed from ``records``."""
+    """``dataset.json`` for ``info``, its ``splits`` recomputed from ``records``; classes
+    as a list of names when they were read as one and their ids allow it."""
     splits: dict[str, int] = {}
     for record in records:
         if record.split is not None:
             splits[record.split] = splits.get(record.split, 0) + 1
-    info = msgspec.structs.replace(info, splits=dict(sorted(splits.items())))
-    return msgspec.json.format(_ENCODER.encode(info)) + b"\n"
+    names = info.classes_as_names and _names_only(info.classes)
+    info = msgspec.structs.replace(
+        info, splits=dict(sorted(splits.items())), classes_as_names=False
+    )
+    document: dict[str, Any] = msgspec.to_builtins(info)
+    if names:
+        document["classes"] = [c.name for c in info.classes]
+    return msgspec.json.format(_ENCODER.encode(document)) + b"\n"
 
 
 def save_dataset(root: Path | str, info: DatasetInfo, records: list[Record]) -> Path:

@@ -20,7 +20,7 @@ FORMATS: dict[str, tuple[str, bool, bool]] = {
     "coco": ("mlbook.datasets.formats.coco", True, True),
     "voc": ("mlbook.datasets.formats.voc", True, True),
     "yolo": ("mlbook.datasets.formats.yolo", True, True),
-    "labelme": ("mlbook.datasets.formats.labelme", True, False),
+    "labelme": ("mlbook.datasets.formats.labelme", True, True),
     "csv": ("mlbook.datasets.formats.csv", True, True),
 }
 

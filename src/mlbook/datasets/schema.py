@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from mlbook._fs import atomic_write_bytes
-from mlbook.datasets.metadata import SCHEMA_VERSION, DatasetInfo, _LooseRecord
+from mlbook.datasets.metadata import SCHEMA_VERSION, _LooseInfo, _LooseRecord
 
 __all__ = ["SCHEMA_FILES", "generate_schemas", "write_schemas"]
 
@@ -29,11 +29,23 @@ def _schema(kind: type[Any], file_name: str, title: str) -> dict[str, Any]:
         definition = schema["$defs"].pop("_LooseRecord")
         definition["title"] = "Record"
         definition["description"] = (
-            "One image and what is in it. Input accepts `labels` as a string or a list and "
-            "`counts` as an object or a list of one-key objects; mlbook writes lists and objects."
+            "One image (`file`) or sample of numbers (`features`: a list, or a table row) "
+            "and what is in it; give `file`, `features` or both. Input accepts `labels` as a "
+            "string or a list and `counts` as an object or a list of one-key objects; "
+            "mlbook writes lists and objects."
         )
         schema["$defs"]["Record"] = definition
         schema["$ref"] = "#/$defs/Record"
+    if kind is _LooseInfo:
+        definition = schema["$defs"].pop("_LooseInfo")
+        definition["title"] = "DatasetInfo"
+        definition["description"] = (
+            "What the dataset is and its class encoding. `classes` may be plain names "
+            "(ids 0, 1, 2... in order) or objects with their ids; `name` defaults to the "
+            "directory's name."
+        )
+        schema["$defs"]["DatasetInfo"] = definition
+        schema["$ref"] = "#/$defs/DatasetInfo"
     body = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://mlbook.dev/schemas/v{SCHEMA_VERSION}/{file_name}",
@@ -47,7 +59,7 @@ def _schema(kind: type[Any], file_name: str, title: str) -> dict[str, Any]:
 def generate_schemas() -> dict[str, bytes]:
     """File name -> schema JSON (formatted, newline at the end)."""
     schemas = {
-        "dataset.schema.json": _schema(DatasetInfo, "dataset.schema.json", "mlbook dataset"),
+        "dataset.schema.json": _schema(_LooseInfo, "dataset.schema.json", "mlbook dataset"),
         "record.schema.json": _schema(_LooseRecord, "record.schema.json", "mlbook record"),
     }
     return {

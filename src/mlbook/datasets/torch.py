@@ -1,4 +1,5 @@
-"""The ``torch.utils.data.Dataset`` over mlbook records, for classification or detection.
+"""The ``torch.utils.data.Dataset`` over mlbook records, for classification or detection,
+of images or of features (records that are numbers: ``features`` or a table row).
 
 Imported only when used (``Dataset.torch()``, ``mlbook.pytorch.TorchDataset``);
 needs the ``torch`` extra.
@@ -33,20 +34,24 @@ from mlbook.errors import DatasetError
 if TYPE_CHECKING:
     from mlbook.datasets.dataset import ClassSubset, Dataset
 
-__all__ = ["Target", "TorchDataset", "collate"]
+__all__ = ["Inputs", "Target", "TorchDataset", "collate"]
 
 #: What an item's second element is: the class id, or torchvision's detection dict.
 Target = Literal["label", "detection"]
+#: What an item's first element is: the decoded image, or the record's features.
+Inputs = Literal["image", "features"]
 
 # Pillow modes with one band of intensity (an alpha band is dropped)
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
 class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
-    """Images as float tensors ``C x H x W`` in 0..1, with a class id or a detection target.
+    """Images as float tensors ``C x H x W`` in 0..1, or features as float tensors ``F``,
+    with a class id or a detection target.
 
-    - ``target="label"`` (classification): items are ``(image, class id)``; every
-      record must have exactly one label (of the class subset).
+    - ``target="label"`` (classification): items are ``(image, class id)``, or
+      ``(features, class id)`` for records of numbers; every record must have exactly
+      one label (of the class subset).
     - ``target="detection"``: items are ``(image, {"boxes", "labels", "image_id",
       "area", "iscrowd"})`` as torchvision detection models expect; batch them with
       :func:`collate`.
@@ -63,10 +68,13 @@ class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
         transform: ``transform(image)`` for labels, ``transform(image, target)``
             (returning both) for detection.
         cache: keep decoded images in memory (small datasets, several epochs).
+        inputs: ``"image"`` or ``"features"``; default: features when every record
+            chosen has them, else images.
 
     Raises:
-        DatasetError: a bad ``target`` or ``channels``, an unknown class or split,
-            or (labels) a record with no label or several.
+        DatasetError: a bad ``target``, ``channels`` or ``inputs``, an unknown class or
+            split, (labels) a record with no label or several, (features) a record
+            without features or ``target="detection"``.
     """
 
     def __init__(
@@ -80,11 +88,14 @@ class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
         channels: int | None = None,
         transform: Callable[..., Any] | None = None,
         cache: bool = False,
+        inputs: Inputs | None = None,
     ) -> None:
         from mlbook.datasets.dataset import open_dataset
 
         if target not in ("label", "detection"):
             raise DatasetError(f"target must be 'label' or 'detection', got {target!r}")
+        if inputs not in (None, "image", "features"):
+            raise DatasetError(f"inputs must be 'image' or 'features', got {inputs!r}")
         if channels not in (None, 1, 3):
             raise DatasetError(f"channels must be 1 or 3, got {channels!r}")
         self.dataset = open_dataset(dataset) if isinstance(dataset, str | Path) else dataset
@@ -95,6 +106,19 @@ class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
             self.encoding = self.dataset.subset(chosen, start=start or 0)
         subset = None if classes is None else self.encoding
         self.records = self.dataset.records(split=split, classes=subset)
+        if inputs is None:
+            with_features = bool(self.records) and all(r.features is not None for r in self.records)
+            inputs = "features" if with_features else "image"
+        self.inputs: Inputs = inputs
+        if inputs == "features":
+            if target == "detection":
+                raise DatasetError("target='detection' needs images; features have no boxes")
+            missing = next((r for r in self.records if r.features is None), None)
+            if missing is not None:
+                raise DatasetError(
+                    f"{self.dataset.name}: record {missing.id!r} has no features; "
+                    "inputs='features' needs them in every record"
+                )
         self.target = target
         self.transform = transform
         self._channels = channels
@@ -106,7 +130,7 @@ class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
     def _label(self, record: Any) -> int:
         if len(record.labels) != 1:
             raise DatasetError(
-                f"{self.dataset.name}: record {record.id!r} ({record.file}) has "
+                f"{self.dataset.name}: record {record.id!r} ({record.file or 'features'}) has "
                 f"{len(record.labels)} labels {record.labels}; target='label' needs exactly "
                 "one: fix the record, choose a class subset, or use target='detection'"
             )
@@ -122,6 +146,16 @@ class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def features(self, index: int) -> torch.Tensor:
+        """The features of record ``index`` as a float32 tensor (before ``transform``)."""
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        values = self.dataset.features(self.records[index])
+        tensor = torch.from_numpy(np.array(values, dtype=np.float32))
+        if self._cache is not None:
+            self._cache[index] = tensor
+        return tensor
 
     def image(self, index: int) -> torch.Tensor:
         """The decoded image of record ``index`` (before ``transform``)."""
@@ -153,7 +187,7 @@ class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
         }
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
-        image = self.image(index)
+        image = self.features(index) if self.inputs == "features" else self.image(index)
         if self.target == "detection":
             target = self.detection_target(index)
             if self.transform is not None:
@@ -165,7 +199,8 @@ class TorchDataset(_TorchBase[tuple[torch.Tensor, Any]]):
         return image, self.labels[index]
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All images stacked (``N x C x H x W``) and their labels (``N``, int64).
+        """All images stacked (``N x C x H x W``), or all features (``N x F``), and their
+        labels (``N``, int64).
 
         For classification datasets that fit in memory: batch them with a
         ``TensorDataset``.

@@ -10,21 +10,25 @@ problem to an :class:`~mlbook.datasets.problems.ErrorPolicy`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from mlbook.datasets.features import features_problem, table_rows
 from mlbook.datasets.metadata import (
     DATASET_FILE,
     RECORDS_ARRAY_FILE,
     RECORDS_FILE,
     DatasetInfo,
     Record,
+    TableRef,
     decode_record,
     decode_records_fast,
     iter_lines,
@@ -42,12 +46,17 @@ __all__ = [
     "box_problems",
     "check_info",
     "check_record",
+    "outside_paths",
     "parse_records",
     "plain_path",
     "read_records",
     "segmentation_problem",
     "validate_dataset",
 ]
+
+
+#: A record's table reference and where the record is: (line, record number, reference).
+_TableUse = tuple[int | None, int | None, TableRef]
 
 
 @dataclass(slots=True)
@@ -194,20 +203,38 @@ def check_record(
     record: Record,
     classes: set[str] | None,
     root: Path | None = None,
+    exists: Callable[[str], bool] = os.path.exists,
 ) -> list[tuple[str, str]]:
     """The ``(field, problem)`` pairs wrong with one parsed record.
 
     Args:
         classes: the known class names (``None``: do not check names).
-        root: when given, ``file`` and ``mask`` must exist under it.
+        root: when given, ``file``, ``mask`` and feature tables must exist under it.
+        exists: tells whether a path exists (a cached one when many records share
+            files).
     """
-    if root is None and _looks_clean(record, classes):
-        return []
-    return _check_fully(record, classes, root)
+    if _looks_clean(record, classes):
+        return [] if root is None else _missing_files(record, root, exists)
+    return _check_fully(record, classes, root, exists)
+
+
+def _missing_files(
+    record: Record, root: Path, exists: Callable[[str], bool]
+) -> list[tuple[str, str]]:
+    """The files of a record with no other problem that are not under ``root``."""
+    found: list[tuple[str, str]] = []
+    if record.file is not None and not exists(f"{root}/{record.file}"):
+        found.append(("file", f"image file not found ({record.file!r})"))
+    if record.mask is not None and not exists(f"{root}/{record.mask}"):
+        found.append(("mask", f"mask file not found ({record.mask!r})"))
+    return found
 
 
 def _check_fully(
-    record: Record, classes: set[str] | None, root: Path | None
+    record: Record,
+    classes: set[str] | None,
+    root: Path | None,
+    exists: Callable[[str], bool] = os.path.exists,
 ) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if not record.id:
@@ -248,15 +275,29 @@ def _check_fully(
                         f"{boxed.get(key, 0)} boxes)",
                     )
                 )
+    if record.file is None and record.features is None:
+        found.append(("file", "missing: give `file` (an image) or `features` (numbers)"))
     for name, value in (("file", record.file), ("mask", record.mask)):
         if value is None:
             continue
         problem_text = path_problem(value)
         if problem_text is not None:
             found.append((name, problem_text))
-        elif root is not None and not os.path.exists(root / value):
+        elif root is not None and not exists(f"{root}/{value}"):
             kind = "image" if name == "file" else "mask"
             found.append((name, f"{kind} file not found ({value!r})"))
+    features = record.features
+    if features is not None:
+        problem_text = features_problem(features)
+        field_name = "features.table" if isinstance(features, TableRef) else "features"
+        if problem_text is not None:
+            found.append((field_name, problem_text))
+        elif (
+            root is not None
+            and isinstance(features, TableRef)
+            and not exists(f"{root}/{features.table}")
+        ):
+            found.append((field_name, f"table file not found ({features.table!r})"))
     return found
 
 
@@ -278,11 +319,14 @@ def _looks_clean(record: Record, classes: set[str] | None) -> bool:
     """A fast test that ``record`` has no problem (no file checks). True only when
     :func:`check_record` would find nothing; False means "run the full check"."""
     width, height = record.width, record.height
+    file = record.file
     if (
         not record.id
+        or file is None
+        or record.features is not None
         or (width is not None and width <= 0)
         or (height is not None and height <= 0)
-        or not plain_path(record.file)
+        or not plain_path(file)
         or (record.mask is not None and not plain_path(record.mask))
     ):
         return False
@@ -312,8 +356,10 @@ def _looks_clean(record: Record, classes: set[str] | None) -> bool:
         if classes is not None and box.name not in classes:
             return False
     if counts and record.boxes:
-        boxed = Counter(box.name for box in record.boxes)
-        if boxed != Counter({k: v for k, v in counts.items() if v}):
+        boxed: dict[str, int] = {}
+        for box in record.boxes:
+            boxed[box.name] = boxed.get(box.name, 0) + 1
+        if boxed != {k: v for k, v in counts.items() if v}:
             return False
     return True
 
@@ -367,11 +413,74 @@ def validate_dataset(
             f"{records_file}: no records file; expected {RECORDS_FILE} or {RECORDS_ARRAY_FILE}"
         )
     data = read_bytes(records_file, "records file")
+    tables: list[_TableUse] = []
     with no_gc():
         _, parsed = _scan(
-            data, records_file, sink, classes, root if check_files else None, reporter
+            data, records_file, sink, classes, root if check_files else None, reporter, tables
         )
+    if check_files:
+        _check_table_rows(root, records_file, tables, sink)
     return ValidationReport(path=str(target), records=parsed, problems=sink.problems)
+
+
+def _check_table_rows(
+    root: Path, records_file: Path, tables: list[_TableUse], sink: ErrorPolicy
+) -> None:
+    """Each table referenced is readable and has the rows the records name."""
+    rows: dict[str, int | None] = {}
+    for line, record_no, ref in tables:
+        if ref.table not in rows:
+            try:
+                rows[ref.table] = table_rows(root / ref.table)
+            except DatasetError as exc:
+                rows[ref.table] = None
+                sink.add(records_file, line, "features.table", str(exc), record_no)
+        count = rows[ref.table]
+        if count is not None and ref.row >= count:
+            message = f"past the end of {ref.table} ({ref.row} >= {count} rows)"
+            sink.add(records_file, line, "features.row", message, record_no)
+
+
+class _Paths(msgspec.Struct, gc=False):
+    """The paths of one record (anything else in it is ignored)."""
+
+    file: Any = None
+    mask: Any = None
+    features: Any = None
+
+
+_PATHS_DECODER = msgspec.json.Decoder(_Paths)
+
+
+def outside_paths(records_file: Path) -> list[tuple[int, str, str, str]]:
+    """``(line or record number, field, path, problem)`` for every record path of a
+    records file that is not a path inside its dataset directory (``file``, ``mask``,
+    ``features.table``). Lines that are not JSON records are skipped: reporting them is
+    :func:`validate_dataset`'s job.
+
+    Raises:
+        DatasetError: the file cannot be read.
+    """
+    data = read_bytes(records_file, "records file")
+    found: list[tuple[int, str, str, str]] = []
+    if data.lstrip()[:1] == b"[":
+        try:
+            items = list(enumerate(msgspec.json.decode(data, type=list[_Paths]), start=1))
+        except (msgspec.DecodeError, RecursionError):
+            return found
+    else:
+        items = []
+        for number, raw in iter_lines(data):
+            with contextlib.suppress(msgspec.DecodeError, RecursionError):
+                items.append((number, _PATHS_DECODER.decode(raw)))
+    for position, paths in items:
+        table = paths.features.get("table") if isinstance(paths.features, dict) else None
+        for name, value in (("file", paths.file), ("mask", paths.mask), ("features.table", table)):
+            if isinstance(value, str) and not plain_path(value):
+                problem = path_problem(value)
+                if problem is not None:
+                    found.append((position, name, value, problem))
+    return found
 
 
 def read_records(
@@ -423,10 +532,16 @@ def parse_records(
 
 def _all_good(records: list[Record], classes: set[str] | None) -> bool:
     seen: set[str] = set()
+    width: int | None = None
     for record in records:
         if record.id in seen or check_record(record, classes):
             return False
         seen.add(record.id)
+        if type(record.features) is list:
+            if width is None:
+                width = len(record.features)
+            elif len(record.features) != width:
+                return False
     return True
 
 
@@ -447,7 +562,8 @@ def _items(data: bytes, records_file: Path, policy: ErrorPolicy) -> list[tuple[i
     return list(enumerate(items, start=1))
 
 
-_REQUIRED = ("id", "file")
+#: Fields whose problem ends the record's check (what is left could not be checked).
+_REQUIRED = ("id", "file", "features")
 
 
 def _decode_all(
@@ -484,6 +600,18 @@ def _decode_all(
     return None, True
 
 
+def _decode_fast(data: bytes, is_array: bool) -> list[tuple[int, Any]] | None:
+    """``(position, record)`` pairs when every record is in the canonical form (one typed
+    decoding pass), else ``None`` (then each record is decoded on its own)."""
+    records = decode_records_fast(data)
+    if records is None:
+        return None
+    if is_array:
+        return list(enumerate(records, start=1))
+    lines = [number for number, _ in iter_lines(data)]
+    return list(zip(lines, records, strict=True)) if len(lines) == len(records) else None
+
+
 def _scan(
     data: bytes,
     records_file: Path,
@@ -491,18 +619,30 @@ def _scan(
     classes: set[str] | None,
     root: Path | None,
     reporter: Reporter,
+    tables: list[_TableUse] | None = None,
 ) -> tuple[list[Record], int]:
-    """The good records and how many records were parsed; every problem to ``policy``."""
+    """The good records and how many records were parsed; every problem to ``policy``.
+
+    Args:
+        tables: when given, collects the table references of the good records (their
+            rows are checked once the tables are known).
+    """
     is_array = data.lstrip()[:1] == b"["
-    items = _items(data, records_file, policy)
+    decoded = _decode_fast(data, is_array)
+    items = _items(data, records_file, policy) if decoded is None else decoded
     seen: dict[str, int] = {}
+    width: tuple[int, int] | None = None  # (features length, position of the first)
     good: list[Record] = []
     parsed = 0
+    exists = functools.lru_cache(maxsize=65536)(os.path.exists)
     with reporter.task("Validating", total=len(items)) as task:
         for position, raw in items:
             task.advance()
             line, record_no = (None, position) if is_array else (position, None)
-            record, rejected = _decode_all(raw, records_file, position, line, record_no, policy)
+            if decoded is not None:
+                record, rejected = raw, False
+            else:
+                record, rejected = _decode_all(raw, records_file, position, line, record_no, policy)
             if record is None:
                 continue
             parsed += 1
@@ -511,10 +651,25 @@ def _scan(
             if first != position:
                 where = f"record {first}" if is_array else f"line {first}"
                 found.append(("id", f"duplicate id ({record.id!r}, first at {where})"))
-            found += check_record(record, classes, root)
+            found += check_record(record, classes, root, exists)
+            features = record.features
+            if type(features) is list and features:
+                if width is None:
+                    width = (len(features), position)
+                elif len(features) != width[0]:
+                    where = f"record {width[1]}" if is_array else f"line {width[1]}"
+                    found.append(
+                        (
+                            "features",
+                            f"{len(features)} numbers, but the first record with features "
+                            f"({where}) has {width[0]}; give every record as many",
+                        )
+                    )
             if rejected:
                 for field_name, problem in found:
                     policy.add(records_file, line, field_name, problem, record_no)
-            elif not policy.reject(records_file, line, found, record_no):
+            elif not found or not policy.reject(records_file, line, found, record_no):
                 good.append(record)
+                if tables is not None and isinstance(features, TableRef):
+                    tables.append((line, record_no, features))
     return good, parsed

@@ -6,15 +6,24 @@ also those without annotations; each box keeps its ``segmentation`` (polygons or
 ``iscrowd``, and the annotation ``id`` and ``area`` (in ``attributes``). The file's
 ``info`` and ``licenses`` travel in the dataset attributes so an export gives them back.
 
-Layouts read: one ``instances_<split>.json`` file, or a directory holding
-``annotations/instances_*.json`` (one split per file). Images are looked up in
-``images/<split>/``, ``<split>/``, ``images/`` or beside the annotations.
+Layouts read: one ``instances_<split>.json`` file, a directory holding
+``annotations/instances_*.json`` (one split per file), or Roboflow's
+``<split>/_annotations.coco.json`` with the images beside. Images are looked up in
+``images/<split>/``, ``<split>/``, ``images/`` or beside the annotations; a
+``file_name`` may name a subfolder (``cam1/0001.jpg``). The folder each file's images
+were found in is kept in the dataset attributes (``coco.image_dirs``), so that an export
+gives every ``file_name`` back as it was.
+
+Export: ``DST.json`` with the images in ``images/`` beside it, or
+``DST/annotations/instances_<split>.json`` with the images in ``DST/images/<split>/``;
+subfolders are kept in ``file_name`` and on disk.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import posixpath
 import re
 from pathlib import Path
 from typing import Any
@@ -83,11 +92,15 @@ class _File(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_File)
 
 
+_ROBOFLOW_FILE = "_annotations.coco.json"
+
+
 def _annotation_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     folder = path / "annotations" if (path / "annotations").is_dir() else path
-    return sorted(folder.glob("instances_*.json")) or sorted(folder.glob("*.json"))
+    found = sorted(folder.glob("instances_*.json")) or sorted(folder.glob("*.json"))
+    return found or sorted(path.glob(f"*/{_ROBOFLOW_FILE}"))
 
 
 def detect(path: Path) -> bool:
@@ -104,6 +117,8 @@ def detect(path: Path) -> bool:
 
 
 def _split_of(path: Path) -> str | None:
+    if path.name == _ROBOFLOW_FILE:
+        return path.parent.name if name_problem(path.parent.name) is None else None
     match = re.match(r"instances_([A-Za-z]+)", path.stem)
     return match.group(1) if match else None
 
@@ -141,6 +156,7 @@ def read(
     root = path.parent.parent if path.is_file() and path.parent.name == "annotations" else path
     if path.is_file() and path.parent.name != "annotations":
         root = path.parent
+    image_dirs: dict[str, str] = {}
     classes: dict[int, ClassInfo] = {}
     class_files: dict[int, Path] = {}
     records: list[Record] = []
@@ -163,14 +179,16 @@ def read(
             image_dir = _image_dir(root, json_path, split, first)
             prefix = image_dir.relative_to(root).as_posix() if image_dir != root else ""
             prefix = "" if prefix == "." else prefix.rstrip("/")
+            image_dirs.setdefault(split or "", prefix)
             with no_gc():
                 records.extend(_records(parsed, json_path, split, prefix, classes, policy))
     policy.finish(path)
+    attributes["image_dirs"] = image_dirs
     info = DatasetInfo(
         name=root.resolve().name,
         source=f"COCO instances: {', '.join(p.name for p in files)}",
         classes=sorted(classes.values(), key=lambda c: c.id),
-        attributes={"coco": attributes} if attributes else {},
+        attributes={"coco": attributes},
     )
     return Dataset(info, records, root)
 
@@ -346,7 +364,25 @@ def _records(
     return records
 
 
-def _coco_document(dataset: Dataset, records: list[Record]) -> dict[str, Any]:
+def _file_names(dataset: Dataset, records: list[Record], split: str) -> list[str]:
+    """Each record's ``file_name``: its ``file`` inside the folder the COCO reader found
+    this split's images in (``coco.image_dirs``), else inside the records' deepest
+    common folder; subfolders below it are kept."""
+    files = [record.file or "" for record in records]
+    coco = dataset.info.attributes.get("coco")
+    dirs = coco.get("image_dirs") if isinstance(coco, dict) else None
+    known = dirs.get(split) if isinstance(dirs, dict) else None
+    if isinstance(known, str) and all(f.startswith(f"{known}/") or not known for f in files):
+        prefix = known
+    else:
+        folders = [posixpath.dirname(f) for f in files]
+        prefix = posixpath.commonpath(folders) if folders and all(folders) else ""
+    return [f.removeprefix(f"{prefix}/") if prefix else f for f in files]
+
+
+def _coco_document(
+    dataset: Dataset, records: list[Record], file_names: list[str]
+) -> dict[str, Any]:
     class_ids = {c.name: c.id for c in dataset.info.classes}
     numeric = all(r.id.isdigit() for r in records) and len({r.id for r in records}) == len(records)
     box_ids = [b.attributes.get("id") for r in records for b in r.boxes]
@@ -354,9 +390,9 @@ def _coco_document(dataset: Dataset, records: list[Record]) -> dict[str, Any]:
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     next_box = 1
-    for index, record in enumerate(records, start=1):
+    for index, (record, file_name) in enumerate(zip(records, file_names, strict=True), start=1):
         image_id = int(record.id) if numeric else index
-        image: dict[str, Any] = {"id": image_id, "file_name": Path(record.file).name}
+        image: dict[str, Any] = {"id": image_id, "file_name": file_name}
         if record.width is not None:
             image["width"] = record.width
         if record.height is not None:
@@ -405,15 +441,30 @@ def _coco_document(dataset: Dataset, records: list[Record]) -> dict[str, Any]:
 
 
 def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> None:
-    """Write COCO instances: one file when the target ends in ``.json``, else one
-    ``annotations/instances_<split>.json`` per split in the target folder.
+    """Write COCO instances: one file when the target ends in ``.json`` (images in
+    ``images/`` beside it), else one ``annotations/instances_<split>.json`` per split
+    in the target folder (images in ``images/<split>/``).
 
-    ``file_name`` is the base name of each record's file (images are not copied).
+    ``file_name`` keeps the subfolders of each image below its split's image folder;
+    the images come along (see :class:`~mlbook.datasets.formats._common.Output`).
+
+    Raises:
+        BadRecordsError: records without an image file; DatasetError: a split that
+        cannot name a file, a box class missing from the classes.
     """
     reporter = reporter or NullReporter()
     records = list(dataset)
+    policy = ErrorPolicy()
+    for number, record in enumerate(records, start=1):
+        if record.file is None:
+            message = "COCO annotates images; this record has no image file"
+            policy.reject(f"{out.target} (COCO)", None, [("file", message)], number)
+    policy.finish(out.target)
+    groups: dict[str, tuple[str, str, list[Record]]] = {}
     if out.file is not None:
-        groups = {out.file: records}
+        splits = {record.split or "" for record in records}
+        split = splits.pop() if len(splits) == 1 else ""
+        groups[out.file] = (split, "images", records)
     else:
         by_split: dict[str, list[Record]] = {}
         for record in records:
@@ -422,15 +473,17 @@ def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> No
             problem = name_problem(split)
             if problem is not None:
                 raise DatasetError(f"split {split!r} {problem}")
-        groups = {
-            f"annotations/instances_{split}.json": group
-            for split, group in sorted(by_split.items())
-        }
+        for split, group in sorted(by_split.items()):
+            key = "" if split == "default" and all(r.split is None for r in group) else split
+            groups[f"annotations/instances_{split}.json"] = (key, f"images/{split}", group)
     encoder = msgspec.json.Encoder()
-    with reporter.task("Writing COCO", total=len(groups)) as task:
-        for relative, group in groups.items():
-            out.write(relative, encoder.encode(_coco_document(dataset, group)))
-            task.advance()
+    with reporter.task("Writing COCO", total=len(records)) as task:
+        for relative, (split, folder, group) in groups.items():
+            file_names = _file_names(dataset, group, split)
+            for record, file_name in zip(group, file_names, strict=True):
+                out.place(dataset.root, record.file or "", f"{folder}/{file_name}")
+                task.advance()
+            out.write(relative, encoder.encode(_coco_document(dataset, group, file_names)))
 
 
 def render_masks(

@@ -1,9 +1,17 @@
-"""CSV, one row per box, both ways.
+"""CSV, both ways: one row per box, or a table of numbers (one row per sample).
 
-Columns: ``id,file,width,height,split,name,x1,y1,x2,y2``; an image without boxes is one
-row with an empty ``name``. On input, common aliases are accepted (``filename``/``image``
-for ``file``, ``label``/``class`` for ``name``, ``xmin``/``ymin``/``xmax``/``ymax``); the
-``id`` column is optional (the file path is used).
+Boxes: columns ``id,file,width,height,split,name,x1,y1,x2,y2``; an image without boxes
+is one row with an empty ``name``. On input, common aliases are accepted
+(``filename``/``image`` for ``file``, ``label``/``class`` for ``name``,
+``xmin``/``ymin``/``xmax``/``ymax``); the ``id`` column is optional (the file path is
+used).
+
+Tables (``read(..., label="species")``, ``mlbook data convert --label``): each row is a
+record whose ``features`` are the row's numbers and whose label is the ``label``
+column; ``id``, ``split`` and ``file`` columns are used when present (the id is
+otherwise the row number, from 0). The feature column names are kept in the dataset
+attributes (``feature_names``, ``label_column``). A dataset of such records is written
+back as such a table.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from pathlib import Path
 
 from mlbook.datasets.dataset import Dataset
 from mlbook.datasets.formats._common import Output
-from mlbook.datasets.metadata import Box, Record
+from mlbook.datasets.metadata import Box, DatasetInfo, Record
 from mlbook.datasets.problems import (
     ErrorPolicy,
     decode_text,
@@ -86,15 +94,21 @@ class _Row:
 
 
 def read(
-    path: Path, reporter: Reporter | None = None, policy: ErrorPolicy | None = None
+    path: Path,
+    reporter: Reporter | None = None,
+    policy: ErrorPolicy | None = None,
+    label: str | None = None,
 ) -> Dataset:
-    """Read a CSV file (one row per box); rows of one image are grouped by ``id``/``file``.
+    """Read a CSV file: one row per box (rows of one image are grouped by
+    ``id``/``file``), or with ``label`` a table of numbers, one record per row.
 
     A row that is bad leaves its whole image out (under ``on_error="skip"``); a file
     that is not UTF-8 text or not CSV at all fails.
     """
     reporter = reporter or NullReporter()
     policy = policy or ErrorPolicy()
+    if label is not None:
+        return _read_table(path, label, reporter, policy)
     records: dict[str, Record] = {}
     try:
         text = decode_text(read_bytes(path, "CSV file"), path)
@@ -116,7 +130,13 @@ def _read_rows(
         header = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in next(reader, [])]
         if "file" not in header:
             columns = ", ".join(header) or "none"
-            raise RecordError(path, 1, "file", f"no file column in the header ({short(columns)})")
+            raise RecordError(
+                path,
+                1,
+                "file",
+                f"no file column in the header ({short(columns)}); for a table of numbers, "
+                "name its label column with --label",
+            )
         with reporter.task("Reading CSV") as task:
             for cells in reader:
                 task.advance()
@@ -173,6 +193,127 @@ def _read_row(
     policy.reject(path, line, row.found, key=("csv", key))
 
 
+_TABLE_COLUMNS = ("id", "split", "file")
+
+
+def _read_table(path: Path, label: str, reporter: Reporter, policy: ErrorPolicy) -> Dataset:
+    """A table of numbers: one record per row, ``features`` from the numeric columns."""
+    records: list[Record] = []
+    features: list[str] = []
+    try:
+        text = decode_text(read_bytes(path, "CSV file"), path)
+        reader = _csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = [cell.strip() for cell in next(reader, [])]
+            if label not in header:
+                columns = ", ".join(header) or "none"
+                raise RecordError(
+                    path, 1, label, f"no column {label!r} in the header ({short(columns)})"
+                )
+            twice = sorted({h for h in header if header.count(h) > 1})
+            if twice:
+                raise RecordError(path, 1, "", f"column {twice[0]!r} appears twice in the header")
+            lower = [h.lower() for h in header]
+            features = [
+                h for h, low in zip(header, lower, strict=True)
+                if h != label and low not in _TABLE_COLUMNS
+            ]  # fmt: skip
+            if not features:
+                raise RecordError(path, 1, "", "no feature columns beside the label column")
+            seen: dict[str, int] = {}
+            rows = 0
+            with reporter.task("Reading CSV") as task:
+                for cells in reader:
+                    task.advance()
+                    if cells:
+                        rows += 1
+                        row = _Row(header, cells)
+                        if len(cells) != len(header):
+                            message = (
+                                f"{len(cells)} values for {len(header)} columns; "
+                                "quote values that hold commas"
+                            )
+                            row.found.append(("", message))
+                        record = _table_record(row, rows - 1, label, features)
+                        first = seen.setdefault(record.id, reader.line_num)
+                        if first != reader.line_num:
+                            row.found.append(("id", f"duplicate id (first at line {first})"))
+                        if not policy.reject(path, reader.line_num, row.found):
+                            records.append(record)
+        except _csv.Error as exc:
+            raise RecordError(path, reader.line_num, "", f"not readable as CSV: {exc}") from None
+    except RecordError as exc:
+        policy.fail_error(exc)
+    policy.finish(path)
+    if not records and not policy.skipped:
+        raise DatasetError(f"{path}: no rows")
+    dataset = Dataset.from_records(records, name=path.stem, root=path.parent, source="CSV")
+    dataset.info = DatasetInfo(
+        name=dataset.info.name,
+        source=dataset.info.source,
+        classes=dataset.info.classes,
+        attributes={"feature_names": features, "label_column": label},
+    )
+    return dataset
+
+
+def _table_record(row: _Row, index: int, label: str, features: list[str]) -> Record:
+    values: list[float] = []
+    for column in features:
+        value = row.number(column)
+        if value is None and not any(f == column for f, _ in row.found):
+            row.found.append((column, "empty; every feature needs a number"))
+        values.append(value if value is not None else 0.0)
+    lowered = {key.lower(): value for key, value in row.cells.items()}
+    file = (lowered.get("file") or "").strip() or None
+    if file is not None:
+        problem = path_problem(file)
+        if problem is not None:
+            row.found.append(("file", problem))
+    name = row.text(label)
+    return Record(
+        id=(lowered.get("id") or "").strip() or str(index),
+        file=file,
+        features=values,
+        labels=[name] if name else [],
+        split=(lowered.get("split") or "").strip() or None,
+    )
+
+
+def _write_table(dataset: Dataset, out: Output, reporter: Reporter) -> None:
+    """One row per record: ``id``, ``split``, the label column, then the features."""
+    records = list(dataset)
+    names = dataset.info.attributes.get("feature_names")
+    label = str(dataset.info.attributes.get("label_column") or "label")
+    policy = ErrorPolicy()
+    rows: list[list[str]] = []
+    width = None
+    with reporter.task("Writing CSV", total=len(records)) as task:
+        for number, record in enumerate(records, start=1):
+            task.advance()
+            found: list[tuple[str, str]] = []
+            if len(record.labels) > 1:
+                found.append(("labels", "a CSV table holds one label per row"))
+            if record.features is None:
+                found.append(("features", "a CSV table needs features in every record"))
+            values = [] if record.features is None else list(dataset.features(record))
+            width = len(values) if width is None else width
+            if record.features is not None and len(values) != width:
+                found.append(("features", f"{len(values)} numbers, the first record has {width}"))
+            if policy.reject(f"{out.target} (CSV)", None, found, number):
+                continue
+            head = [record.id, record.split or "", record.labels[0] if record.labels else ""]
+            rows.append(head + [_cell(float(v)) for v in values])
+    policy.finish(out.target)
+    if not isinstance(names, list) or len(names) != (width or 0):
+        names = [f"f{i}" for i in range(width or 0)]
+    buffer = io.StringIO()
+    writer = _csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "split", label, *map(str, names)])
+    writer.writerows(rows)
+    out.write(out.file or "table.csv", buffer.getvalue().encode("utf-8"))
+
+
 def _cell(value: float | int | str | None) -> str:
     if value is None:
         return ""
@@ -184,21 +325,26 @@ def _cell(value: float | int | str | None) -> str:
 def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> None:
     """Write one row per box (and one row for each image without boxes) into the target
     file (a folder gets ``boxes.csv``); ``file`` keeps each record's relative path and the
-    images come along beside the CSV."""
+    images come along beside the CSV. Records of numbers (``features``) are written as
+    a table instead: ``id,split,<label>,<features...>`` (a folder gets ``table.csv``).
+    """
     reporter = reporter or NullReporter()
     records = list(dataset)
+    if any(record.features is not None for record in records):
+        _write_table(dataset, out, reporter)
+        return
     buffer = io.StringIO()
     writer = _csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     with reporter.task("Writing CSV", total=len(records)) as task:
         for record in records:
-            head = [record.id, record.file, _cell(record.width), _cell(record.height)]
+            head = [record.id, record.file or "", _cell(record.width), _cell(record.height)]
             head.append(record.split or "")
             if not record.boxes:
                 writer.writerow([*head, "", "", "", "", ""])
             for box in record.boxes:
                 corners = [_cell(box.x1), _cell(box.y1), _cell(box.x2), _cell(box.y2)]
                 writer.writerow([*head, box.name, *corners])
-            out.place(dataset.root, record.file)
+            out.place(dataset.root, record.file or "")
             task.advance()
     out.write(out.file or "boxes.csv", buffer.getvalue().encode("utf-8"))

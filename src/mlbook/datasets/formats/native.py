@@ -10,6 +10,8 @@ from mlbook.datasets.metadata import (
     DATASET_FILE,
     RECORDS_ARRAY_FILE,
     RECORDS_FILE,
+    Record,
+    TableRef,
     encode_info,
     encode_records,
 )
@@ -37,9 +39,14 @@ def read(
     return load_dataset(path, policy or ErrorPolicy(), reporter)
 
 
+def _table_of(record: Record) -> str | None:
+    features = record.features
+    return features.table if isinstance(features, TableRef) else None
+
+
 def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> None:
-    """Write ``records.jsonl`` and ``dataset.json``, bringing the image and mask files
-    along when the dataset lives elsewhere (same relative paths).
+    """Write ``records.jsonl`` and ``dataset.json``, bringing the image, mask and feature
+    table files along when the dataset lives elsewhere (same relative paths).
 
     Raises:
         BadRecordsError: a record that :func:`~mlbook.datasets.open_dataset` would
@@ -62,9 +69,9 @@ def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> No
     policy.finish(out.target)
     with reporter.task("Writing records", total=len(records)) as task:
         for record in records:
-            out.place(dataset.root, record.file)
-            if record.mask is not None:
-                out.place(dataset.root, record.mask)
+            for relative in (record.file, record.mask, _table_of(record)):
+                if relative is not None:
+                    out.place(dataset.root, relative)
             task.advance()
     out.write(RECORDS_FILE, encode_records(records))
     out.write(DATASET_FILE, encode_info(dataset.info, records))

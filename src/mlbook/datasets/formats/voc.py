@@ -1,12 +1,17 @@
 """Pascal VOC XML detection annotations, both ways.
 
-Read: ``Annotations/*.xml``, images in ``JPEGImages/``, splits from
-``ImageSets/Main/<split>.txt`` (images listed there without an XML file are kept, with
-no boxes). Coordinates are kept exactly as written (VOC's 1-based pixel corners).
-``pose``, ``truncated``, ``difficult``, ``occluded``, parts and actions go to the box
-attributes and are written back; empty flags (``<truncated/>``, as labelme2voc writes
-them) are left out. XML goes through defusedxml: a file with a DOCTYPE, entities or
-external references is refused before anything expands.
+Read: ``Annotations/*.xml`` with images in ``JPEGImages/`` (VOC, labelme2voc, CVAT and
+Datumaro), or a folder of ``.xml`` files beside their images (LabelImg). Splits come
+from ``ImageSets/Main/<split>.txt`` (any split name, CVAT's ``default`` too; per-class
+``<class>_<split>.txt`` lists are skipped; images listed there without an XML file are
+kept, with no boxes). The class order comes from ``labelmap.txt`` (CVAT, Datumaro) or
+``class_names.txt`` (labelme2voc) when there is one. Coordinates are kept exactly as
+written (VOC's 1-based pixel corners). ``pose``, ``truncated``, ``difficult``,
+``occluded``, parts, actions and CVAT's ``<attributes>`` go to the box attributes and
+are written back; empty tags (``<truncated/>``, ``<pose/>``, as labelme2voc writes
+them) are left out; a missing ``<size>`` or a size of 0 gives no size. XML goes through
+defusedxml: a file with a DOCTYPE, entities or external references is refused before
+anything expands.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import defusedxml.ElementTree as SafeET
 
 from mlbook.datasets.dataset import Dataset
 from mlbook.datasets.formats._common import Output, image_size, join_inside
-from mlbook.datasets.metadata import Box, Record
+from mlbook.datasets.metadata import Box, ClassInfo, Record
 from mlbook.datasets.problems import (
     ErrorPolicy,
     decode_text,
@@ -42,9 +47,24 @@ _FLAGS = ("truncated", "difficult", "occluded")
 _SPLITS = ("train", "val", "test", "trainval")
 
 
+def _xml_files(path: Path) -> list[Path]:
+    """``Annotations/*.xml``, else the folder's own ``*.xml`` (LabelImg)."""
+    annotations = sorted((path / "Annotations").glob("*.xml"))
+    return annotations or sorted(p for p in path.glob("*.xml") if _is_voc(p))
+
+
+def _is_voc(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return b"<annotation" in head
+
+
 def detect(path: Path) -> bool:
-    """True for a folder with ``Annotations/*.xml``."""
-    return path.is_dir() and any((path / "Annotations").glob("*.xml"))
+    """True for a folder with ``Annotations/*.xml``, or with VOC ``.xml`` files in it."""
+    return path.is_dir() and bool(_xml_files(path))
 
 
 class _Problems:
@@ -122,15 +142,15 @@ def _parse(xml_path: Path) -> ET.Element:
     return root
 
 
-def _read_xml(xml_path: Path, policy: ErrorPolicy) -> Record | None:
+def _read_xml(xml_path: Path, images: str, policy: ErrorPolicy) -> Record | None:
     try:
         tree = _parse(xml_path)
     except RecordError as exc:
         policy.reject_error(exc)
         return None
     check = _Problems()
-    filename = tree.findtext("filename") or f"{xml_path.stem}.jpg"
-    file = join_inside("JPEGImages", filename)
+    filename = (tree.findtext("filename") or "").strip() or f"{xml_path.stem}.jpg"
+    file = join_inside(images, filename)
     problem = path_problem(file)
     if problem is not None:
         check.found.append(("filename", problem))
@@ -149,8 +169,9 @@ def _read_xml(xml_path: Path, policy: ErrorPolicy) -> Record | None:
             check.found.append((f"{where}.name", "missing"))
         corners = check.box(obj, where, (width, height))
         attributes: dict[str, Any] = {}
-        if obj.findtext("pose") is not None:
-            attributes["pose"] = obj.findtext("pose")
+        pose = (obj.findtext("pose") or "").strip()
+        if pose:
+            attributes["pose"] = pose
         for flag in _FLAGS:
             value = check.integer(obj.findtext(flag), f"{where}.{flag}")
             if value is not None:
@@ -170,6 +191,12 @@ def _read_xml(xml_path: Path, policy: ErrorPolicy) -> Record | None:
             attributes["actions"] = {
                 a.tag: check.integer(a.text, f"{where}.actions.{a.tag}") or 0 for a in actions
             }
+        extra = {
+            (item.findtext("name") or "").strip(): item.findtext("value") or ""
+            for item in obj.iterfind("attributes/attribute")
+        }
+        if extra:
+            attributes["attributes"] = {k: v for k, v in extra.items() if k}
         if label and corners is not None:
             x1, y1, x2, y2 = corners
             boxes.append(Box(name=label, x1=x1, y1=y1, x2=x2, y2=y2, attributes=attributes))
@@ -178,13 +205,23 @@ def _read_xml(xml_path: Path, policy: ErrorPolicy) -> Record | None:
     return Record(id=xml_path.stem, file=file, width=width, height=height, boxes=boxes)
 
 
+def _split_names(main: Path) -> list[str]:
+    """The split lists of ``ImageSets/Main``: every ``<split>.txt`` except the per-class
+    ``<class>_<split>.txt`` lists (and ``trainval`` when ``train`` or ``val`` is there)."""
+    stems = sorted(p.stem for p in main.glob("*.txt")) if main.is_dir() else []
+    known = set(stems)
+    names = [s for s in stems if s.rpartition("_")[2] not in known or "_" not in s]
+    if "trainval" in names and ("train" in names or "val" in names):
+        names.remove("trainval")
+    order = {name: index for index, name in enumerate(_SPLITS)}
+    return sorted(names, key=lambda name: (order.get(name, len(order)), name))
+
+
 def _splits(path: Path, policy: ErrorPolicy) -> dict[str, str]:
     """image id -> split, from ``ImageSets/Main/<split>.txt`` (first token per line)."""
     splits: dict[str, str] = {}
     main = path / "ImageSets" / "Main"
-    names = [s for s in _SPLITS if (main / f"{s}.txt").exists()]
-    if "trainval" in names and ("train" in names or "val" in names):
-        names.remove("trainval")
+    names = _split_names(main)
     for split in names:
         list_file = main / f"{split}.txt"
         try:
@@ -204,21 +241,46 @@ def _splits(path: Path, policy: ErrorPolicy) -> dict[str, str]:
     return splits
 
 
+def _class_list(path: Path, policy: ErrorPolicy) -> list[str]:
+    """Class names in order from ``labelmap.txt`` (``name:color:parts:actions`` lines)
+    or ``class_names.txt`` (one per line), else ``[]``."""
+    for name, separator in (("labelmap.txt", ":"), ("class_names.txt", None)):
+        list_file = path / name
+        if not list_file.is_file():
+            continue
+        try:
+            text = decode_text(read_bytes(list_file, "VOC class list"), list_file)
+        except RecordError as exc:
+            policy.fail_error(exc)
+            return []
+        names: list[str] = []
+        for line in text.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                label = line.split(separator)[0].strip() if separator else line.strip()
+                if label and label not in names:
+                    names.append(label)
+        return names
+    return []
+
+
 def read(
     path: Path, reporter: Reporter | None = None, policy: ErrorPolicy | None = None
 ) -> Dataset:
-    """Read a VOC folder (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/``)."""
+    """Read a VOC folder (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/``), or a
+    folder of VOC ``.xml`` files beside their images (LabelImg)."""
     reporter = reporter or NullReporter()
     policy = policy or ErrorPolicy()
-    xml_files = sorted((path / "Annotations").glob("*.xml"))
+    xml_files = _xml_files(path)
     if not xml_files:
         raise DatasetError(f"{path}: no Annotations/*.xml; is this a Pascal VOC folder?")
+    images_folder = "JPEGImages" if xml_files[0].parent.name == "Annotations" else ""
     splits = _splits(path, policy)
+    listed = _class_list(path, policy)
     records: list[Record] = []
     with reporter.task("Reading VOC", total=len(xml_files)) as task:
         for xml_path in xml_files:
             task.advance()
-            record = _read_xml(xml_path, policy)
+            record = _read_xml(xml_path, images_folder, policy)
             if record is not None:
                 record.split = splits.get(record.id)
                 records.append(record)
@@ -242,7 +304,13 @@ def read(
             )
         )
     policy.finish(path)
-    return Dataset.from_records(records, name=path.resolve().name, root=path, source="Pascal VOC")
+    name = path.resolve().name
+    dataset = Dataset.from_records(records, name=name, root=path, source="Pascal VOC")
+    if listed:
+        found = [name for name in dataset.classes if name not in listed]
+        classes = [ClassInfo(id=i, name=n) for i, n in enumerate([*listed, *found])]
+        dataset.info.classes = classes
+    return dataset
 
 
 def _fmt(value: float) -> str:
@@ -258,7 +326,7 @@ def _bndbox(parent: ET.Element, x1: float, y1: float, x2: float, y2: float) -> N
 def _xml_of(record: Record) -> bytes:
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = "JPEGImages"
-    ET.SubElement(root, "filename").text = Path(record.file).name
+    ET.SubElement(root, "filename").text = Path(record.file or "").name
     size = ET.SubElement(root, "size")
     ET.SubElement(size, "width").text = str(record.width or 0)
     ET.SubElement(size, "height").text = str(record.height or 0)
@@ -280,6 +348,13 @@ def _xml_of(record: Record) -> bytes:
             actions = ET.SubElement(obj, "actions")
             for action, value in box.attributes["actions"].items():
                 ET.SubElement(actions, action).text = str(value)
+        extra = box.attributes.get("attributes")
+        if isinstance(extra, dict) and extra:
+            attributes = ET.SubElement(obj, "attributes")
+            for key, value in extra.items():
+                item = ET.SubElement(attributes, "attribute")
+                ET.SubElement(item, "name").text = str(key)
+                ET.SubElement(item, "value").text = str(value)
     ET.indent(root)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data + b"\n"
@@ -299,11 +374,13 @@ def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> No
     owners: dict[str, str] = {}
     for number, record in enumerate(records, start=1):
         found = []
+        if record.file is None:
+            found.append(("file", "VOC annotates images; this record has no image file"))
         for value, what in ((record.id, "id"), (record.split, "split")):
             problem = name_problem(value) if value is not None else None
             if problem is not None:
                 found.append((what, f"{problem} (VOC names files after it)"))
-        image = Path(record.file).name
+        image = Path(record.file or record.id).name
         owner = owners.setdefault(image, record.id)
         if owner != record.id:
             found.append(("file", f"JPEGImages/{image} is also the image of record {owner!r}"))
@@ -312,8 +389,9 @@ def write(dataset: Dataset, out: Output, reporter: Reporter | None = None) -> No
     splits: dict[str, list[str]] = {}
     with reporter.task("Writing VOC", total=len(records)) as task:
         for record in records:
+            file = record.file or ""
             out.write(f"Annotations/{record.id}.xml", _xml_of(record))
-            out.place(dataset.root, record.file, f"JPEGImages/{Path(record.file).name}")
+            out.place(dataset.root, file, f"JPEGImages/{Path(file).name}")
             if record.split is not None:
                 splits.setdefault(record.split, []).append(record.id)
             task.advance()
