@@ -95,6 +95,7 @@ def run_child(spec: RunSpec) -> int:
     from mlbook.experiments.discovery import load_script
     from mlbook.experiments.metrics import Outbox
     from mlbook.experiments.run import Run
+    from mlbook.experiments.seeds import seed_run
 
     outbox = Outbox(Channel(spec.events_fd, spec.ack_fd))
     models_dir = Path(spec.models_dir)
@@ -105,6 +106,7 @@ def run_child(spec: RunSpec) -> int:
     status, metrics, error = "failed", {}, None
     try:
         exp = load_script(Path(spec.script), models_dir, isolate=False)
+        seed_run(exp, spec)  # the run's seed, applied before the model hook builds the weights
         run = Run(
             id=spec.run_id,
             experiment=spec.experiment,

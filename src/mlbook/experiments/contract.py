@@ -67,6 +67,8 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     resume_dir: str | None = None
     source_weights: str | None = None
     test_steps: int = 2
+    #: the run's seed, applied by the child before the model hook (None: not seeded)
+    seed: int | None = None
     #: which attempt at this run this is (1 for the first; a retried task counts up)
     attempt: int = 1
     #: file descriptor the child writes events to (local backend); None: no runner

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["ScriptPlan", "plan_of", "read_plan"]
 
 #: Bumped when the cached answer's shape or meaning changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: Files above this size are compared by size and mtime, not hashed, as cache dependencies.
 _HASH_LIMIT = 8 << 20
 _SKIP_PARTS = frozenset({".git", ".mlbook", ".venv", "venv", "site-packages", "__pycache__"})
@@ -51,7 +51,8 @@ _SKIP_PARTS = frozenset({".git", ".mlbook", ".venv", "venv", "site-packages", "_
 class ScriptPlan(msgspec.Struct, frozen=True, kw_only=True):
     """What a script declares: the versions (with their params) and hooks the runner plans.
 
-    ``kind`` is ``"experiment"`` (a script with an ``mlbook.Experiment``).
+    ``kind`` is ``"experiment"`` (a script with an ``mlbook.Experiment``);
+    ``metric`` and ``goal`` say which run is the best (``Experiment(metric=, goal=)``).
     ``read`` is ``"static"`` (from the source), ``"child"`` (imported in a child
     process) or ``"cache"`` (a child's earlier answer); ``why`` says why the
     source alone was not enough.
@@ -63,6 +64,8 @@ class ScriptPlan(msgspec.Struct, frozen=True, kw_only=True):
     files: tuple[str, ...] = ()
     hooks: tuple[str, ...] = ()
     versions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    metric: str | None = None
+    goal: Literal["max", "min"] = "max"
     read: Literal["static", "child", "cache"] = "static"
     why: str = ""
 
@@ -94,6 +97,8 @@ def plan_of(
         files=tuple(str(f) for f in exp.files),
         hooks=tuple(sorted(exp.hooks if hooks is None else hooks)),
         versions={name: params.to_dict() for name, params in exp.versions.items()},
+        metric=exp.metric,
+        goal="min" if exp.goal == "min" else "max",
         read=read,
         why=why,
     )

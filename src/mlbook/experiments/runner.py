@@ -99,6 +99,7 @@ class RunInfo:
     files: list[str] = field(default_factory=list)
     attempt: int = 1
     last_seq: int = 0
+    title: str = ""
 
     @property
     def elapsed(self) -> float:
@@ -194,6 +195,7 @@ class _Planned:
     dataset: str | None
     resume_from: str | None = None
     resume_dir: Path | None = None
+    seed: int | None = None
 
 
 def plan(
@@ -204,21 +206,34 @@ def plan(
 ) -> list[_Planned]:
     """The (experiment, version) pairs a run would execute, in order.
 
-    Scripts are read without being imported here (:func:`read_script`).
+    Scripts are read without being imported here (:func:`read_script`). Each
+    version's seed is its ``seed`` param, else ``[experiments] seed`` (then added
+    to its params, so the run records it).
+
+    Raises:
+        ExperimentError: a ``seed`` param that is not an int in range.
     """
+    from mlbook.experiments.seeds import run_seed
+
+    default_seed = project.config.experiments.seed
     planned: list[_Planned] = []
     for script in select_scripts(project, list(ids)):
         script_plan = read_script(project, script)
         where = project.relative(script.path)
         for version in select_versions(script_plan, list(versions), list(skip_versions), where):
+            params = script_plan.params(version)
+            seed = run_seed(params, default_seed, f"{where} version {version}")
+            if seed is not None:
+                params.setdefault("seed", seed)
             planned.append(
                 _Planned(
                     ident=script.id,
                     title=script_plan.title,
                     script=script.path,
                     version=version,
-                    params=script_plan.params(version),
+                    params=params,
                     dataset=script_plan.dataset,
+                    seed=seed,
                 )
             )
     return planned
@@ -416,6 +431,7 @@ class _Runner:
             project=self.project,
             dataset_dir=self.project.datasets_dir / item.dataset if item.dataset else None,
             pk=pk,
+            title=item.title,
         )
         for observer in self.observers:
             _side_channel("before the run", partial(observer.before_run, info, self.store))
@@ -433,6 +449,7 @@ class _Runner:
             resume_dir=str(item.resume_dir) if item.resume_dir else None,
             source_weights=self._source_weights(item) if self.mode == "export" else None,
             test_steps=self.test_steps,
+            seed=item.seed,
             attempt=info.attempt,
         )
         try:
