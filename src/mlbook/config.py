@@ -350,8 +350,7 @@ def _explain(exc: msgspec.ValidationError, text: str, path: Path | str) -> Confi
         renamed = _RENAMED.get((section, key), "")
         return _error(
             path,
-            f"[{section}] unknown key '{key}'; "
-            + (renamed or f"expected one of: {fields}"),
+            f"[{section}] unknown key '{key}'; " + (renamed or f"expected one of: {fields}"),
             _find_line(text, section, key),
         )
     at = _AT.search(message)

@@ -167,9 +167,7 @@ def checkout(target: str, dest: Path, after: bool, missing_ok: bool) -> None:
     done = checkout_run(project, target, dest, after=after, missing_ok=missing_ok)
     console.print(f"wrote {target} ({done.commit[:7]}) to {done.path}", markup=False)
     if done.restored:
-        console.print(
-            f"restored {len(done.restored)} large file(s) from the project", markup=False
-        )
+        console.print(f"restored {len(done.restored)} large file(s) from the project", markup=False)
     for path in done.missing:
         click.echo(f"warning: {path}: its bytes are gone; its pointer is in its place", err=True)
 

@@ -174,6 +174,11 @@ def _existing(target: Path, selection: Selection, force: bool, where: str) -> Re
     replaced = Replaced(old_run, selection.metric, old_value)
     if not force:
         new = selection.run
+        if old_run == new.id:
+            raise ExportError(
+                f"{where} already holds run {new.id}{_shown(selection.metric, selection.value)}: "
+                "pass --force to export it again, or --dest to export elsewhere"
+            )
         raise ExportError(
             f"{where} holds run {old_run}{_shown(replaced.metric, old_value)}; this export is "
             f"run {new.id}{_shown(selection.metric, selection.value)}: pass --force to replace "

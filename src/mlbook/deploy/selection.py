@@ -111,7 +111,9 @@ def select_run(
             f"the latest completed run of {which} (no selection metric: name one with "
             'Experiment(metric="acc", goal="max") or [experiments] metric to export the best)',
         )
-    scored = [(value, run) for run in found if (value := metric_value(run.metrics, metric)) is not None]
+    scored = [
+        (value, run) for run in found if (value := metric_value(run.metrics, metric)) is not None
+    ]
     if not scored:
         have = sorted({key for run in found for key in run.metrics})
         raise ExportError(
@@ -120,7 +122,10 @@ def select_run(
             f"{', '.join(have) or 'none'}; name one of them, or pick a run with --run"
         )
     # newest first in `found`: on a tie, the earlier (newer) entry wins
-    ordered = [(value if goal == "max" else -value, -index, run) for index, (value, run) in enumerate(scored)]
+    ordered = [
+        (value if goal == "max" else -value, -index, run)
+        for index, (value, run) in enumerate(scored)
+    ]
     _score, _newest, best = max(ordered, key=lambda item: (item[0], item[1]))
     value = metric_value(best.metrics, metric)
     highest = "highest" if goal == "max" else "lowest"

@@ -44,7 +44,16 @@ if TYPE_CHECKING:
     from mlbook.experiments.api import Experiment
     from mlbook.experiments.contract import RunSpec
 
-__all__ = ["MAX_SEED", "SEED_FILE", "apply_seed", "check_seed", "run_seed", "seed_env", "seed_run"]
+__all__ = [
+    "MAX_SEED",
+    "SEED_FILE",
+    "applied_seed",
+    "apply_seed",
+    "check_seed",
+    "run_seed",
+    "seed_env",
+    "seed_run",
+]
 
 #: The largest seed (NumPy's global generator takes 0 .. 2**32 - 1).
 MAX_SEED = 2**32 - 1
@@ -52,6 +61,7 @@ MAX_SEED = 2**32 - 1
 SEED_FILE = "seed.json"
 #: Generators seeded when their module is (or gets) imported.
 _LIBRARIES = ("numpy", "torch")
+_applied: list[int] = []  # the seed apply_seed used in this process, if any
 
 
 def check_seed(value: Any, where: str) -> int:
@@ -102,6 +112,11 @@ def seed_run(exp: Experiment, spec: RunSpec) -> None:
     apply_seed(spec.seed, Path(spec.dir) / SEED_FILE)
 
 
+def applied_seed() -> int | None:
+    """The seed :func:`apply_seed` used in this process (the runner's, in a run), or ``None``."""
+    return _applied[-1] if _applied else None
+
+
 def apply_seed(seed: int, record: Path | None = None) -> dict[str, Any]:
     """Seed ``random``, and NumPy and torch now or when they are imported.
 
@@ -113,6 +128,7 @@ def apply_seed(seed: int, record: Path | None = None) -> dict[str, Any]:
         what was applied (the content of ``record``).
     """
     seed = check_seed(seed, "apply_seed")
+    _applied.append(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     state: dict[str, Any] = {

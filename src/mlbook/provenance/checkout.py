@@ -37,7 +37,7 @@ def checkout_run(
             whose bytes are gone (unless ``missing_ok``).
     """
     stage = "after" if after else "before"
-    commit = target
+    commit, label = target, target
     store_file = project.state_dir / "runs.sqlite"
     if store_file.is_file():
         from mlbook.experiments.query import get_run
@@ -54,5 +54,5 @@ def checkout_run(
                 raise ProvenanceError(
                     f"run {record.id} has no {stage} commit{why}; nothing to check out"
                 )
-            commit = recorded
-    return checkout(project.root, commit, dest, stage, missing_ok=missing_ok)
+            commit, label = recorded, f"run {record.id} ({stage})"
+    return checkout(project.root, commit, dest, stage, missing_ok=missing_ok, label=label)

@@ -282,7 +282,9 @@ def likely_cause(a: RunSide, b: RunSide) -> str:
         if a.environment.get(key) != b.environment.get(key)
     ]
     if changed:
-        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        shown = ", ".join(changed[:4]) + (
+            f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        )
         return f"a different environment: {shown}"
     return (
         f"nondeterministic ops: both runs had seed {a.seed} and the same threads and "

@@ -450,7 +450,9 @@ def _build_tree_once(
     return tree, pointed
 
 
-def _add_pointers(git: _Git, env: dict[str, str], names: Sequence[str], tmp: Path) -> tuple[str, ...]:
+def _add_pointers(
+    git: _Git, env: dict[str, str], names: Sequence[str], tmp: Path
+) -> tuple[str, ...]:
     """Stage a pointer file (path, sha256, size) at each of ``names`` instead of its bytes."""
     if not names:
         return ()
@@ -822,6 +824,7 @@ def checkout(
     stage: str = "before",
     *,
     missing_ok: bool = False,
+    label: str | None = None,
 ) -> Checkout:
     """Write the project's files as of ``commit`` into ``dest`` (a plain export).
 
@@ -837,7 +840,8 @@ def checkout(
     Raises:
         ProvenanceError: unknown commit, ``dest`` not empty, no git; a pointed
             file whose bytes are gone (unless ``missing_ok``: then its pointer is
-            written in its place and named in :attr:`Checkout.missing`).
+            written in its place and named in :attr:`Checkout.missing`). ``label``
+            names what is checked out in that message (default: ``commit``).
     """
     from mlbook.provenance.pointers import restore_pointers
 
@@ -856,9 +860,11 @@ def checkout(
         done = restore_pointers(staging, cwd)
         missing = tuple(p.path for p in done.missing)
         if missing and not missing_ok:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            shown = ", ".join(missing[:3]) + (
+                f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            )
             raise ProvenanceError(
-                f"{len(missing)} file(s) of {commit} were recorded as pointers and their bytes "
+                f"{len(missing)} file(s) of {label or commit} were recorded as pointers and their bytes "
                 f"are gone from the project: {shown}; nothing was written "
                 "(pass --missing-ok to write the rest, with the pointers in their place)"
             )

@@ -186,8 +186,10 @@ def restore_pointers(
 
 def _matches(path: Path, pointer: Pointer) -> bool:
     try:
-        return path.is_file() and path.stat().st_size == pointer.size and (
-            sha256_file(path) == pointer.sha256
+        return (
+            path.is_file()
+            and path.stat().st_size == pointer.size
+            and (sha256_file(path) == pointer.sha256)
         )
     except OSError:
         return False
