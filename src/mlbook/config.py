@@ -23,11 +23,11 @@ from mlbook.errors import ConfigError
 __all__ = [
     "BOUNDS",
     "CONFIG_FILE",
+    "MAX_FILE_SIZE_BOUNDS",
     "Config",
     "DataSettings",
     "ExperimentSettings",
     "ExportSettings",
-    "MAX_FILE_SIZE_BOUNDS",
     "GitSettings",
     "LayoutSettings",
     "ProjectSettings",

@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ExportResult",
-    "Replaced",
     "FileWriter",
+    "Replaced",
     "code_files",
     "default_destination",
     "export_run",
@@ -111,7 +111,7 @@ def default_destination(project: Project, experiment: str, version: str) -> Path
 
 
 def script_settings(script: Path, models_dir: Path) -> dict[str, Any]:
-    """``dataset``, ``files``, ``title``, ``metric`` and ``goal`` of the script's ``Experiment(...)``.
+    """What the script's ``Experiment(...)`` says: dataset, files, title, metric and goal.
 
     Read by :func:`mlbook.experiments.plans.read_plan`: from the source when the
     arguments are literals, otherwise by importing the script in a child process.

@@ -1,4 +1,4 @@
-"""``mlbook checkout``: a run's code (by its ID or a unique prefix), or any commit, in a new directory.
+"""``mlbook checkout``: a run's code (by ID or a unique prefix), or a commit, in a new directory.
 
 A run is looked up in the run store first (a unique prefix of its ID is
 enough, as everywhere a run is named), and its recorded ``before`` or ``after``

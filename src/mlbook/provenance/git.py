@@ -73,8 +73,8 @@ __all__ = [
     "GIT_TIMEOUT",
     "LOCK_TIMEOUT",
     "REF_PREFIX",
-    "GitInfo",
     "Checkout",
+    "GitInfo",
     "Snapshot",
     "checkout",
     "current_commit",
@@ -518,7 +518,6 @@ def _dataset_metadata(cwd: Path, data_dir: str | None) -> list[str]:
 def _included_files(cwd: Path, include: Sequence[Path | str]) -> list[str]:
     """Files under the ``include`` paths, relative to ``cwd``."""
     found: list[str] = []
-    big: list[str] = []
     for entry in include:
         start = (cwd / entry).resolve()
         if not start.is_relative_to(cwd) or not start.exists():
@@ -579,7 +578,7 @@ def _large_files(
 
 
 def _exclude_file(name: str) -> str:
-    """A pathspec leaving out file ``name``, ignored by .gitignore or not (see :func:`_exclude_dir`)."""
+    """A pathspec leaving out file ``name``, ignored or not (see :func:`_exclude_dir`)."""
     escaped = _glob_escape(name)
     head = f"[{escaped[0]}]" if escaped[0] != "[" else escaped[:3]
     rest = escaped[1:] if escaped[0] != "[" else escaped[3:]
@@ -864,8 +863,8 @@ def checkout(
                 f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             )
             raise ProvenanceError(
-                f"{len(missing)} file(s) of {label or commit} were recorded as pointers and their bytes "
-                f"are gone from the project: {shown}; nothing was written "
+                f"{len(missing)} file(s) of {label or commit} were recorded as pointers and "
+                f"their bytes are gone from the project: {shown}; nothing was written "
                 "(pass --missing-ok to write the rest, with the pointers in their place)"
             )
         if target.exists():

@@ -65,8 +65,9 @@ def setup(
     Without ``seed`` it keeps the seeding the runner did before the model hook
     (the run's ``seed``, see :mod:`mlbook.experiments.seeds`); an unseeded run is
     seeded with ``run.params.seed`` or 0. With ``seed`` it seeds ``random``,
-    NumPy and torch again. Sets torch's CPU threads when ``threads`` is given, picks the device (CUDA when
-    available unless ``device`` says otherwise) and moves ``model`` to it. Writes
+    NumPy and torch again. Sets torch's CPU threads when ``threads`` is given,
+    picks the device (CUDA when available unless ``device`` says otherwise) and
+    moves ``model`` to it. Writes
     ``setup.json`` in the run directory (hyper-parameters, seed, parameter counts,
     device, threads, torch version), records it as an artifact of kind ``setup``
     and prints one summary line. A second call in the same run changes the seed
