@@ -237,7 +237,10 @@ def test_onnx_names_the_hook_to_add_and_uses_it(project: Project) -> None:
     assert done.ok, [r.error for r in done.runs]
     code, out, err = invoke(project, "export", "E001", "--onnx")
     assert (code, out) == (1, "")
-    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    assert err.startswith(
+        "error: Deployment/exports/E001-default: verification in a clean process failed: "
+    )
+    assert len(err.splitlines()) == 1
     assert (
         "--onnx: the @exp.sample input is a list, not a tensor; add an @exp.onnx_input hook "
         "that returns the model's own input tensor"

@@ -507,7 +507,12 @@ def _write_bundle(
 
         with report.task(f"verifying {experiment}-{run.version} in a clean process"):
             verified = verify_bundle(
-                tmp, finish=True, onnx=onnx, forbid=project.root, signing_key=key.path
+                tmp,
+                finish=True,
+                onnx=onnx,
+                forbid=project.root,
+                signing_key=key.path,
+                name=project.relative(target),
             )
         final = _check_signed(tmp, key.public)
         _replace_dir(tmp, target)

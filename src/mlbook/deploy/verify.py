@@ -87,6 +87,7 @@ def verify_bundle(
     timeout: float = 600.0,
     signing_key: Path | str | None = None,
     trusted_keys: Sequence[PublicKey] | None = None,
+    name: str | None = None,
 ) -> VerifyReport:
     """Load ``path`` in a clean child process and run one prediction.
 
@@ -99,6 +100,8 @@ def verify_bundle(
         timeout: seconds before the child is stopped.
         signing_key: with ``finish``, the private key file that signs the bundle.
         trusted_keys: the keys the child trusts (default: those of :func:`mlbook.load`).
+        name: how errors name the bundle (default: its path; an export being
+            built names its destination, not its staging directory).
 
     Raises:
         ExportError: the child failed; the message is the child's error.
@@ -129,7 +132,8 @@ def verify_bundle(
             )
         except subprocess.TimeoutExpired as exc:
             raise ExportError(
-                f"{root}: verification did not finish in {timeout:.0f} s; check the model hook"
+                f"{name or root}: verification did not finish in {timeout:.0f} s; "
+                "check the model hook"
             ) from exc
         seconds = time.perf_counter() - start
         report: dict[str, Any] = {}
@@ -137,7 +141,7 @@ def verify_bundle(
             report = orjson.loads(report_path.read_bytes())
     if done.returncode != 0 or not report.get("ok"):
         error = report.get("error") or _last_line(done.stderr) or f"exit code {done.returncode}"
-        raise ExportError(f"{root}: verification in a clean process failed: {error}")
+        raise ExportError(f"{name or root}: verification in a clean process failed: {error}")
     return VerifyReport(
         seconds=seconds,
         predicted=bool(report.get("predicted")),
