@@ -9,6 +9,8 @@ numbers between two runs.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from mlbook.errors import ExperimentError
 from mlbook.experiments.api import Experiment
 from mlbook.experiments.query import get_run, run_files
 from mlbook.experiments.runner import run_experiments
-from mlbook.experiments.seeds import MAX_SEED, apply_seed, check_seed, seed_env
+from mlbook.experiments.seeds import MAX_SEED, check_seed, seed_env
 from mlbook.experiments.static import read_experiment
 from mlbook.experiments.store import Store
 from mlbook.project import Project
@@ -118,14 +120,26 @@ def test_seed_env_fixes_hashing_for_the_child() -> None:
 
 
 def test_apply_seed_records_what_it_seeded(tmp_path: Path) -> None:
-    import random
-
-    state = apply_seed(12, tmp_path / "seed.json")
-    first = random.random()
-    apply_seed(12)
-    assert random.random() == first
-    assert json.loads((tmp_path / "seed.json").read_text())["seed"] == 12
-    assert state["seeded"][0] == "random"
+    """In a fresh interpreter: seeding changes process-wide state (and the import system)."""
+    code = textwrap.dedent(
+        f"""
+        import random, sys
+        from pathlib import Path
+        from mlbook.experiments.seeds import applied_seed, apply_seed
+        apply_seed(3)
+        state = apply_seed(12, Path({str(tmp_path / "seed.json")!r}))  # the last one counts
+        first = random.random()
+        random.seed(12)
+        assert random.random() == first and applied_seed() == 12
+        assert "numpy" not in sys.modules and state["seeded"] == ["random"]
+        import numpy  # seeded as it is imported
+        assert numpy.random.rand() == numpy.random.RandomState(12).rand()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    recorded = json.loads((tmp_path / "seed.json").read_text())
+    assert recorded["seed"] == 12 and recorded["seeded"] == ["random", "numpy"]
 
 
 # -- through the runner -----------------------------------------------------------------------

@@ -140,6 +140,7 @@ def apply_seed(seed: int, record: Path | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "env": {k: os.environ[k] for k in _THREAD_ENV if k in os.environ},
     }
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _SeedOnImport)]
     pending = []
     for name in _LIBRARIES:
         module = sys.modules.get(name)
@@ -204,7 +205,7 @@ class _SeedOnImport(importlib.abc.MetaPathFinder):
             return None
         spec = None
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
+            if isinstance(finder, _SeedOnImport) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:

@@ -78,8 +78,8 @@ def setup(
     """
     from mlbook.experiments.seeds import applied_seed
 
-    runner_seed = applied_seed()
-    if seed is not None or runner_seed is None:
+    runner_seed = applied_seed()  # the runner's, in a run it seeded: the run's seed param
+    if seed is not None or runner_seed is None or run.params.get("seed") != runner_seed:
         chosen = seed if seed is not None else int(run.params.get("seed", 0))
         seed_everything(chosen, deterministic=deterministic)
     else:
