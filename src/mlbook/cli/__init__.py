@@ -35,6 +35,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "note": ("Journal", "mlbook.cli.provenance:note", "Add a dated note to an experiment."),
     "diff": ("Journal", "mlbook.cli.provenance:diff", "What differs between two runs."),
     "checkout": ("Journal", "mlbook.cli.provenance:checkout", "Write a run's code to a directory."),
+    "ui": (
+        "Journal",
+        "mlbook.cli.ui:ui",
+        "Browse runs, curves, diffs and the journal in a browser.",
+    ),
     "export": ("Deployment", "mlbook.cli.deploy:export", "Export a run as a verified bundle."),
     "exports": ("Deployment", "mlbook.cli.deploy:exports", "List export bundles and their status."),
     "key": ("Deployment", "mlbook.cli.deploy:key", "Show or export the bundle-signing key."),

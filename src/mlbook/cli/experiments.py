@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -168,11 +169,13 @@ class _Live:
     """Progress of the running versions: a one-line status on a TTY, plain lines otherwise."""
 
     def __init__(self, quiet: bool) -> None:
-        from mlbook.cli._render import err_console
-
-        self.console = err_console
         self.quiet = quiet
-        self.tty = err_console.is_terminal
+        self.tty = _terminal(sys.stderr)
+        self.console: Any = None
+        if self.tty:  # rich only for a terminal: piped runs start faster without it
+            from mlbook.cli._render import err_console
+
+            self.console = err_console
         self.active: dict[str, RunInfo] = {}
         self.status: Any = None
         self.last = 0.0
@@ -262,7 +265,6 @@ def run(
     \b
         mlbook run E012 --mode test && mlbook run E012 --version small -j 2
     """
-    from mlbook.cli._render import console
     from mlbook.experiments.runner import run_experiments
     from mlbook.project import Project
 
@@ -282,12 +284,27 @@ def run(
     counts: dict[str, int] = {}
     for info in result.runs:
         counts[info.status] = counts.get(info.status, 0) + 1
-    summary = ", ".join(f"{n} {_status(s)}" for s, n in counts.items()) or "nothing ran"
     where = " (test mode: nothing recorded)" if mode == "test" else ""
-    console.print(f"{len(result.runs)} run(s): {summary}{where}")
-    if result.interrupted:
-        console.print("[yellow]Aborted![/] (Ctrl-C): no further versions started")
+    stopped = "Aborted! (Ctrl-C or SIGTERM): no further versions started"
+    if _terminal(sys.stdout):
+        from mlbook.cli._render import console
+
+        summary = ", ".join(f"{n} {_status(s)}" for s, n in counts.items()) or "nothing ran"
+        console.print(f"{len(result.runs)} run(s): {summary}{where}")
+        if result.interrupted:
+            console.print(f"[yellow]{stopped}[/]")
+    else:
+        summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "nothing ran"
+        click.echo(f"{len(result.runs)} run(s): {summary}{where}")
+        if result.interrupted:
+            click.echo(stopped)
     raise SystemExit(result.exit_code)
+
+
+def _terminal(stream: Any) -> bool:
+    """True when ``stream`` is a terminal (or the environment forces one, as rich reads it)."""
+    forced = any(os.environ.get(name) for name in ("FORCE_COLOR", "TTY_COMPATIBLE"))
+    return forced or bool(getattr(stream, "isatty", lambda: False)())
 
 
 @click.command()

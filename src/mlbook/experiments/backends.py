@@ -58,6 +58,11 @@ class Job:
 class Backend(Protocol):
     """Runs jobs and streams their events back."""
 
+    #: True when a job runs the files of its run's before commit (the commit must
+    #: exist before :meth:`submit`); False when it runs the working tree, so the
+    #: runner may take the before snapshot while the job starts up.
+    code_from_snapshot: bool
+
     def submit(self, job: Job) -> int:
         """Start ``job``; returns the process ID (0 when there is none on this host)."""
         ...
@@ -93,6 +98,8 @@ class _Child:
 
 class LocalBackend:
     """Each job is a child process of this one (``python -m mlbook.experiments._child``)."""
+
+    code_from_snapshot = False
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable

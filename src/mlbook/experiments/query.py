@@ -20,7 +20,7 @@ import socket
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import repeat, starmap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -34,23 +34,33 @@ if TYPE_CHECKING:
     from mlbook.project import Project
 
 __all__ = [
+    "SUMMARY_STATS",
+    "TABLE_FIELDS",
     "Artifact",
     "Filter",
     "Point",
     "RunList",
     "RunRecord",
     "Summary",
+    "TableChoices",
+    "TableColumn",
+    "TablePage",
+    "TableRow",
     "UsedFile",
     "get_run",
     "latest_weights",
+    "metric_keys",
     "metric_series",
     "metric_summaries",
     "parse_filter",
     "reading",
     "run_artifacts",
     "run_files",
+    "run_table",
     "run_with_artifact",
     "runs",
+    "table_choices",
+    "table_column",
 ]
 
 _COLUMNS = ("id", "experiment", "version", "mode", "status", "host")
@@ -80,12 +90,14 @@ class Filter:
         """The SQL condition (with one ``?``) and its argument.
 
         A number compares with numbers only: a NaN metric (stored as ``"nan"``)
-        matches no ``acc>0.9``.
+        matches no ``acc>0.9``. (SQLite orders every number before every string,
+        so ``< ''`` keeps the numbers; ``<``, ``=`` never match a string anyway.)
         """
         op = "=" if self.op == "==" else self.op
         column = self.column()
-        if isinstance(self.value, float) and column.startswith("json_extract"):
-            return f"({column} {op} ? AND typeof({column}) IN ('integer', 'real'))", self.value
+        numeric = isinstance(self.value, float) and column.startswith("json_extract")
+        if numeric and op in (">", ">="):
+            return f"({column} {op} ? AND {column} < '')", self.value
         return f"{column} {op} ?", self.value
 
 
@@ -207,7 +219,11 @@ _HOST = socket.gethostname()
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
-    record = RunRecord(*row)
+    return _checked(RunRecord(*row))
+
+
+def _checked(record: RunRecord) -> RunRecord:
+    """A ``running`` record whose runner is gone (this host) reads as ``crashed``."""
     if record.status == "running" and record.runner_pid and record.host == _HOST:
         from mlbook.experiments.store import crashed_error, runner_alive
 
@@ -324,7 +340,11 @@ def runs(
         sql += f" LIMIT {int(limit)}"
     with reading(where) as store:
         rows = store.db.execute(sql, args).fetchall()
-    return RunList(map(_record, rows))
+    found = RunList(starmap(RunRecord, rows))
+    for index, record in enumerate(found):
+        if record.status == "running":  # rare: check whether its runner is still alive
+            found[index] = _checked(record)
+    return found
 
 
 def _order(sort: str | None) -> str:
@@ -511,3 +531,243 @@ def run_with_artifact(
             (sha256, *kinds),
         ).fetchone()
     return None if row is None else str(row[0])
+
+
+# ---------------------------------------------------------------- the runs table (mlbook ui)
+
+#: Run fields a table column may show, by name -> SQL expression.
+TABLE_FIELDS: dict[str, str] = {
+    "id": "id",
+    "experiment": "experiment",
+    "version": "version",
+    "mode": "mode",
+    "status": "status",
+    "host": "host",
+    "created": "created",
+    "started": "started",
+    "ended": "ended",
+    "duration": "(ended - started)",
+    "commit_before": "commit_before",
+    "commit_after": "commit_after",
+    "data_version": "data_version",
+    "error": "error",
+}
+#: Per-series summary statistics a column may show (``last.loss``, ``min.loss``, ``max.loss``).
+SUMMARY_STATS = ("last", "min", "max")
+
+
+@dataclass(frozen=True)
+class TableColumn:
+    """One column of the runs table, named as in URLs.
+
+    ``status`` (a run field, see :data:`TABLE_FIELDS`), ``params.lr`` (a
+    hyper-parameter), ``metrics.acc`` or ``acc`` (a final metric), or ``last.loss``,
+    ``min.loss``, ``max.loss`` (from the metric summary, no series is read).
+    """
+
+    name: str
+    expression: str
+    args: tuple[Any, ...] = ()
+
+
+def table_column(name: str) -> TableColumn:
+    """Parse a column name (see :class:`TableColumn`).
+
+    Raises:
+        ExperimentError: an unknown field or a malformed name.
+    """
+    if name in TABLE_FIELDS:
+        return TableColumn(name, TABLE_FIELDS[name])
+    if _NAME.match(name):  # a bare name is a final metric, as in filters
+        name = f"metrics.{name}"
+    source, _, key = name.partition(".")
+    if source in ("params", "metrics") and _NAME.match(key):
+        return TableColumn(name, f"json_extract({source}, '$.\"{key}\"')")
+    if source in SUMMARY_STATS and key:
+        return TableColumn(
+            name,
+            f"(SELECT {source} FROM metric_summary WHERE run = runs.pk AND key = ?)",
+            (key,),
+        )
+    raise ExperimentError(
+        f"column {name!r}: not a run field ({', '.join(TABLE_FIELDS)}), params.NAME, "
+        "metrics.NAME, last.KEY, min.KEY or max.KEY"
+    )
+
+
+class TableRow(msgspec.Struct, frozen=True):
+    """One run in a table page: its ID, status and the chosen columns' values."""
+
+    pk: int
+    id: str
+    status: str
+    values: dict[str, Any]
+
+
+class TablePage(msgspec.Struct, frozen=True):
+    """One page of the runs table.
+
+    ``total`` counts every run the filters match; ``next`` is the cursor of the
+    following page (``None`` on the last one), passed back as ``after``.
+    """
+
+    columns: list[str]
+    rows: list[TableRow]
+    total: int
+    sort: str
+    next: str | None
+
+
+_CURSOR = msgspec.json.Decoder(tuple[float | int | str | None, int])
+
+
+def _encode_cursor(value: Any, pk: int) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(orjson.dumps([value, pk])).decode().rstrip("=")
+
+
+def _decode_cursor(text: str) -> tuple[Any, int]:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return _CURSOR.decode(raw)
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise ExperimentError(
+            f"page cursor {text[:40]!r} is not valid; start again from the first page"
+        ) from exc
+
+
+def _keyset(order: TableColumn, descending: bool, value: Any, pk: int) -> tuple[str, list[Any]]:
+    """The condition for rows after ``(value, pk)`` in ``ORDER BY key, pk`` (NULLs sort lowest)."""
+    key, key_args = order.expression, list(order.args)
+    if descending:
+        if value is None:
+            return f"({key} IS NULL AND pk < ?)", [*key_args, pk]
+        return (
+            f"({key} < ? OR ({key} = ? AND pk < ?) OR {key} IS NULL)",
+            [*key_args, value, *key_args, value, pk, *key_args],
+        )
+    if value is None:
+        return f"({key} IS NOT NULL OR pk > ?)", [*key_args, pk]
+    return f"({key} > ? OR ({key} = ? AND pk > ?))", [*key_args, value, *key_args, value, pk]
+
+
+def run_table(
+    where: Project | Store | Path | str | None = None,
+    *,
+    columns: Sequence[str] = ("experiment", "version", "status", "created", "duration"),
+    filters: Sequence[str] = (),
+    sort: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+) -> TablePage:
+    """One page of runs with the chosen columns, filtered and sorted in SQL (keyset paging).
+
+    Args:
+        where: where the store is (see :func:`reading`).
+        columns: column names (see :class:`TableColumn`); ``id`` and ``status`` always come.
+        filters: expressions as in :func:`runs` (``acc>0.9``, ``params.lr=0.001``).
+        sort: a column name, ``-`` in front for descending (default ``-created``).
+        after: the ``next`` cursor of the previous page.
+        limit: rows per page (1 to 1,000).
+
+    Raises:
+        ExperimentError: a bad column, filter, sort field or cursor.
+    """
+    chosen = [table_column(name) for name in dict.fromkeys(columns)]
+    sort = sort or "-created"
+    descending = sort.startswith("-")
+    order = table_column(sort.lstrip("-+"))
+    conditions: list[str] = []
+    args: list[Any] = []
+    for text in filters:
+        condition, value = parse_filter(text).sql()
+        conditions.append(condition)
+        args.append(value)
+    count_sql = "SELECT count(*) FROM runs" + (
+        " WHERE " + " AND ".join(conditions) if conditions else ""
+    )
+    count_args = list(args)
+    if after:
+        condition, keyset_args = _keyset(order, descending, *_decode_cursor(after))
+        conditions.append(condition)
+        args.extend(keyset_args)
+    select = ", ".join(
+        ["pk", "id", "status", "host", "runner_pid", order.expression]
+        + [c.expression for c in chosen]
+    )
+    select_args = [*order.args, *(a for c in chosen for a in c.args)]
+    direction = "DESC" if descending else "ASC"
+    sql = f"SELECT {select} FROM runs"
+    if conditions:
+        sql += " WHERE " + " AND ".join(conditions)
+    sql += f" ORDER BY {order.expression} {direction}, pk {direction} LIMIT ?"
+    limit = max(1, min(int(limit), 1000))
+    with reading(where) as store:
+        found = store.db.execute(sql, [*select_args, *args, *order.args, limit + 1]).fetchall()
+        total = store.db.execute(count_sql, count_args).fetchone()[0]
+    rows = []
+    for pk, run_id, status, host, runner_pid, _, *values in found[:limit]:
+        if status == "running" and runner_pid and host == _HOST:
+            from mlbook.experiments.store import runner_alive
+
+            if not runner_alive(runner_pid):
+                status = "crashed"
+        row = dict(zip((c.name for c in chosen), values, strict=True))
+        if "status" in row:
+            row["status"] = status
+        rows.append(TableRow(pk, run_id, status, row))
+    following = None
+    if len(found) > limit:
+        last = found[limit - 1]
+        following = _encode_cursor(last[5], last[0])
+    return TablePage([c.name for c in chosen], rows, total, sort, following)
+
+
+class TableChoices(msgspec.Struct, frozen=True):
+    """What the runs table can show: param names, final metric names, series keys."""
+
+    params: list[str]
+    metrics: list[str]
+    series: list[str]
+
+    def columns(self) -> list[str]:
+        """Every column name, run fields first."""
+        return [
+            *TABLE_FIELDS,
+            *(f"params.{name}" for name in self.params),
+            *(f"metrics.{name}" for name in self.metrics),
+            *(f"{stat}.{key}" for key in self.series for stat in SUMMARY_STATS),
+        ]
+
+
+def table_choices(where: Project | Store | Path | str | None = None) -> TableChoices:
+    """The param names, final metric names and series keys found in the store, sorted."""
+    with reading(where) as store:
+        names = [
+            [
+                row[0]
+                for row in store.db.execute(
+                    f"SELECT DISTINCT j.key FROM runs, json_each(runs.{source}) j ORDER BY 1"
+                )
+            ]
+            for source in ("params", "metrics")
+        ]
+        series = [r[0] for r in store.db.execute("SELECT DISTINCT key FROM metric_summary")]
+    return TableChoices(names[0], names[1], sorted(series))
+
+
+def metric_keys(where: Project | Store | Path | str | None, run_ids: Sequence[str]) -> list[str]:
+    """The metric series keys any of ``run_ids`` logged, sorted."""
+    if not run_ids:
+        return []
+    with reading(where) as store:
+        rows = store.db.execute(
+            "SELECT DISTINCT s.key FROM metric_summary s JOIN runs r ON r.pk = s.run"
+            f" WHERE r.id IN ({', '.join('?' * len(run_ids))}) ORDER BY s.key",
+            list(run_ids),
+        ).fetchall()
+    return [row[0] for row in rows]

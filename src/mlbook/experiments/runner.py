@@ -120,7 +120,9 @@ class RunObserver(Protocol):
         """Called once before any run starts; raise an ``MlbookError`` to refuse them all."""
 
     def before_run(self, info: RunInfo, store: Store | None) -> None:
-        """Called after the run is created in the store, before its process starts."""
+        """Called after the run is created in the store: while its process starts up
+        (the local backend), or before it is submitted (a backend that ships the
+        before commit)."""
 
     def after_run(self, info: RunInfo, store: Store | None) -> None:
         """Called after the run ended and its final status, metrics and files are stored."""
@@ -351,18 +353,23 @@ class _Runner:
         pending = list(enumerate(planned))
         previous = self._install_signals()
         try:
-            while (pending and not self.stopping) or self.active:
+            ended: list[RunInfo] = []
+            while (pending and not self.stopping) or self.active or ended:
                 while pending and len(self.active) < self.jobs and not self.stopping:
                     key, item = pending.pop(0)
                     info = self._start(key, item)
                     if info.status == "running":
                         self.active[key] = info
                     else:
-                        done.append(self._finish(info))
+                        ended.append(info)
+                # runs that ended are finished (after snapshot, journal) once the next
+                # children are starting: their start-up hides that work
+                done.extend(self._finish(info) for info in ended)
+                ended = []
                 for key, events in self.backend.events(0.1):
                     current = self.active.get(key)
                     if current is not None and self._apply(key, current, events):
-                        done.append(self._finish(self.active.pop(key)))
+                        ended.append(self.active.pop(key))
                 now = time.monotonic()
                 if self.stopping and now > self.stop_deadline:
                     for key in self.active:
@@ -433,8 +440,8 @@ class _Runner:
             pk=pk,
             title=item.title,
         )
-        for observer in self.observers:
-            _side_channel("before the run", partial(observer.before_run, info, self.store))
+        if self.backend.code_from_snapshot:  # the job ships the before commit: take it first
+            self._before_run(info)
         spec = RunSpec(
             script=str(item.script),
             models_dir=str(self.project.models_dir),
@@ -463,8 +470,16 @@ class _Runner:
                 )
             except StoreError as exc:
                 self._store_failed(key, info, exc)
+        if not self.backend.code_from_snapshot:
+            # the child runs the working tree: snapshot it while the child starts up
+            # (Python and its imports), so the snapshot costs the run no time
+            self._before_run(info)
         self.listener.run_started(info)
         return info
+
+    def _before_run(self, info: RunInfo) -> None:
+        for observer in self.observers:
+            _side_channel("before the run", partial(observer.before_run, info, self.store))
 
     def _source_weights(self, item: _Planned) -> str | None:
         from mlbook.experiments.query import latest_weights
@@ -550,7 +565,8 @@ class _Runner:
         if self.store is not None:
             self.store.add_files(info.run_id, [(f.path, f.size, f.sha256) for f in used])
             if event.modules:
-                self.store.set_provenance(info.run_id, packages=package_versions(event.modules))
+                packages = package_versions(event.modules, self.project.state_dir / "cache")
+                self.store.set_provenance(info.run_id, packages=packages)
 
     def _store_failed(self, key: int, info: RunInfo, exc: StoreError) -> None:
         """The store cannot take this run's events: stop its child; the run will fail.

@@ -21,6 +21,7 @@ all use them.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import os
 import platform
@@ -28,9 +29,11 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from mlbook._fs import sha256_file
+import orjson
+
+from mlbook._fs import atomic_write_bytes, sha256_file
 
 __all__ = [
     "ImportStatement",
@@ -249,11 +252,105 @@ def used_files(
     return [result[key] for key in sorted(result)]
 
 
-@functools.lru_cache(maxsize=1)
-def _distributions() -> Mapping[str, list[str]]:
-    from importlib import metadata
+def package_versions(module_names: Iterable[str], cache_dir: Path | None = None) -> dict[str, str]:
+    """Installed distributions providing ``module_names``: ``{canonical name: version}``.
 
-    return metadata.packages_distributions()
+    The one rule mlbook uses (run provenance, export manifests): names may be
+    dotted (``torch.nn``) and the top-level package decides; standard-library,
+    private (``_x``) and project modules (no distribution) are left out. A
+    distribution named like its package (``numpy``, ``torch``, ``typing_extensions``
+    as ``typing-extensions``) is found directly; the full module → distribution map
+    (slow: it reads every installed distribution's file list) is built only for a
+    module installed in ``site-packages`` under another name (``PIL`` → Pillow,
+    ``sklearn`` → scikit-learn). Keys are the distributions' own spelling
+    (``Metadata: Name``), sorted case-insensitively.
+
+    With ``cache_dir`` (the runner passes ``.mlbook/cache/``) the answers are kept
+    in ``packages.json``, valid while the package directories on ``sys.path``
+    keep their modification times (installing or removing a package changes
+    them): a run then maps its modules without reading any package metadata.
+    """
+    cache = _PackageCache.load(cache_dir)
+    versions: dict[str, str] = {}
+    for top in sorted({name.partition(".")[0] for name in module_names}):
+        if not top or top in sys.stdlib_module_names or top.startswith("_"):
+            continue
+        for found in cache.lookup(top):
+            versions[found[0]] = found[1]
+    cache.save()
+    return dict(sorted(versions.items(), key=lambda item: item[0].lower()))
+
+
+class _PackageCache:
+    """Module -> ``[(distribution, version)]`` answers, in memory and in ``packages.json``."""
+
+    _memory: ClassVar[dict[Path | None, _PackageCache]] = {}
+
+    def __init__(self, path: Path | None, key: list[list[object]]) -> None:
+        self.path = path
+        self.key = key
+        self.modules: dict[str, list[tuple[str, str]]] = {}
+        self.changed = False
+        self._map: Mapping[str, list[str]] | None = None
+
+    @classmethod
+    def load(cls, cache_dir: Path | None) -> _PackageCache:
+        key = _environment_key()
+        known = cls._memory.get(cache_dir)
+        if known is not None and known.key == key:
+            return known
+        path = cache_dir / "packages.json" if cache_dir is not None else None
+        cache = cls(path, key)
+        if path is not None:
+            try:
+                stored = orjson.loads(path.read_bytes())
+                if isinstance(stored, dict) and stored.get("key") == key:
+                    cache.modules = {
+                        str(name): [(str(d), str(v)) for d, v in found]
+                        for name, found in stored["modules"].items()
+                    }
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                cache.modules = {}
+        cls._memory[cache_dir] = cache
+        return cache
+
+    def lookup(self, top: str) -> list[tuple[str, str]]:
+        if top not in self.modules:
+            self.modules[top] = self._find(top)
+            self.changed = True
+        return self.modules[top]
+
+    def _find(self, top: str) -> list[tuple[str, str]]:
+        direct = _distribution(top) or _distribution(top.replace("_", "-"))
+        if direct is not None:
+            return [direct]
+        if not _installed_module(top):
+            return []
+        if self._map is None:
+            from importlib import metadata
+
+            self._map = metadata.packages_distributions()
+        return [found for name in self._map.get(top, ()) if (found := _distribution(name))]
+
+    def save(self) -> None:
+        if not self.changed or self.path is None:
+            return
+        self.changed = False
+        data = {"key": self.key, "modules": self.modules}
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(self.path, orjson.dumps(data))
+
+
+def _environment_key() -> list[list[object]]:
+    """The package directories on ``sys.path`` (where distributions are installed)
+    with their modification times (ns)."""
+    key: list[list[object]] = []
+    for entry in sys.path:
+        if not entry.endswith(("site-packages", "dist-packages")):
+            continue
+        with contextlib.suppress(OSError):
+            key.append([entry, os.stat(entry).st_mtime_ns])
+    return key
 
 
 @functools.lru_cache(maxsize=1024)
@@ -269,36 +366,6 @@ def _distribution(name: str) -> tuple[str, str] | None:
     if not version:
         return None
     return str(found.metadata["Name"] or name), version
-
-
-def package_versions(module_names: Iterable[str]) -> dict[str, str]:
-    """Installed distributions providing ``module_names``: ``{canonical name: version}``.
-
-    The one rule mlbook uses (run provenance, export manifests): names may be
-    dotted (``torch.nn``) and the top-level package decides; standard-library,
-    private (``_x``) and project modules (no distribution) are left out. A
-    distribution named like its package (``numpy``, ``torch``, ``typing_extensions``
-    as ``typing-extensions``) is found directly; the full module → distribution map
-    (slow: it reads every installed distribution's file list) is built only for a
-    module installed in ``site-packages`` under another name (``PIL`` → Pillow,
-    ``sklearn`` → scikit-learn). Keys are the distributions' own spelling
-    (``Metadata: Name``), sorted case-insensitively.
-    """
-    versions: dict[str, str] = {}
-    for top in sorted({name.partition(".")[0] for name in module_names}):
-        if not top or top in sys.stdlib_module_names or top.startswith("_"):
-            continue
-        direct = _distribution(top) or _distribution(top.replace("_", "-"))
-        if direct is not None:
-            versions[direct[0]] = direct[1]
-            continue
-        if not _installed_module(top):
-            continue
-        for name in _distributions().get(top, ()):
-            found = _distribution(name)
-            if found is not None:
-                versions[found[0]] = found[1]
-    return dict(sorted(versions.items(), key=lambda item: item[0].lower()))
 
 
 @functools.lru_cache(maxsize=1024)

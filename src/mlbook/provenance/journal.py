@@ -23,8 +23,11 @@ An entry looks like this (``add_entry`` writes it)::
 
 mlbook owns only the lines between its ``<!-- mlbook:KIND ID -->`` and
 ``<!-- /mlbook:KIND -->`` markers (the HTML comments do not show on GitHub);
-every other byte is kept as it was. A block missing from an entry is inserted
-(status after the heading, steps before ``### Conclusions``, notes at the end).
+every other byte is kept as it was. One exception, on request: the text under an
+entry's ``### Conclusions`` heading is replaced by :func:`set_conclusions` (the
+UI's editor), which refuses when that text changed since the editor read it.
+A block missing from an entry is inserted (status after the heading, steps
+before ``### Conclusions``, notes at the end).
 A broken marker raises :class:`ProvenanceError` naming the line, and the file
 is not written. Every write is atomic and serialised by an ``fcntl.flock`` on a
 lock file, so two processes updating the journal at once lose nothing.
@@ -53,8 +56,10 @@ __all__ = [
     "add_entry",
     "add_note",
     "best_metric",
+    "digest",
     "read_journal",
     "record_step",
+    "set_conclusions",
     "set_status",
 ]
 
@@ -75,6 +80,7 @@ _COMMITS = re.compile(r"^(?P<before>[0-9a-f]{4,40}|\?) → (?P<after>[0-9a-f]{4,
 _METRIC = re.compile(r"^(?P<key>\S+) (?P<value>[-+0-9.eEinfa]+)$")
 _CONCLUSIONS = re.compile(r"^#{2,6} +Conclusions\b", re.IGNORECASE)
 _STEPS = re.compile(r"^#{2,6} +Steps\b", re.IGNORECASE)
+_SECTION_END = re.compile(r"^#{1,3} ")  # a heading of level 1-3 ends the conclusions
 _Change = Callable[[list[str], list["_EntrySpan"], Path], "list[str] | None"]
 
 
@@ -103,6 +109,7 @@ class Entry:
     line: int  # 1-based line of the heading
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    conclusions: str = ""  # the text under "### Conclusions", as written
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict, steps included (for JSON output and tables)."""
@@ -255,7 +262,31 @@ def _to_entry(lines: list[str], span: _EntrySpan) -> Entry:
     notes = [
         line[2:] for line in _block_lines(lines, span.blocks.get("notes")) if line.startswith("- ")
     ]
-    return Entry(span.id, span.title, status, created, span.start + 1, steps, notes)
+    section = _conclusions_span(lines, span)
+    conclusions = "" if section is None else "".join(lines[section[0] : section[1]]).strip("\r\n")
+    return Entry(span.id, span.title, status, created, span.start + 1, steps, notes, conclusions)
+
+
+def _conclusions_span(lines: list[str], span: _EntrySpan) -> tuple[int, int] | None:
+    """Line indexes ``[start, end)`` of the text under the entry's Conclusions heading.
+
+    The text ends at the next heading of level 1-3, at an mlbook block, or at the
+    end of the entry (blank lines before those stay outside).
+    """
+    heading = next(
+        (i for i in range(span.start + 1, span.end) if _CONCLUSIONS.match(_body(lines[i]))), None
+    )
+    if heading is None:
+        return None
+    end = heading + 1
+    while end < span.end:
+        line = _body(lines[end])
+        if _SECTION_END.match(line) or _OPEN.match(line) or _MARKERISH.match(line):
+            break
+        end += 1
+    while end > heading + 1 and not _body(lines[end - 1]).strip():
+        end -= 1
+    return heading + 1, end
 
 
 # ---------------------------------------------------------------- rendering
@@ -561,6 +592,87 @@ def add_note(path: Path | str, exp_id: str, text: str, commit: str | None) -> st
 
     _update(path, change)
     return note
+
+
+def digest(text: str) -> str:
+    """A short hash of a text (what an editor sends back with :func:`set_conclusions`)."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _check_conclusions(exp_id: str, text: str) -> list[str]:
+    """The lines of new conclusions; refuse lines that would break the entry's structure."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n").split("\n")
+    fences = 0
+    for number, line in enumerate(lines, 1):
+        if _SECTION_END.match(line) or _HEADING.match(line):
+            raise ProvenanceError(
+                f"conclusions of {exp_id}, line {number}: the heading {line[:40]!r} would end "
+                "the conclusions; use #### or plain text"
+            )
+        if _MARKERISH.match(line):
+            raise ProvenanceError(
+                f"conclusions of {exp_id}, line {number}: mlbook markers are not allowed here"
+            )
+        fences += bool(_FENCE.match(line))
+    if fences % 2:
+        raise ProvenanceError(
+            f"conclusions of {exp_id}: a code fence (``` or ~~~) is not closed; close it"
+        )
+    return [] if lines == [""] else lines
+
+
+def set_conclusions(
+    path: Path | str, exp_id: str, text: str, *, based_on: str | None = None
+) -> str:
+    """Replace the text under the entry's ``### Conclusions`` heading (added when missing).
+
+    Everything else in the file is kept byte for byte.
+
+    Args:
+        path: the journal.
+        exp_id: the experiment.
+        text: the new conclusions (Markdown; ``\r\n`` becomes ``\n``).
+        based_on: :func:`digest` of the conclusions the edit started from; when the
+            text on disk differs, nothing is written (someone changed it meanwhile).
+
+    Returns:
+        the conclusions as written (what :func:`read_journal` reads back).
+
+    Raises:
+        ProvenanceError: an unknown entry; a concurrent change (``based_on``); a text
+            with a heading of level 1-3, an mlbook marker or an open code fence; a
+            broken journal.
+    """
+    new_lines = _check_conclusions(exp_id, text)
+
+    def change(lines: list[str], entries: list[_EntrySpan], target: Path) -> list[str] | None:
+        span = _find(entries, exp_id, target)
+        current = _to_entry(lines, span).conclusions
+        if based_on is not None and digest(current) != based_on:
+            raise ProvenanceError(
+                f"{target}: the conclusions of {exp_id} changed on disk since they were opened;"
+                " reload to see the new text, then apply your edit again (nothing was written)"
+            )
+        body = [line + "\n" for line in new_lines]
+        section = _conclusions_span(lines, span)
+        if section is not None:
+            start, end = section
+            if end < len(lines) and body and _body(lines[end]).strip():
+                body.append("\n")  # keep a blank line before what follows
+            return [*lines[:start], *body, *lines[end:]]
+        notes = span.blocks.get("notes")
+        at = _entry_end(lines, span)
+        if notes is not None:  # before the notes (and their heading, when there is one)
+            at = notes.start
+            if at > span.start + 1 and _body(lines[at - 1]).lower().startswith("### notes"):
+                at -= 1
+            return _insert(lines, at, ["### Conclusions\n", *body, "\n"])
+        return _insert(lines, at, ["\n", "### Conclusions\n", *body])
+
+    _update(path, change)
+    return "\n".join(new_lines)
 
 
 def best_metric(entry: Entry) -> tuple[str, float, str] | None:
