@@ -235,7 +235,7 @@ def main() -> None:
         record(
             "mlbook export (CLI, verified)",
             [
-                wall([py, "-m", "mlbook", "export", "E001", "-v", "small", "-q"], root)
+                wall([py, "-m", "mlbook", "export", "E001", "-v", "small", "-q", "--force"], root)
                 for _ in range(n)
             ],
         )

@@ -269,20 +269,10 @@ def main() -> None:
         print(section((demo / "EXPERIMENT_LOG.md").read_text(), "## [E001]"))
 
         step("Export the best model with its code, weights and ONNX; verified in a clean process")
-        best_cnn = runs(demo, "--experiment", "E001", "--sort", "-acc")[0]
-        sh(
-            "mlbook",
-            "export",
-            "E001",
-            "--version",
-            str(best_cnn["version"]),
-            "--run",
-            str(best_cnn["id"]),
-            "--onnx",
-            cwd=demo,
-        )
+        say('E001 has Experiment(metric="acc", goal="max"): export picks its best run')
+        sh("mlbook", "export", "E001", "--onnx", cwd=demo)
+        (bundle,) = (demo / "Deployment" / "exports").glob("E001-*")
         sh("mlbook", "exports", cwd=demo)
-        bundle = demo / "Deployment" / "exports" / f"E001-{best_cnn['version']}"
 
         step("Deployment code loads the export (never Models/) and measures it")
         sh("python", "Deployment/predict_digits.py", str(bundle), cwd=demo)

@@ -125,16 +125,24 @@ def test_any_structure_validates_or_fails_cleanly(raw: dict[str, dict[str, objec
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[git]\nmax_file_mb = -1\n", "mlbook.toml:2: git.max_file_mb: expected megabytes"),
-        ("[git]\nmax_file_mb = nan\n", "mlbook.toml:2: git.max_file_mb: expected megabytes"),
-        ("[git]\nmax_file_mb = 0\n", "mlbook.toml:2: git.max_file_mb: expected megabytes"),
-        ("[git]\nmax_file_mb = -inf\n", "mlbook.toml:2: git.max_file_mb: expected megabytes"),
+        ("[git]\nmax_file_size = -1\n", "mlbook.toml:2: git.max_file_size: expected a size"),
+        ("[git]\nmax_file_size = 0\n", "mlbook.toml:2: git.max_file_size: expected a size"),
+        ('[git]\nmax_file_size = "lots"\n', "mlbook.toml:2: git.max_file_size: expected a size"),
+        ('[git]\nmax_file_size = "2 TB"\n', "mlbook.toml:2: git.max_file_size: expected a size"),
+        ("[git]\nmax_file_size = 1.5\n", "mlbook.toml:2: git.max_file_size: expected int | str"),
+        ("[git]\nmax_file_mb = 5\n", "mlbook.toml:2: [git] unknown key 'max_file_mb'; it was "),
+        ("[experiments]\nseed = -1\n", "mlbook.toml:2: experiments.seed: expected an int from 0"),
+        ("[experiments]\nseed = 4294967296\n", "mlbook.toml:2: experiments.seed: expected an"),
+        ('[experiments]\nseed = "x"\n', "mlbook.toml:2: experiments.seed: expected int | null"),
+        ("[experiments]\nseed = true\n", "mlbook.toml:2: experiments.seed: expected int | null"),
+        ('[experiments]\nmetric = ""\n', "mlbook.toml:2: experiments.metric: expected the name"),
+        ('[experiments]\ngoal = "best"\n', "mlbook.toml:2: experiments.goal: invalid enum"),
         ("[runner]\njobs = 0\n", "mlbook.toml:2: runner.jobs: expected a whole number from 1"),
         ("[runner]\njobs = 100000000000\n", "mlbook.toml:2: runner.jobs: expected a whole"),
         ("[runner]\njobs = 2.5\n", "mlbook.toml:2: runner.jobs: expected int, got float"),
         ("[experiments]\ntest_steps = -3\n", "mlbook.toml:2: experiments.test_steps: expected"),
-        ("git.max_file_mb = -2\n", "mlbook.toml:1: git.max_file_mb: expected megabytes"),
-        ("git = {max_file_mb = -2}\n", "mlbook.toml:1: git.max_file_mb: expected megabytes"),
+        ("git.max_file_size = -2\n", "mlbook.toml:1: git.max_file_size: expected a size"),
+        ("git = {max_file_size = -2}\n", "mlbook.toml:1: git.max_file_size: expected a size"),
         ("[runner]\njobs = " + "9" * 5000 + "\n", "mlbook.toml:2: not valid TOML: a number has"),
     ],
 )
@@ -145,10 +153,14 @@ def test_numbers_out_of_bounds_are_one_line_with_file_line_and_key(text: str, me
     assert "\n" not in str(info.value)
 
 
-def test_numbers_within_bounds_and_unlimited_snapshots() -> None:
-    config = parse_config("[git]\nmax_file_mb = inf\n[runner]\njobs = 1024\n")
-    assert config.git.max_file_mb == float("inf") and config.runner.jobs == 1024
-    assert parse_config("[git]\nmax_file_mb = 1\n").git.max_file_mb == 1.0
+def test_numbers_within_bounds_and_sizes_with_units() -> None:
+    config = parse_config('[git]\nmax_file_size = "2 MiB"\n[runner]\njobs = 1024\n')
+    assert config.git.max_file_bytes == 2 * 1024 * 1024 and config.runner.jobs == 1024
+    assert parse_config("[git]\nmax_file_size = 5000\n").git.max_file_bytes == 5000
+    assert parse_config('[git]\nmax_file_size = "1.5MB"\n').git.max_file_bytes == 1_500_000
+    assert parse_config("").git.max_file_bytes == 1_000_000
+    seeded = parse_config('[experiments]\nseed = 7\nmetric = "acc"\ngoal = "min"\n').experiments
+    assert (seeded.seed, seeded.metric, seeded.goal) == (7, "acc", "min")
 
 
 @pytest.mark.parametrize(
@@ -220,7 +232,8 @@ _KEYS = st.sampled_from(
     [
         "name", "description", "datasets", "models", "deployment", "data_processing",
         "id_pattern", "include", "exclude", "test_steps", "outputs", "backend", "jobs",
-        "ray_address", "commits", "max_file_mb", "snapshot_data", "hash_images", "dir",
+        "ray_address", "commits", "max_file_size", "snapshot_data", "hash_images", "dir",
+        "seed", "metric", "goal",
         "onnx", "bogus",
     ]
 )  # fmt: skip

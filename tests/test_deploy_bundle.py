@@ -495,7 +495,7 @@ def test_changed_code_is_taken_from_the_runs_snapshot(tmp_path: Path) -> None:
     result = export_run(project, "E001", "small")
     assert result.manifest.code_commit == run.commit_before
     assert (result.path / "code" / "common" / "training.py").read_text() == original
-    forced = export_run(project, "E001", "small", dest=tmp_path / "forced", force=True)
+    forced = export_run(project, "E001", "small", dest=tmp_path / "forced", current_code=True)
     assert forced.manifest.code_commit is None
     assert "SCALE = 2.0" in (forced.path / "code" / "common" / "training.py").read_text()
     shown = CliRunner().invoke(
@@ -527,7 +527,7 @@ def test_deleted_code_is_taken_from_the_snapshot_or_refused(tmp_path: Path) -> N
     with pytest.raises(
         ExportError, match=r"Models/config\.json: listed in Experiment\(files=\.\.\.\)"
     ):
-        export_run(project, "E001", "small", force=True)
+        export_run(project, "E001", "small", current_code=True)
     training = project.models_dir / "common" / "training.py"
     saved = training.read_text()
     training.unlink()
@@ -563,7 +563,7 @@ def test_full_disk_during_export_is_one_line_and_leaves_nothing(
     assert not (tmp_path / "new").exists()  # no staging directory, no empty parents
     before = sorted(p.name for p in exported.parent.iterdir())
     with pytest.raises(ExportError, match="No space left on device"):
-        export_run(project, "E001", "small", writer=full_disk)  # over the existing bundle
+        export_run(project, "E001", "small", force=True, writer=full_disk)  # over the old one
     assert sorted(p.name for p in exported.parent.iterdir()) == before
     mlbook.load(exported)  # the older bundle is untouched
 

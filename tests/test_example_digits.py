@@ -201,6 +201,10 @@ def test_same_seed_gives_the_same_losses(digits: Project, trained: Trained) -> N
     for key in ("loss", "val_acc"):
         assert [p[:2] for p in a[key]] == [p[:2] for p in b[key]]
     assert first.metrics == second.metrics
+    # the runner seeded them (Experiment(seed=0)) before the model hook built the weights
+    seeded = json.loads((digits.root / first.outputs / "seed.json").read_text())
+    assert seeded["seed"] == 0 and "torch" in seeded["seeded"]
+    assert first.params["seed"] == 0
 
 
 def test_resume_continues_from_the_old_checkpoints(digits: Project, trained: Trained) -> None:

@@ -414,6 +414,8 @@ def test_export_settings_come_from_the_plan(project: Project) -> None:
         "dataset": "digits",
         "files": ["labels.txt"],
         "title": "plain",
+        "metric": None,
+        "goal": "max",
     }
     write(project, "common/grid.py", "WIDTHS = (8,)\n")
     computed = write(project, "E1_a.py", COMPUTED)

@@ -93,11 +93,11 @@ def test_note_carries_the_current_commit(project: Project) -> None:
 def test_checkout_a_run_before_and_after(project: Project, tmp_path: Path) -> None:
     model = project.models_dir / "E1_x.py"
     model.write_text("W = 1\n")
-    snapshot(project.root, "r1", "before", "before")
+    before = snapshot(project.root, "r1", "before", "before")
     model.write_text("W = 2\n")
     snapshot(project.root, "r1", "after", "after")
     code, out, _ = invoke(project, "checkout", "r1", str(tmp_path / "b"))
-    assert (code, out) == (0, f"wrote r1 to {tmp_path / 'b'}\n")
+    assert (code, out) == (0, f"wrote r1 ({(before.commit or '')[:7]}) to {tmp_path / 'b'}\n")
     assert (tmp_path / "b" / "Models" / "E1_x.py").read_text() == "W = 1\n"
     code, _, _ = invoke(project, "checkout", "r1", "--after", str(tmp_path / "a"))
     assert code == 0 and (tmp_path / "a" / "Models" / "E1_x.py").read_text() == "W = 2\n"

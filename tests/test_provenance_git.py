@@ -65,13 +65,20 @@ def test_refs_snapshot_leaves_user_state_untouched(repo: Path) -> None:
     (repo / "large.bin").write_bytes(b"1" * 300_000)  # over the limit below
     before = state(repo)
 
-    shot = snapshot(repo, "20261124-1616-ab12", "before", "[E012.1] before run small", 0.1)
+    shot = snapshot(repo, "20261124-1616-ab12", "before", "[E012.1] before run small", 100_000)
 
     assert state(repo) == before
     assert shot.ref == "refs/mlbook/runs/20261124-1616-ab12/before"
-    assert shot.skipped == ("large.bin",)
+    assert shot.pointers == ("large.bin",) and shot.skipped == ()
     assert git(repo, "rev-parse", shot.ref).strip() == shot.commit
-    assert files_in(repo, shot.commit) == {".gitignore", "train.py", "new.py", "staged.py"}
+    assert files_in(repo, shot.commit) == {
+        ".gitignore",
+        "train.py",
+        "new.py",
+        "staged.py",
+        "large.bin",  # as a pointer
+    }
+    assert git(repo, "show", f"{shot.commit}:large.bin").startswith('{"mlbook-pointer": 1')
     assert git(repo, "show", f"{shot.commit}:train.py") == "print('v2')\n"
     assert git(repo, "log", "-1", "--format=%s%n%P", shot.commit).split() == [
         "[E012.1]",
@@ -152,7 +159,7 @@ def test_project_in_a_subdirectory_snapshots_only_its_files(repo: Path) -> None:
     (repo / "outside.py").write_text("o = 1\n")
     shot = snapshot(sub, "r1", "before", "before")
     assert files_in(repo, shot.commit or "") == {".gitignore", "train.py", "proj/m.py"}
-    dest = checkout(sub, "r1", repo.parent / "out")
+    dest = checkout(sub, "r1", repo.parent / "out").path
     assert sorted(p.name for p in dest.iterdir()) == ["m.py"]
 
 
@@ -196,8 +203,9 @@ def test_checkout_and_resolve(repo: Path, tmp_path: Path) -> None:
     after = snapshot(repo, "r1", "after", "after")
     assert resolve(repo, "r1") == shot.commit
     assert resolve(repo, "r1", "after") == after.commit
-    dest = checkout(repo, "r1", tmp_path / "co")
-    assert (dest / "train.py").read_text() == "print('v1')\n"
+    done = checkout(repo, "r1", tmp_path / "co")
+    assert (done.path / "train.py").read_text() == "print('v1')\n"
+    assert (done.commit, done.restored, done.missing) == (shot.commit, (), ())
     with pytest.raises(ProvenanceError, match="is not an empty directory"):
         checkout(repo, "r1", tmp_path / "co")
     with pytest.raises(ProvenanceError, match="no commit, ref or run called 'nope'"):
@@ -226,13 +234,20 @@ def test_include_records_ignored_outputs_within_the_limit(repo: Path) -> None:
     (out / "weights.bin").write_bytes(b"w" * 300_000)
     (repo / "data" / "other.txt").write_text("not included\n")
     before = state(repo)
-    shot = snapshot(repo, "r1", "after", "after", 0.1, include=[out, repo / "missing"])
+    shot = snapshot(repo, "r1", "after", "after", 100_000, include=[out, repo / "missing"])
     assert state(repo) == before
-    assert files_in(repo, shot.commit or "") == {".gitignore", "train.py", "data/run1/metrics.json"}
-    assert shot.skipped == ("data/run1/weights.bin",)
+    assert files_in(repo, shot.commit or "") == {
+        ".gitignore",
+        "train.py",
+        "data/run1/metrics.json",
+        "data/run1/weights.bin",  # a pointer: the bytes stay in data/run1/
+    }
+    assert shot.pointers == ("data/run1/weights.bin",)
+    pointer = git(repo, "show", f"{shot.commit}:data/run1/weights.bin")
+    assert len(pointer) < 300 and '"size": 300000' in pointer
 
 
-def test_data_dir_keeps_untracked_data_out_but_dataset_json_in(repo: Path) -> None:
+def test_data_dir_keeps_untracked_data_out_but_dataset_metadata_in(repo: Path) -> None:
     data = repo / "Datasets" / "digits"
     (data / "images").mkdir(parents=True)
     (data / "images" / "0001.png").write_bytes(b"\x89PNG fake")
@@ -247,7 +262,7 @@ def test_data_dir_keeps_untracked_data_out_but_dataset_json_in(repo: Path) -> No
     assert "Datasets/digits/dataset.json" in names
     assert "Models/E001_x.py" in names
     assert "Datasets/digits/images/0001.png" not in names
-    assert "Datasets/digits/records.jsonl" not in names
+    assert "Datasets/digits/records.jsonl" in names  # the split the run trained on
     assert state(repo) == before
 
     everything = snapshot(repo, "r-all", "before", "m")

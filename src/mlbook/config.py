@@ -10,7 +10,6 @@ links are resolved by :meth:`mlbook.project.Project.open`). Whatever the text,
 
 from __future__ import annotations
 
-import math
 import posixpath
 import re
 import tomllib
@@ -24,6 +23,7 @@ from mlbook.errors import ConfigError
 __all__ = [
     "BOUNDS",
     "CONFIG_FILE",
+    "MAX_FILE_SIZE_BOUNDS",
     "Config",
     "DataSettings",
     "ExperimentSettings",
@@ -36,6 +36,7 @@ __all__ = [
     "config_line",
     "load_config",
     "parse_config",
+    "parse_size",
 ]
 
 CONFIG_FILE = "mlbook.toml"
@@ -89,6 +90,8 @@ class ExperimentSettings(_Section):
     (``loss: 0.12``); ``output_patterns``: regular expressions that replace the
     built-in ones (:mod:`mlbook.experiments.output`). ``scripts`` holds the
     ``[experiments.<ID>]`` tables, keyed by ID.
+    ``seed`` seeds every run whose version has no ``seed`` param; ``metric`` and
+    ``goal`` pick the best run (``mlbook export``) when the script names none.
     """
 
     id_pattern: str = r"[A-Z]\d+"
@@ -99,6 +102,9 @@ class ExperimentSettings(_Section):
     output_metrics: bool = True
     output_patterns: list[str] = msgspec.field(default_factory=list)
     scripts: dict[str, ScriptSettings] = msgspec.field(default_factory=dict)
+    seed: int | None = None
+    metric: str | None = None
+    goal: Literal["max", "min"] = "max"
 
     def script(self, ident: str) -> ScriptSettings:
         """The ``[experiments.<ident>]`` table (defaults when there is none)."""
@@ -114,11 +120,22 @@ class RunnerSettings(_Section):
 
 
 class GitSettings(_Section):
-    """``[git]``: how each run's code is recorded."""
+    """``[git]``: how each run's code is recorded.
+
+    A file over ``max_file_size`` (bytes, or text such as ``"1 MB"``) is recorded
+    in a snapshot as a pointer (path, sha256, size), its bytes left where they are.
+    """
 
     commits: Literal["refs", "branch", "off"] = "refs"
-    max_file_mb: float = 5.0
+    max_file_size: int | str = "1 MB"
     snapshot_data: bool = False
+
+    @property
+    def max_file_bytes(self) -> int:
+        """``max_file_size`` in bytes (checked when the config is read)."""
+        size = parse_size(self.max_file_size)
+        assert size is not None, "checked by parse_config"
+        return size
 
 
 class DataSettings(_Section):
@@ -154,6 +171,14 @@ _SECTIONS: dict[str, type[_Section]] = {
     "git": GitSettings,
     "data": DataSettings,
     "export": ExportSettings,
+}
+
+#: keys that were replaced: what to write instead
+_RENAMED = {
+    ("git", "max_file_mb"): (
+        'it was replaced by max_file_size (bytes or text such as "1 MB"); '
+        "larger files are now kept as pointers, not left out"
+    ),
 }
 
 _UNKNOWN = re.compile(r"Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?")
@@ -234,8 +259,24 @@ def _script_tables(raw: dict[str, Any], text: str, path: Path | str) -> dict[str
 BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("runner", "jobs"): (1, 1024, "a whole number from 1 to 1024"),
     ("experiments", "test_steps"): (1, 1_000_000, "a whole number from 1 to 1000000"),
-    ("git", "max_file_mb"): (0.001, math.inf, "megabytes from 0.001 up, or inf for no limit"),
 }
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+#: the smallest and largest ``[git] max_file_size`` (a pointer itself is about 200 bytes)
+MAX_FILE_SIZE_BOUNDS = (512, 10**12)
+
+
+def parse_size(value: int | str) -> int | None:
+    """A size in bytes from an int or text like ``"1 MB"``, ``"500kB"``, ``"2 MiB"`` (or None)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    found = _SIZE.match(value)
+    if found is None:
+        return None
+    return int(float(found[1]) * _UNITS[(found[2] or "b").lower()])
 
 
 def _check_values(config: Config, text: str, path: Path | str) -> None:
@@ -247,6 +288,7 @@ def _check_values(config: Config, text: str, path: Path | str) -> None:
                 f"{section}.{key}: expected {what}, got {value!r}",
                 _find_line(text, section, key),
             )
+    _check_git_and_seed(config, text, path)
     try:
         re.compile(config.experiments.id_pattern)
     except (re.error, RecursionError, OverflowError) as exc:
@@ -294,6 +336,33 @@ def _check_patterns(patterns: list[str], section: str, text: str, path: Path | s
                 f"{section}.output_patterns: {pattern!r} {problem}",
                 _find_line(text, section, "output_patterns"),
             )
+
+
+def _check_git_and_seed(config: Config, text: str, path: Path | str) -> None:
+    low, high = MAX_FILE_SIZE_BOUNDS
+    raw = config.git.max_file_size
+    size = parse_size(raw)
+    if size is None or not low <= size <= high:
+        raise _error(
+            path,
+            f"git.max_file_size: expected a size from 512 bytes to 1 TB such as 1000000 or "
+            f'"1 MB" (units B, kB, MB, GB, KiB, MiB, GiB), got {raw!r}',
+            _find_line(text, "git", "max_file_size"),
+        )
+    seed = config.experiments.seed
+    if seed is not None and not 0 <= seed <= 2**32 - 1:
+        raise _error(
+            path,
+            f"experiments.seed: expected an int from 0 to {2**32 - 1}, got {seed}",
+            _find_line(text, "experiments", "seed"),
+        )
+    metric = config.experiments.metric
+    if metric is not None and not metric.strip():
+        raise _error(
+            path,
+            "experiments.metric: expected the name of a final metric such as \"acc\", got ''",
+            _find_line(text, "experiments", "metric"),
+        )
 
 
 def _check_paths(config: Config, text: str, path: Path | str) -> None:
@@ -370,9 +439,10 @@ def _explain(exc: msgspec.ValidationError, text: str, path: Path | str) -> Confi
                 _find_line(text, key, None),
             )
         fields = ", ".join(_SECTIONS[section].__struct_fields__) if section in _SECTIONS else ""
+        renamed = _RENAMED.get((section, key), "")
         return _error(
             path,
-            f"[{section}] unknown key '{key}'; expected one of: {fields}",
+            f"[{section}] unknown key '{key}'; " + (renamed or f"expected one of: {fields}"),
             _find_line(text, section, key),
         )
     at = _AT.search(message)
@@ -402,7 +472,7 @@ def _find_line(text: str, section: str, key: str | None) -> int | None:
             return number
         if current == "" and re.match(rf"^{re.escape(section)}\.{re.escape(key)}\s*=", line):
             return number
-    if header_line is None and key is not None:  # an inline table: `git = {max_file_mb = 1}`
+    if header_line is None and key is not None:  # an inline table: `git = {jobs = 1}`
         pattern = re.compile(rf"^{re.escape(section)}\s*=.*\b{re.escape(key)}\s*=")
         for number, raw in enumerate(text.splitlines(), start=1):
             if pattern.match(raw.strip()):

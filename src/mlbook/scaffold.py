@@ -95,7 +95,7 @@ def init_project(
         if target.exists():
             kept.append(target)
             continue
-        if relative == CONFIG_FILE:
+        if relative in (CONFIG_FILE, "gitignore"):
             for key, value in values.items():
                 text = text.replace("{" + key + "}", value.replace('"', '\\"'))
         try:

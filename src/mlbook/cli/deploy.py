@@ -14,28 +14,57 @@ __all__ = ["export", "exports", "key", "serve"]
 
 @click.command()
 @click.argument("experiment")
-@click.option("--version", "-v", "version", help="The version (default: the last one run).")
-@click.option("--run", "run_id", metavar="RUN_ID", help="The run (default: latest completed).")
+@click.option("--version", "-v", "version", help="Only runs of this version (default: any).")
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    help="This run (an ID or a unique prefix; default: the best completed run).",
+)
+@click.option(
+    "--metric",
+    metavar="NAME",
+    help="Pick the best run by this final metric (default: the script's, then mlbook.toml's).",
+)
+@click.option(
+    "--goal",
+    type=click.Choice(["max", "min"]),
+    help="With --metric: the best run has the highest (max, default) or lowest (min) value.",
+)
 @click.option(
     "--dest",
     type=click.Path(file_okay=False, path_type=str),
     help="Bundle directory (default: Deployment/exports/<ID>-<version>).",
 )
 @click.option("--onnx/--no-onnx", default=None, help="Also write model.onnx, checked.")
-@click.option("--force", is_flag=True, help="Export even if the run's code changed since.")
+@click.option("--force", is_flag=True, help="Replace a bundle already at the destination.")
+@click.option(
+    "--current-code",
+    is_flag=True,
+    help="Export the code as it is now, even if files the run used changed since.",
+)
 @format_option("json")
 @quiet_option
 def export(
     experiment: str,
     version: str | None,
     run_id: str | None,
+    metric: str | None,
+    goal: str | None,
     dest: str | None,
     onnx: bool | None,
     force: bool,
+    current_code: bool,
     output_format: str,
     quiet: bool,
 ) -> None:
-    """Export a run's model with its code as a verified, signed bundle.
+    """Export the best run's model with its code as a verified, signed bundle.
+
+    Without --run, the run is the best completed one by the selection metric
+    (Experiment(metric="acc", goal="max") in the script, or [experiments] metric
+    in mlbook.toml; the latest completed run when none is named), and the output
+    says which and why. A bundle already at the destination is replaced only
+    with --force, which prints the old and the new run.
 
     The bundle holds the script and every file under Models/ it imports, the
     weights, params.json, labels.json, manifest.json (sha256 of every file) and
@@ -45,7 +74,9 @@ def export(
     Example:
 
     \b
-        mlbook export E012 --version small --onnx
+        mlbook export E012
+        mlbook export E012 --version small --onnx --force
+        mlbook export E012 --run 20261124-1616
     """
     from mlbook.cli._render import RichReporter, console, print_json
     from mlbook.deploy.bundle import export_run
@@ -60,10 +91,16 @@ def export(
         dest=dest,
         onnx=onnx,
         force=force,
+        current_code=current_code,
+        metric=metric,
+        goal=goal,
         reporter=RichReporter(quiet=quiet),
     )
     manifest = result.manifest
+    selection = result.selection
     if output_format == "json":
+        import dataclasses
+
         import msgspec
 
         print_json(
@@ -71,11 +108,23 @@ def export(
                 "path": str(result.path),
                 "key": result.key,
                 "public_key": str(result.public_key),
+                "reason": selection.reason if selection else "",
+                "replaced": dataclasses.asdict(result.replaced) if result.replaced else None,
                 "manifest": msgspec.to_builtins(manifest),
             }
         )
         return
     where = project.relative(result.path)
+    if selection is not None:
+        from rich.markup import escape
+
+        console.print(f"[green]run[/]       {manifest.run_id}: {escape(selection.reason)}")
+    if result.replaced is not None:
+        old = result.replaced
+        console.print(
+            f"[yellow]replaced[/]  run {old.run_id}{_metric_text(old.metric, old.value)} → run "
+            f"{manifest.run_id}{_metric_text(old.metric, selection.value if selection else None)}"
+        )
     console.print(
         f"[green]exported[/]  {where}  ({manifest.experiment}/{manifest.version} "
         f"run {manifest.run_id}, {len(manifest.files)} files, {result.seconds:.1f}s)"
@@ -98,6 +147,12 @@ def export(
         f"[green]signed[/]    with this project's key {result.key} "
         f"(public key: {project.relative(result.public_key)})"
     )
+
+
+def _metric_text(metric: str | None, value: float | None) -> str:
+    if metric is None:
+        return ""
+    return f" ({metric} {value:.4g})" if value is not None else f" (no {metric})"
 
 
 @click.command()

@@ -136,29 +136,40 @@ def note(exp_id: str, text: str) -> None:
 
 
 @click.command()
-@click.argument("target", metavar="COMMIT_OR_RUN")
+@click.argument("target", metavar="RUN_OR_COMMIT")
 @click.argument("dest", type=click.Path(path_type=Path), metavar="DIR")
 @click.option("--after", is_flag=True, help="For a run: its code after the run (with results).")
-def checkout(target: str, dest: Path, after: bool) -> None:
-    """Write the project's code as of a commit, a ref, or a run into DIR.
+@click.option(
+    "--missing-ok",
+    is_flag=True,
+    help="Write the rest when pointed files' bytes are gone (their pointers stay).",
+)
+def checkout(target: str, dest: Path, after: bool, missing_ok: bool) -> None:
+    """Write the project's code as of a run (its ID or a unique prefix), a commit or a ref into DIR.
 
-    For a run id, the snapshot taken before the run (refs/mlbook/runs/RUN/before),
-    or after it with --after. DIR must be new or empty; the project's own files
-    (working tree, branch, index) are not touched.
+    For a run, the snapshot taken before the run, or after it with --after (the
+    run's outputs included). Files recorded as pointers (over [git] max_file_size)
+    get their bytes back from the project while it still has them; when some are
+    gone, nothing is written unless --missing-ok. DIR must be new or empty; the
+    project's own files (working tree, branch, index) are not touched.
 
     Example:
 
     \b
         mlbook checkout 20261124-1616-ab12 /tmp/e012-small
-        mlbook checkout 20261124-1616-ab12 --after /tmp/e012-small-results
+        mlbook checkout 20261124-1616 --after /tmp/e012-small-results
     """
     from mlbook.cli._render import console
     from mlbook.project import Project
-    from mlbook.provenance.git import checkout as export
+    from mlbook.provenance.checkout import checkout_run
 
     project = Project.find()
-    written = export(project.root, target, dest, stage="after" if after else "before")
-    console.print(f"wrote {target} to {written}", markup=False)
+    done = checkout_run(project, target, dest, after=after, missing_ok=missing_ok)
+    console.print(f"wrote {target} ({done.commit[:7]}) to {done.path}", markup=False)
+    if done.restored:
+        console.print(f"restored {len(done.restored)} large file(s) from the project", markup=False)
+    for path in done.missing:
+        click.echo(f"warning: {path}: its bytes are gone; its pointer is in its place", err=True)
 
 
 def print_run_diff(result: RunDiff, color: bool | None = None) -> None:
@@ -218,6 +229,8 @@ def print_run_diff(result: RunDiff, color: bool | None = None) -> None:
             elif line.startswith("-"):
                 style = "red"
             say(line, style)
+    if result.cause:
+        say(f"same params, data and code, different metrics: likely {result.cause}", "yellow")
 
 
 @click.command()
@@ -226,11 +239,12 @@ def print_run_diff(result: RunDiff, color: bool | None = None) -> None:
 @click.option("--all", "all_files", is_flag=True, help="Diff the whole tree, not only used files.")
 @click.option("--no-color", is_flag=True, help="Plain text, even in a terminal.")
 def diff(run_a: str, run_b: str | None, all_files: bool, no_color: bool) -> None:
-    """Show what differs between two runs: params, data version, final metrics, code.
+    """Show what differs between two runs (IDs or unique prefixes): params, data, metrics, code.
 
     The code diff is between the runs' `before` commits, limited to the files either
     run used (--all: the whole tree). With one run, compares it with the working
-    tree now.
+    tree now. When params, data and code are the same but the metrics are not, the
+    last line names the likely cause (no seed, threads, environment, nondeterministic ops).
 
     Example:
 
@@ -246,10 +260,10 @@ def diff(run_a: str, run_b: str | None, all_files: bool, no_color: bool) -> None
     project = Project.find()
     with Store.for_project(project, readonly=True) as store:
         a = get_run(store, run_a)
-        side_a = run_side(a, run_files(store, a.id))
+        side_a = run_side(a, run_files(store, a.id), project.root)
         side_b = None
         if run_b is not None:
             b = get_run(store, run_b)
-            side_b = run_side(b, run_files(store, b.id))
+            side_b = run_side(b, run_files(store, b.id), project.root)
     result = diff_runs(project.root, side_a, side_b, all_files=all_files)
     print_run_diff(result, color=False if no_color else None)

@@ -15,14 +15,19 @@ no half-written bundle, no directory the export created (an older bundle there
 stays as it was).
 
 The exporting process reads the script's source but does not import it (nor
-torch): ``dataset=``, ``files=`` and ``title=`` are read from the
-``mlbook.Experiment(...)`` call when it is made of literals, and the script is
-imported in a child process when it is not (:mod:`mlbook.experiments.plans`).
+torch): ``dataset=``, ``files=``, ``title=``, ``metric=`` and ``goal=`` are read
+from the ``mlbook.Experiment(...)`` call when it is made of literals, and the
+script is imported in a child process when it is not (:mod:`mlbook.experiments.plans`).
+
+Which run: the best completed run by the selection metric (:mod:`mlbook.deploy.selection`),
+and :attr:`ExportResult.selection` says why. A bundle already at the destination
+is replaced only with ``force``; :attr:`ExportResult.replaced` names the run it held.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import os
 import platform
@@ -41,6 +46,7 @@ from mlbook.deploy.manifest import MANIFEST_FILE, Manifest, check_bundle, write_
 from mlbook.errors import ExportError
 
 if TYPE_CHECKING:
+    from mlbook.deploy.selection import Selection
     from mlbook.deploy.signing import PublicKey
     from mlbook.experiments.query import RunRecord
     from mlbook.progress import Reporter
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ExportResult",
     "FileWriter",
+    "Replaced",
     "code_files",
     "default_destination",
     "export_run",
@@ -63,11 +70,21 @@ _WEIGHT_FORMATS = {".pt": "torch", ".pth": "torch", ".safetensors": "safetensors
 
 
 @dataclass(frozen=True)
+class Replaced:
+    """The bundle an export replaced: its run, and its value of the selection metric."""
+
+    run_id: str
+    metric: str | None
+    value: float | None
+
+
+@dataclass(frozen=True)
 class ExportResult:
     """A finished export: where it is, what it holds, how it was verified, who signed it.
 
     ``key`` is the fingerprint of the project key that signed the bundle and
-    ``public_key`` the file deployment machines need to trust it.
+    ``public_key`` the file deployment machines need to trust it; ``selection``
+    says which run and why; ``replaced`` the bundle that was there before (``force``).
     """
 
     path: Path
@@ -76,6 +93,8 @@ class ExportResult:
     verify_seconds: float
     key: str
     public_key: Path
+    selection: Selection | None = None
+    replaced: Replaced | None = None
 
 
 def write_file(target: Path, source: bytes | Path) -> None:
@@ -92,7 +111,7 @@ def default_destination(project: Project, experiment: str, version: str) -> Path
 
 
 def script_settings(script: Path, models_dir: Path) -> dict[str, Any]:
-    """``dataset``, ``files`` and ``title`` of the script's ``Experiment(...)`` call.
+    """What the script's ``Experiment(...)`` says: dataset, files, title, metric and goal.
 
     Read by :func:`mlbook.experiments.plans.read_plan`: from the source when the
     arguments are literals, otherwise by importing the script in a child process.
@@ -110,45 +129,78 @@ def script_settings(script: Path, models_dir: Path) -> dict[str, Any]:
             "through the mlbook.Experiment shape (a model hook, or a saved scikit-learn "
             "estimator, and predict/sample hooks): see docs/experiments.md"
         )
-    return {"dataset": plan.dataset, "files": list(plan.files), "title": plan.title}
+    return {
+        "dataset": plan.dataset,
+        "files": list(plan.files),
+        "title": plan.title,
+        "metric": plan.metric,
+        "goal": plan.goal,
+    }
 
 
-def _latest_run(project: Project, experiment: str, version: str | None) -> RunRecord:
-    from mlbook.experiments.query import runs
+def _selection(
+    project: Project,
+    experiment: str,
+    version: str | None,
+    run_id: str | None,
+    settings: dict[str, Any],
+    metric: str | None,
+    goal: str | None,
+) -> Selection:
+    """Pick the run: the metric given, else the script's, else the config's."""
+    from mlbook.deploy.selection import select_run
 
-    found = runs(
-        project, experiment=experiment, version=version, status="completed", mode="run", limit=1
+    configured = project.config.experiments
+    if metric is not None:
+        chosen, how, source = metric, goal or "max", "--metric"
+    elif settings["metric"]:
+        chosen, how, source = settings["metric"], settings["goal"], "Experiment(metric=...)"
+    elif configured.metric:
+        chosen, how, source = configured.metric, configured.goal, "[experiments] metric"
+    else:
+        chosen, how, source = None, "max", ""
+    return select_run(
+        project, experiment, version, run_id, metric=chosen, goal=goal or how, source=source
     )
-    if not found:
-        if version is not None:
-            from mlbook.experiments.discovery import load_experiment
-
-            load_experiment(project, experiment).params(version)  # unknown version: says so
-        which = f"{experiment} --version {version}" if version else experiment
-        raise ExportError(f"no completed run of {which}; run it first with `mlbook run {which}`")
-    return found[0]
 
 
-def _pick_run(
-    project: Project, experiment: str, version: str | None, run_id: str | None
-) -> RunRecord:
-    if run_id is None:
-        return _latest_run(project, experiment, version)
-    from mlbook.errors import ExperimentError
-    from mlbook.experiments.query import get_run
+def _existing(target: Path, selection: Selection, force: bool, where: str) -> Replaced | None:
+    """The bundle at ``target`` that the export would replace (refused without ``force``)."""
+    from mlbook.deploy.manifest import parse_manifest, read_manifest_bytes
+    from mlbook.deploy.selection import metric_value
 
-    try:
-        run = get_run(project, run_id)
-    except ExperimentError as exc:
-        raise ExportError(str(exc)) from exc
-    if run.experiment != experiment or (version is not None and run.version != version):
+    if not target.exists():
+        return None
+    if not (target / MANIFEST_FILE).is_file():
         raise ExportError(
-            f"run {run.id} is {run.experiment} --version {run.version}, not "
-            f"{experiment}{' --version ' + version if version else ''}"
+            f"{where}: exists and is not an export bundle; choose another destination (--dest)"
         )
-    if run.status != "completed":
-        raise ExportError(f"run {run.id} is {run.status}; export a completed run")
-    return run
+    try:
+        old = parse_manifest(read_manifest_bytes(target), target / MANIFEST_FILE)
+    except ExportError:
+        old_run, old_value = "(unreadable manifest)", None
+    else:
+        old_run, old_value = old.run_id, metric_value(old.metrics, selection.metric)
+    replaced = Replaced(old_run, selection.metric, old_value)
+    if not force:
+        new = selection.run
+        if old_run == new.id:
+            raise ExportError(
+                f"{where} already holds run {new.id}{_shown(selection.metric, selection.value)}: "
+                "pass --force to export it again, or --dest to export elsewhere"
+            )
+        raise ExportError(
+            f"{where} holds run {old_run}{_shown(replaced.metric, old_value)}; this export is "
+            f"run {new.id}{_shown(selection.metric, selection.value)}: pass --force to replace "
+            "it, or --dest to export elsewhere"
+        )
+    return replaced
+
+
+def _shown(metric: str | None, value: float | None) -> str:
+    if metric is None:
+        return ""
+    return f" ({metric} {value:.4g})" if value is not None else f" (no {metric})"
 
 
 class _ChangedCode(ExportError):
@@ -163,14 +215,14 @@ def code_files(
     recorded: list[tuple[str, int, str]],
     extra: list[str],
     *,
-    force: bool,
+    current_code: bool,
 ) -> dict[str, Path]:
     """The code to carry: ``Models/``-relative path -> file.
 
     The union of the static import walk from ``script``, the files the run recorded
     (paths relative to ``root``; those under ``models_dir``) and the script's declared
     ``files``. A recorded file whose content changed since the run is refused unless
-    ``force``.
+    ``current_code``.
     """
     from mlbook.provenance.files import import_closure
 
@@ -204,10 +256,10 @@ def code_files(
             raise _ChangedCode(f"{rel} was used by the run but is missing; restore it or re-run")
         add(path, "used by the run")
         changed = path.is_file() and sha256_file(path) != digest
-        if changed and models in path.resolve().parents and not force:
+        if changed and models in path.resolve().parents and not current_code:
             raise _ChangedCode(
                 f"{rel} changed since the run (sha256 differs); re-run the version, "
-                "or pass --force to export the current code with the run's weights"
+                "or pass --current-code to export the current code with the run's weights"
             )
     for name in extra:
         path = models_dir / name
@@ -282,6 +334,9 @@ def export_run(
     dest: Path | str | None = None,
     onnx: bool | None = None,
     force: bool = False,
+    current_code: bool = False,
+    metric: str | None = None,
+    goal: str | None = None,
     reporter: Reporter | None = None,
     writer: FileWriter = write_file,
 ) -> ExportResult:
@@ -290,20 +345,24 @@ def export_run(
     Args:
         project: the project.
         experiment: the experiment ID (``E012``).
-        version: the version; default: whichever version ran last.
-        run_id: the run (a unique prefix is enough); default: the latest completed
-            run of ``version``.
+        version: only runs of this version (default: any version).
+        run_id: the run (a unique prefix is enough); default: the best completed
+            run by the selection metric (see :mod:`mlbook.deploy.selection`).
         dest: the bundle directory; default ``Deployment/exports/<ID>-<version>``.
         onnx: also write ``model.onnx`` (default: ``[export] onnx`` in mlbook.toml).
-        force: export even if code the run used has changed since.
+        force: replace a bundle already at ``dest``.
+        current_code: export the code as it is now even when files the run used
+            changed since (default: the run's own code, from its snapshot).
+        metric, goal: the selection metric, instead of the script's or the config's.
         reporter: progress (default: none).
         writer: puts each file into the staging directory (a seam: tests pass one
             that fails like a full disk).
 
     Raises:
-        ExportError: no such run, missing weights or code, changed code, a file that
-            cannot be written (a full disk), or a failed verification (nothing is
-            left at ``dest`` then).
+        ExportError: no such run, no run with the selection metric, a bundle at
+            ``dest`` without ``force``, missing weights or code, changed code, a
+            file that cannot be written (a full disk), or a failed verification
+            (nothing is left at ``dest`` then).
     """
     from mlbook.errors import ExperimentError
     from mlbook.experiments.discovery import find_experiment
@@ -319,15 +378,24 @@ def export_run(
         script = find_experiment(project, experiment).path
     except ExperimentError as exc:
         raise ExportError(str(exc)) from exc
-    run = _pick_run(project, experiment, version, run_id)
+    current = script_settings(script, project.models_dir)
+    selection = _selection(project, experiment, version, run_id, current, metric, goal)
+    run = selection.run
+    target = (
+        Path(dest) if dest is not None else default_destination(project, experiment, run.version)
+    ).absolute()
+    replaced = _existing(target, selection, force, project.relative(target))
     with Store.for_project(project, recover=False) as store:
         recorded: list[tuple[str, int, str]] = list(run_files(store, run.id))
     stack = contextlib.ExitStack()
     with stack:
-        code, settings, code_commit = _collect_code(project, run, script, recorded, force, stack)
-        return _write_bundle(
-            project, run, script, code, settings, code_commit, dest, onnx, report, start, writer
+        code, settings, code_commit = _collect_code(
+            project, run, script, recorded, current_code, stack, current
         )
+        result = _write_bundle(
+            project, run, script, code, settings, code_commit, target, onnx, report, start, writer
+        )
+        return dataclasses.replace(result, selection=selection, replaced=replaced)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -336,12 +404,14 @@ def _collect_code(
     run: RunRecord,
     script: Path,
     recorded: list[tuple[str, int, str]],
-    force: bool,
+    current_code: bool,
     stack: contextlib.ExitStack,
+    settings: dict[str, Any],
 ) -> tuple[dict[str, Path], dict[str, Any], str | None]:
     """The code to carry, from the working tree or, when it changed since the run,
-    from the run's ``before`` snapshot (whose files must match what the run recorded)."""
-    settings = script_settings(script, project.models_dir)
+    from the run's ``before`` snapshot (whose files must match what the run recorded).
+
+    ``settings`` are those of the script in the working tree."""
     try:
         files = code_files(
             project.root,
@@ -350,7 +420,7 @@ def _collect_code(
             script,
             recorded,
             settings["files"],
-            force=force,
+            current_code=current_code,
         )
         return files, settings, None
     except _ChangedCode:
@@ -361,11 +431,11 @@ def _collect_code(
 
     tree = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlbook-export-"))) / "tree"
     try:
-        checkout(project.root, run.commit_before, tree)
+        checkout(project.root, run.commit_before, tree, missing_ok=True)
     except ProvenanceError as exc:
         raise ExportError(
             f"code of run {run.id} changed since, and its snapshot {run.commit_before[:12]} "
-            f"cannot be read ({exc}); re-run the version or pass --force"
+            f"cannot be read ({exc}); re-run the version or pass --current-code"
         ) from exc
     models = tree / project.models_dir.relative_to(project.root)
     old_script = tree / script.relative_to(project.root)
@@ -378,7 +448,7 @@ def _collect_code(
             old_script,
             recorded,
             settings["files"],
-            force=False,
+            current_code=False,
         )
     except _ChangedCode as exc:
         raise ExportError(
@@ -394,7 +464,7 @@ def _write_bundle(
     code: dict[str, Path],
     settings: dict[str, Any],
     code_commit: str | None,
-    dest: Path | str | None,
+    target: Path,
     onnx: bool,
     report: Reporter,
     start: float,
@@ -407,10 +477,6 @@ def _write_bundle(
     weights, weights_kind = _weights(project, run)
     labels = _labels(project, run, settings["dataset"])
     key = project_key(project.root)
-    target = (
-        Path(dest) if dest is not None else default_destination(project, experiment, run.version)
-    )
-    target = target.absolute()
     created: list[Path] = []
     tmp: Path | None = None
     try:
@@ -451,7 +517,12 @@ def _write_bundle(
 
         with report.task(f"verifying {experiment}-{run.version} in a clean process"):
             verified = verify_bundle(
-                tmp, finish=True, onnx=onnx, forbid=project.root, signing_key=key.path
+                tmp,
+                finish=True,
+                onnx=onnx,
+                forbid=project.root,
+                signing_key=key.path,
+                name=project.relative(target),
             )
         final = _check_signed(tmp, key.public)
         _replace_dir(tmp, target)

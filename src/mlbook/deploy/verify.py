@@ -87,6 +87,7 @@ def verify_bundle(
     timeout: float = 600.0,
     signing_key: Path | str | None = None,
     trusted_keys: Sequence[PublicKey] | None = None,
+    name: str | None = None,
 ) -> VerifyReport:
     """Load ``path`` in a clean child process and run one prediction.
 
@@ -99,6 +100,8 @@ def verify_bundle(
         timeout: seconds before the child is stopped.
         signing_key: with ``finish``, the private key file that signs the bundle.
         trusted_keys: the keys the child trusts (default: those of :func:`mlbook.load`).
+        name: how errors name the bundle (default: its path; an export being
+            built names its destination, not its staging directory).
 
     Raises:
         ExportError: the child failed; the message is the child's error.
@@ -129,7 +132,8 @@ def verify_bundle(
             )
         except subprocess.TimeoutExpired as exc:
             raise ExportError(
-                f"{root}: verification did not finish in {timeout:.0f} s; check the model hook"
+                f"{name or root}: verification did not finish in {timeout:.0f} s; "
+                "check the model hook"
             ) from exc
         seconds = time.perf_counter() - start
         report: dict[str, Any] = {}
@@ -137,7 +141,7 @@ def verify_bundle(
             report = orjson.loads(report_path.read_bytes())
     if done.returncode != 0 or not report.get("ok"):
         error = report.get("error") or _last_line(done.stderr) or f"exit code {done.returncode}"
-        raise ExportError(f"{root}: verification in a clean process failed: {error}")
+        raise ExportError(f"{name or root}: verification in a clean process failed: {error}")
     return VerifyReport(
         seconds=seconds,
         predicted=bool(report.get("predicted")),
@@ -211,24 +215,47 @@ def _save_sample(root: Path, sample: Any) -> str:
     return "sample.json"
 
 
-def _onnx(root: Path, model: Any, sample: Any) -> tuple[float, int | None]:
-    """Export ``model`` to ``model.onnx`` and return (max abs diff vs PyTorch, opset)."""
+def _onnx(root: Path, model: Any, given: Any, hook: str) -> tuple[float, int | None]:
+    """Export ``model`` to ``model.onnx`` and return (max abs diff vs PyTorch, opset).
+
+    ``given`` is the model's own input, from ``hook`` (``onnx_input``, or
+    ``sample`` when the script has no ``onnx_input``). It is run through the
+    model first, so an input the model does not take fails in milliseconds with
+    one line naming the hook to add, not after a long torch.export attempt.
+    """
     import warnings
 
     import torch
 
-    if not isinstance(model, torch.nn.Module) or not isinstance(sample, torch.Tensor):
+    add_hook = (
+        "add an @exp.onnx_input hook that returns the model's own input tensor "
+        "(the sample goes through predict, which may preprocess it)"
+        if hook == "sample"
+        else "make @exp.onnx_input return the tensor the model takes"
+    )
+    if not isinstance(model, torch.nn.Module):
+        raise ExportError("--onnx needs a PyTorch model (torch.nn.Module); export without --onnx")
+    if not isinstance(given, torch.Tensor):
         raise ExportError(
-            "--onnx needs a PyTorch model and a tensor from the @exp.sample hook; "
-            "export without --onnx"
+            f"--onnx: the @exp.{hook} input is a {type(given).__name__}, not a tensor; {add_hook}"
         )
+    try:
+        with torch.no_grad():
+            reference = model(given)
+    except Exception as exc:
+        raise ExportError(
+            f"--onnx: the model cannot take the @exp.{hook} input as it is "
+            f"({type(exc).__name__}: {_first_line(exc)}); {add_hook}"
+        ) from exc
+    if not isinstance(reference, torch.Tensor):
+        raise ExportError("--onnx needs the model to return one tensor; export without --onnx")
     target = root / _ONNX_FILE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
                 model,
-                (sample,),
+                (given,),
                 str(target),
                 input_names=["input"],
                 output_names=["output"],
@@ -237,25 +264,34 @@ def _onnx(root: Path, model: Any, sample: Any) -> tuple[float, int | None]:
             )
         except Exception:
             target.unlink(missing_ok=True)
-            torch.onnx.export(model, (sample,), str(target), dynamo=True)
+            try:  # the model ran on this input: torch.export may manage what tracing could not
+                torch.onnx.export(model, (given,), str(target), dynamo=True)
+            except Exception as exc:
+                target.unlink(missing_ok=True)
+                raise ExportError(
+                    f"--onnx: torch cannot export the model to ONNX ({type(exc).__name__}: "
+                    f"{_first_line(exc)}); export without --onnx"
+                ) from exc
     import onnx
     import onnxruntime
 
     opset = next((o.version for o in onnx.load(str(target)).opset_import if o.domain == ""), None)
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: sample.detach().cpu().numpy()}
+    feed = {session.get_inputs()[0].name: given.detach().cpu().numpy()}
     ort_out = session.run(None, feed)[0]
-    with torch.no_grad():
-        reference = model(sample)
-    if not isinstance(reference, torch.Tensor):
-        raise ExportError("--onnx needs the model to return one tensor; export without --onnx")
     diff = float(abs(ort_out - reference.detach().cpu().numpy()).max())
     if not math.isfinite(diff) or diff > ONNX_TOLERANCE:
         raise ExportError(
-            f"onnxruntime differs from PyTorch by {diff:.3g} (> {ONNX_TOLERANCE}) on the sample; "
-            "export without --onnx"
+            f"onnxruntime differs from PyTorch by {diff:.3g} (> {ONNX_TOLERANCE}) on the "
+            f"@exp.{hook} input; export without --onnx"
         )
     return diff, opset
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _check_isolation(forbid: Path | None) -> None:
@@ -286,23 +322,30 @@ def _finish(root: Path, onnx: bool, signing_key: Path | None) -> dict[str, Any]:
     )
     sign_bundle(root, key)
     loaded = load(root, trusted_keys=[key.public])
-    hook = loaded.experiment.hooks.get("sample")
+    hooks = loaded.experiment.hooks
+    hook = hooks.get("sample")
     report: dict[str, Any] = {"ok": True, "predicted": False, "output": ""}
     sample_file = None
     onnx_info = None
+    sample: Any = None
     if hook is not None:
         sample = hook(loaded.params)
         report["output"] = describe(loaded.predict(sample))
         report["predicted"] = True
         sample_file = _save_sample(root, sample)
-        if onnx:
-            diff, opset = _onnx(root, loaded.model, sample)
-            report["onnx_max_abs_diff"] = diff
-            onnx_info = OnnxInfo(file=_ONNX_FILE, opset=opset, max_abs_diff=diff)
-    elif onnx:
-        raise ExportError(
-            f"{manifest.entry_point}: --onnx needs a sample input; add an @exp.sample hook"
-        )
+    if onnx:
+        if "onnx_input" in hooks:
+            given, source = hooks["onnx_input"](loaded.params), "onnx_input"
+        elif hook is not None:
+            given, source = sample, "sample"
+        else:
+            raise ExportError(
+                f"{manifest.entry_point}: --onnx needs the model's input; add an "
+                "@exp.onnx_input (or @exp.sample) hook"
+            )
+        diff, opset = _onnx(root, loaded.model, given, source)
+        report["onnx_max_abs_diff"] = diff
+        onnx_info = OnnxInfo(file=_ONNX_FILE, opset=opset, max_abs_diff=diff)
     verification = Verification(
         ok=True,
         seconds=round(time.perf_counter() - start, 3),

@@ -114,6 +114,7 @@ def run_child(spec: RunSpec) -> int:
     from mlbook import _active
     from mlbook.experiments.contract import Channel
     from mlbook.experiments.metrics import Outbox
+    from mlbook.experiments.seeds import seed_run
 
     outbox = Outbox(Channel(spec.events_fd, spec.ack_fd))
     models_dir = Path(spec.models_dir)
@@ -126,6 +127,7 @@ def run_child(spec: RunSpec) -> int:
     tee = _start_tee(spec, outbox)
     status, metrics, error = "failed", {}, None
     try:
+        seed_run(spec)  # the run's seed, applied before the script or its model hook runs
         if spec.argv is None:
             metrics = _run_experiment(spec, outbox)
         else:
@@ -219,6 +221,8 @@ def _run_experiment(spec: RunSpec, outbox: Outbox) -> dict[str, Any]:
     params = exp.params(spec.base_version or spec.version)
     if spec.params:
         params = Params({**params, **spec.params})
+    if spec.seed is not None and "seed" not in params:  # a seed from the config
+        params = Params({**params, "seed": spec.seed})
     run = _make_run(spec, params, outbox)
     model = exp.build_model(run.params)
     if spec.mode == "export":

@@ -14,6 +14,11 @@ crossed with a ``grid``) and registers the hooks the runner calls::
 
 Only ``train`` is required. The object is plain data: importing a script never
 starts anything.
+
+``seed=`` is the run's seed (a ``seed`` param in every version that sets none;
+the runner applies it in the child before the model hook, see
+:mod:`mlbook.experiments.seeds`); ``metric=`` and ``goal=`` say which final
+metric makes a run the best one (``mlbook export`` picks that run).
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ from mlbook.errors import ExperimentError
 if TYPE_CHECKING:
     from mlbook.experiments.run import Run
 
-__all__ = ["HOOKS", "Experiment", "Params"]
+__all__ = ["GOALS", "HOOKS", "Experiment", "Params"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The hooks a script may register, in the order the runner uses them.
-HOOKS = ("model", "train", "evaluate", "export", "predict", "sample")
+HOOKS = ("model", "train", "evaluate", "export", "predict", "sample", "onnx_input")
+
+#: What ``goal=`` may say: the best run has the highest (``max``) or lowest (``min``) metric.
+GOALS = ("max", "min")
 
 #: What a version name may be made of (it names the run's output directory).
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+-]*$")
@@ -95,9 +103,16 @@ class Experiment:
         files: extra files (paths relative to ``Models/``) the experiment needs
             at inference time, for exports to carry (label maps, vocabularies).
         title: one line saying what the experiment tries.
+        seed: the seed of every version that has no ``seed`` param of its own
+            (it becomes that param). The runner seeds Python's ``random``, NumPy,
+            torch and ``PYTHONHASHSEED`` with it before the model hook.
+        metric: the final metric that makes a run the best (``mlbook export``
+            picks the best completed run by it).
+        goal: ``"max"`` (higher is better, the default) or ``"min"``.
 
     Raises:
-        ExperimentError: a version name is not usable or versions are not dicts.
+        ExperimentError: a version name is not usable, versions are not dicts,
+            the seed is not an int from 0 to 2**32 - 1, or ``goal`` is not max/min.
     """
 
     def __init__(
@@ -109,8 +124,27 @@ class Experiment:
         dataset: str | None = None,
         files: Iterable[str] = (),
         title: str = "",
+        seed: int | None = None,
+        metric: str | None = None,
+        goal: str = "max",
     ) -> None:
+        from mlbook.experiments.seeds import check_seed
+
         self.base: dict[str, Any] = dict(base or {})
+        self.seed = None if seed is None else check_seed(seed, "Experiment(seed=...)")
+        if self.seed is not None:
+            if "seed" in self.base and self.base["seed"] != self.seed:
+                raise ExperimentError(
+                    f"Experiment(seed={self.seed}) and base seed {self.base['seed']!r} disagree; "
+                    "give the seed once"
+                )
+            self.base = {"seed": self.seed, **self.base}
+        if metric is not None and (not isinstance(metric, str) or not metric.strip()):
+            raise ExperimentError(f"Experiment(metric=...) must name a metric, got {metric!r}")
+        if goal not in GOALS:
+            raise ExperimentError(f"Experiment(goal=...) must be 'max' or 'min', got {goal!r}")
+        self.metric = metric
+        self.goal = goal
         self.dataset = dataset
         self.files: tuple[str, ...] = tuple(files)
         self.title = title
@@ -142,6 +176,14 @@ class Experiment:
     def sample(self, func: F) -> F:
         """Register ``sample(params) -> inputs``: one input an export is verified with."""
         return self._hook("sample", func)
+
+    def onnx_input(self, func: F) -> F:
+        """Register ``onnx_input(params) -> tensor``: the model's own input, for ``--onnx``.
+
+        Needed when the ``predict`` hook preprocesses what it gets (the sample is
+        then not what the model takes).
+        """
+        return self._hook("onnx_input", func)
 
     def _hook(self, name: str, func: F) -> F:
         if not callable(func):

@@ -29,6 +29,7 @@ from typing import IO, Protocol
 import msgspec
 
 from mlbook.experiments.contract import ACK, Event, Exit, FrameReader, RunSpec
+from mlbook.experiments.seeds import seed_env
 
 __all__ = [
     "READ_LIMIT",
@@ -118,7 +119,7 @@ class LocalBackend:
         spec = msgspec.structs.replace(job.spec, events_fd=events_write, ack_fd=ack_read)
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the child ends
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **seed_env(job.spec.seed))
         try:
             process = subprocess.Popen(
                 [self.python, "-m", "mlbook.experiments._child", msgspec.json.encode(spec)],

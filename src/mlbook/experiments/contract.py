@@ -84,6 +84,8 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     output_metrics: bool = False
     #: regular expressions for those lines; empty: the built-in patterns
     output_patterns: tuple[str, ...] = ()
+    #: the run's seed, applied by the child before the model hook (None: not seeded)
+    seed: int | None = None
     #: which attempt at this run this is (1 for the first; a retried task counts up)
     attempt: int = 1
     #: file descriptor the child writes events to (local backend); None: no runner

@@ -62,6 +62,7 @@ class ScriptPlan(msgspec.Struct, frozen=True, kw_only=True):
 
     ``kind`` is ``"experiment"`` (a script with an ``mlbook.Experiment``) or
     ``"plain"`` (a script run as it is; ``options`` are its argparse options).
+    ``metric`` and ``goal`` say which run is the best (``Experiment(metric=, goal=)``).
     ``read`` is ``"static"`` (from the source), ``"child"`` (imported in a child
     process) or ``"cache"`` (a child's earlier answer); ``why`` says why the
     source alone was not enough. ``test`` holds the params every version gets in
@@ -76,6 +77,8 @@ class ScriptPlan(msgspec.Struct, frozen=True, kw_only=True):
     versions: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     options: tuple[Option, ...] = ()
     test: dict[str, Any] = msgspec.field(default_factory=dict)
+    metric: str | None = None
+    goal: Literal["max", "min"] = "max"
     read: Literal["static", "child", "cache"] = "static"
     why: str = ""
 
@@ -202,6 +205,8 @@ def plan_of(
         files=tuple(str(f) for f in exp.files),
         hooks=tuple(sorted(exp.hooks if hooks is None else hooks)),
         versions={name: params.to_dict() for name, params in exp.versions.items()},
+        metric=exp.metric,
+        goal="min" if exp.goal == "min" else "max",
         read=read,
         why=why,
     )

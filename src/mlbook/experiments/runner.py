@@ -102,6 +102,7 @@ class RunInfo:
     files: list[str] = field(default_factory=list)
     attempt: int = 1
     last_seq: int = 0
+    title: str = ""
 
     @property
     def elapsed(self) -> float:
@@ -206,6 +207,7 @@ class _Planned:
     argv: list[str] | None = None
     output_metrics: bool = False
     output_patterns: tuple[str, ...] = ()
+    seed: int | None = None
 
 
 def plan(
@@ -223,8 +225,16 @@ def plan(
     Scripts are read without being imported here (:func:`read_script`).
     ``sets`` (``--set``) change every selected version; ``grid`` (``--grid``)
     crosses each with its values; in test mode the ``[experiments.<ID>] test``
-    params are added.
+    params are added. Each version's seed is its ``seed`` param, else
+    ``[experiments] seed`` (added to an ``Experiment`` version's params, so the
+    run records it; a plain script is seeded without a new option).
+
+    Raises:
+        ExperimentError: a ``seed`` param that is not an int in range.
     """
+    from mlbook.experiments.seeds import run_seed
+
+    default_seed = project.config.experiments.seed
     planned: list[_Planned] = []
     for script in select_scripts(project, list(ids)):
         script_plan = read_script(project, script)
@@ -232,8 +242,12 @@ def plan(
         for version in select_versions(script_plan, list(versions), list(skip_versions), where):
             expanded = script_plan.expand(version, sets, grid, test=mode == "test", where=where)
             for name, params, overrides in expanded:
+                seed = run_seed(params, default_seed, f"{where} version {name}")
+                if seed is not None and script_plan.kind != "plain":
+                    params.setdefault("seed", seed)
                 item = _planned(project, script, script_plan, name, params, overrides)
                 item.base_version = version if overrides else None
+                item.seed = seed
                 planned.append(item)
     return planned
 
@@ -512,6 +526,7 @@ class _Runner:
             project=self.project,
             dataset_dir=self.project.datasets_dir / item.dataset if item.dataset else None,
             pk=pk,
+            title=item.title,
         )
         if self.backend.code_from_snapshot:  # the job ships the before commit: take it first
             self._before_run(info)
@@ -535,6 +550,7 @@ class _Runner:
             base_version=item.base_version,
             output_metrics=item.output_metrics,
             output_patterns=item.output_patterns,
+            seed=item.seed,
             attempt=info.attempt,
         )
         try:

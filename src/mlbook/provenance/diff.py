@@ -7,10 +7,18 @@ Comparing a run with the working tree now: pass ``b=None``.
 
 The code diff is between the two runs' ``before`` commits, limited to the files
 either run used (``all_files=True``: the whole tree).
+
+When params, data and code are the same but the metrics are not,
+:attr:`RunDiff.cause` names the likely reason, from what each run recorded: a
+run the runner did not seed (``seed.json`` in its outputs, written by
+:mod:`mlbook.experiments.seeds`), a different number of torch threads
+(``setup.json`` or ``seed.json``), another host, Python or package versions,
+else nondeterministic operations.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +28,15 @@ from typing import Any
 from mlbook.errors import ProvenanceError
 from mlbook.provenance.git import diff_commits
 
-__all__ = ["MetricDelta", "ParamChange", "RunDiff", "RunSide", "diff_runs", "run_side"]
+__all__ = [
+    "MetricDelta",
+    "ParamChange",
+    "RunDiff",
+    "RunSide",
+    "diff_runs",
+    "likely_cause",
+    "run_side",
+]
 
 _MISSING = object()
 
@@ -37,6 +53,9 @@ class RunSide:
         before: the commit of the code before the run, or ``None`` (no git).
         files: project-relative paths of the files the run used.
         no_commit_reason: why ``before`` is ``None``, when known.
+        seed: the seed the run was seeded with (``None``: not seeded, or unknown).
+        threads: torch's CPU threads in the run, when recorded.
+        environment: host, Python and package versions (name -> value).
     """
 
     label: str
@@ -46,6 +65,9 @@ class RunSide:
     before: str | None = None
     files: Sequence[str] = ()
     no_commit_reason: str = ""
+    seed: int | None = None
+    threads: int | None = None
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,7 @@ class RunDiff:
     code: str  # a unified diff ("" when the code is the same, or cannot be compared)
     code_paths: list[str] | None  # the files the code diff was limited to (None: all)
     code_note: str = ""  # why there is no code diff, when there is none for a reason
+    cause: str = ""  # same params, data and code but other metrics: the likely reason
 
     @property
     def same(self) -> bool:
@@ -88,13 +111,18 @@ class RunDiff:
         return not self.params and self.data is None and not self.code
 
 
-def run_side(record: Any, files: Iterable[str | Sequence[Any]] = ()) -> RunSide:
+def run_side(
+    record: Any, files: Iterable[str | Sequence[Any]] = (), root: Path | str | None = None
+) -> RunSide:
     """A :class:`RunSide` from a stored run and its files.
 
     Args:
         record: anything with ``id``, ``params``, ``metrics``, ``data_version``,
-            ``commit_before`` and ``commit_reason`` (the run store's ``RunRecord``).
+            ``commit_before`` and ``commit_reason`` (the run store's ``RunRecord``);
+            ``outputs``, ``host``, ``python`` and ``packages`` are used when present.
         files: the run's files, as paths or as ``(path, size, sha256)`` rows.
+        root: the project root, to read what the run recorded about its seed and
+            threads in its outputs (``seed.json``, ``setup.json``).
     """
     paths = [f if isinstance(f, str) else str(f[0]) for f in files]
     metrics = {
@@ -102,6 +130,21 @@ def run_side(record: Any, files: Iterable[str | Sequence[Any]] = ()) -> RunSide:
         for key, value in (getattr(record, "metrics", None) or {}).items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     }
+    seeded: dict[str, Any] = {}
+    setup: dict[str, Any] = {}
+    outputs = getattr(record, "outputs", None)
+    if root is not None and outputs:
+        seeded = _read_json(Path(root) / outputs / "seed.json")
+        setup = _read_json(Path(root) / outputs / "setup.json")
+    seed = seeded.get("seed", setup.get("seed"))
+    threads = setup.get("threads", seeded.get("threads"))
+    environment = {
+        "host": str(getattr(record, "host", "") or ""),
+        "python": str(getattr(record, "python", "") or ""),
+    }
+    packages = getattr(record, "packages", None)
+    if isinstance(packages, Mapping):
+        environment.update({str(k): str(v) for k, v in packages.items()})
     return RunSide(
         label=str(record.id),
         params=getattr(record, "params", None) or {},
@@ -110,7 +153,18 @@ def run_side(record: Any, files: Iterable[str | Sequence[Any]] = ()) -> RunSide:
         before=getattr(record, "commit_before", None),
         files=paths,
         no_commit_reason=getattr(record, "commit_reason", None) or "",
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        threads=threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
+        environment={k: v for k, v in environment.items() if v},
     )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -187,13 +241,53 @@ def diff_runs(
     if b is None:
         return RunDiff(a.label, "working tree", [], None, [], code, paths, note)
     data = None if a.data_version == b.data_version else (a.data_version, b.data_version)
-    return RunDiff(
-        a.label,
-        b.label,
-        _param_changes(a.params, b.params),
-        data,
-        _metric_deltas(a.metrics, b.metrics),
-        code,
-        paths,
-        note,
+    params = _param_changes(a.params, b.params)
+    metrics = _metric_deltas(a.metrics, b.metrics)
+    cause = ""
+    if not params and data is None and not code and not note and _differ(metrics):
+        cause = likely_cause(a, b)
+    return RunDiff(a.label, b.label, params, data, metrics, code, paths, note, cause)
+
+
+def _differ(metrics: Sequence[MetricDelta]) -> bool:
+    for m in metrics:
+        if m.a is None or m.b is None:
+            return True
+        if math.isnan(m.a) and math.isnan(m.b):
+            continue
+        if m.a != m.b:
+            return True
+    return False
+
+
+def likely_cause(a: RunSide, b: RunSide) -> str:
+    """Why two runs of the same params, data and code got different metrics (one line)."""
+    unseeded = [side.label for side in (a, b) if side.seed is None]
+    if unseeded:
+        which = "neither run was" if len(unseeded) == 2 else f"run {unseeded[0]} was not"
+        return (
+            f"no seed: {which} seeded by the runner; set Experiment(seed=...) or "
+            "[experiments] seed, and mlbook seeds random, NumPy and torch before the model hook"
+        )
+    if a.seed != b.seed:  # not a param (a seed from the config that changed)
+        return f"different seeds: {a.seed} and {b.seed}"
+    if a.threads is not None and b.threads is not None and a.threads != b.threads:
+        return (
+            f"different threads: torch used {a.threads} and {b.threads} CPU threads, which "
+            "changes the order of float additions; fix them (mlbook.pytorch.setup(threads=...))"
+        )
+    changed = [
+        f"{key} {a.environment.get(key, '(none)')} → {b.environment.get(key, '(none)')}"
+        for key in sorted({*a.environment, *b.environment})
+        if a.environment.get(key) != b.environment.get(key)
+    ]
+    if changed:
+        shown = ", ".join(changed[:4]) + (
+            f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        )
+        return f"a different environment: {shown}"
+    return (
+        f"nondeterministic ops: both runs had seed {a.seed} and the same threads and "
+        "environment; look in output.log for torch's warnings about operations without a "
+        "deterministic implementation, DataLoader workers or GPU kernels"
     )

@@ -1,7 +1,11 @@
 """Snapshots of the project's code as git commits, made with the git CLI.
 
 :func:`snapshot` records the current state of the project's files (tracked and
-untracked, ``.gitignore`` honoured, files over a size limit left out) as a commit.
+untracked, ``.gitignore`` honoured) as a commit. A new or changed file over the
+size limit (``[git] max_file_size``, default 1 MB) is recorded as a small
+pointer file (path, sha256, size; :mod:`mlbook.provenance.pointers`) whose
+bytes stay in the working tree, out of git's objects; :func:`checkout` puts
+them back while the project still has them.
 
 - ``mode="refs"`` (the default): the commit is built with plumbing and a temporary
   index (``GIT_INDEX_FILE``) and stored under ``refs/mlbook/runs/<run-id>/<stage>``.
@@ -10,7 +14,12 @@ untracked, ``.gitignore`` honoured, files over a size limit left out) as a commi
 - ``mode="branch"``: a real commit on the current branch (``git add -A`` then
   ``git commit``), like the manual practice. Refused during a merge, rebase,
   cherry-pick or revert, and on a detached HEAD (:class:`ProvenanceError`). When
-  nothing changed, no commit is made and ``HEAD`` is recorded.
+  nothing changed, no commit is made and ``HEAD`` is recorded. Files over the
+  size limit are left out (listed in ``skipped``): a pointer in the user's index
+  would show the file as changed.
+- Dataset metadata (``dataset.json``, ``records.jsonl``, ``records.json`` up to
+  two levels under the datasets area) goes in whatever ``.gitignore`` says
+  (refs mode), by the same size rule, so a run's split can be restored.
 
 Defined behaviour when git cannot help — the run must still run:
 
@@ -60,9 +69,11 @@ from mlbook._fs import TEMP_SUFFIX
 from mlbook.errors import ProvenanceError
 
 __all__ = [
+    "DEFAULT_MAX_FILE_SIZE",
     "GIT_TIMEOUT",
     "LOCK_TIMEOUT",
     "REF_PREFIX",
+    "Checkout",
     "GitInfo",
     "Snapshot",
     "checkout",
@@ -77,6 +88,10 @@ __all__ = [
 ]
 
 REF_PREFIX = "refs/mlbook/runs"
+#: bytes above which a file is kept in a snapshot as a pointer (``[git] max_file_size``)
+DEFAULT_MAX_FILE_SIZE = 1_000_000
+#: the files of a dataset that say what it is and which split each record is in
+DATASET_METADATA = ("dataset.json", "records.jsonl", "records.json")
 #: seconds one git command may take (hooks included) before it is stopped
 GIT_TIMEOUT = 60.0
 #: seconds branch mode waits for git's ``index.lock`` (and for another mlbook commit)
@@ -114,8 +129,10 @@ class Snapshot:
         ref: the ref that points to it (``refs/mlbook/runs/<id>/<stage>``, or the branch ref).
         reason: why there is no commit (empty when there is one), or a note
             (``"nothing changed; HEAD recorded"``).
-        skipped: project-relative paths left out because they exceed the size limit.
+        skipped: project-relative paths left out because they exceed the size
+            limit (branch mode).
         mode: ``"refs"`` or ``"branch"``.
+        pointers: project-relative paths recorded as pointer files (refs mode).
     """
 
     commit: str | None
@@ -123,6 +140,7 @@ class Snapshot:
     reason: str = ""
     skipped: tuple[str, ...] = ()
     mode: str = "refs"
+    pointers: tuple[str, ...] = ()
 
     @property
     def short(self) -> str | None:
@@ -276,7 +294,7 @@ def snapshot(
     run_id: str,
     stage: str,
     message: str,
-    max_file_mb: float = 5.0,
+    max_file_size: int | None = DEFAULT_MAX_FILE_SIZE,
     mode: Mode = "refs",
     include: Sequence[Path | str] = (),
     data_dir: str | None = None,
@@ -292,7 +310,9 @@ def snapshot(
         run_id: the run, e.g. ``20261124-1616-ab12``.
         stage: ``before`` or ``after`` (any ref-safe word).
         message: the commit message, e.g. ``[E012.1] before run small``.
-        max_file_mb: new or changed files larger than this are left out.
+        max_file_size: new or changed files larger than this many bytes are
+            recorded as pointers (refs mode) or left out (branch mode); ``None``:
+            no limit.
         mode: ``"refs"`` (hidden ref, nothing of the user's touched) or ``"branch"``.
         include: directories or files inside ``root`` recorded even when
             ``.gitignore`` ignores them (a run's output directory, for the
@@ -300,7 +320,8 @@ def snapshot(
             mode never starts tracking ignored files.
         data_dir: the datasets area relative to ``root``: its files that git does
             not track yet are left out (the data is recorded by its hash instead),
-            except each dataset's ``dataset.json``. ``None``: nothing left out.
+            except each dataset's metadata (:data:`DATASET_METADATA`), which goes
+            in by the size rule. ``None``: nothing left out.
         git_timeout: seconds each git command may take, hooks included.
         lock_timeout: seconds branch mode waits for ``index.lock`` and for another
             mlbook process committing on the branch.
@@ -319,15 +340,17 @@ def snapshot(
         return Snapshot(commit=None, reason=info, mode=mode)
     cwd = Path(root).resolve()
     if mode == "branch":
-        return _branch_commit(info, cwd, message, max_file_mb, data_dir, git_timeout, lock_timeout)
+        return _branch_commit(
+            info, cwd, message, max_file_size, data_dir, git_timeout, lock_timeout
+        )
     # mlbook's own commits: no user hooks (update-ref would run reference-transaction)
     git = _Git(info, cwd, git_timeout, _NO_HOOKS)
-    tree, skipped = _build_tree(git, max_file_mb, include, data_dir)
+    tree, pointers = _build_tree(git, max_file_size, include, data_dir)
     parents = ["-p", info.head] if info.head else []
     env = info.env if has_identity(info) else {**info.env, **_FALLBACK_IDENTITY}
     commit = _out(git.run(["commit-tree", tree, *parents], env=env, stdin=message.encode()))
     git.run(["update-ref", "-m", f"mlbook: {message}", ref, commit])
-    return Snapshot(commit=commit, ref=ref, skipped=skipped, mode="refs")
+    return Snapshot(commit=commit, ref=ref, mode="refs", pointers=pointers)
 
 
 @dataclass(frozen=True)
@@ -359,11 +382,11 @@ class _Git:
 
 def _build_tree(
     git: _Git,
-    max_file_mb: float,
+    max_file_size: int | None,
     include: Sequence[Path | str] = (),
     data_dir: str | None = None,
 ) -> tuple[str, tuple[str, ...]]:
-    """Write the tree of the working files (temporary index) and return its hash.
+    """Write the tree of the working files (temporary index): its hash, and the pointed paths.
 
     A file that vanishes while git reads it (someone's temporary file) fails
     ``git add``; the build then starts again from a fresh copy of the index,
@@ -373,7 +396,7 @@ def _build_tree(
     attempt = 0
     while True:
         try:
-            return _build_tree_once(git, max_file_mb, include, data_dir, gone)
+            return _build_tree_once(git, max_file_size, include, data_dir, gone)
         except _GitFailed as exc:
             path = _vanished_path(exc.stderr, git.cwd)
             if path is not None and path not in gone and len(gone) < _MAX_GONE:
@@ -395,14 +418,17 @@ def _vanished_path(stderr: str, cwd: Path) -> str | None:
 
 def _build_tree_once(
     git: _Git,
-    max_file_mb: float,
+    max_file_size: int | None,
     include: Sequence[Path | str],
     data_dir: str | None,
     gone: Sequence[str] = (),
 ) -> tuple[str, tuple[str, ...]]:
     info, cwd = git.info, git.cwd
-    large = _large_files(git, max_file_mb, data_dir)
-    forced, too_big = _included_files(cwd, include, max_file_mb)
+    large = _large_files(git, max_file_size, data_dir)
+    forced, too_big = _split_by_size(cwd, _included_files(cwd, include), max_file_size)
+    metadata, big_metadata = _split_by_size(cwd, _dataset_metadata(cwd, data_dir), max_file_size)
+    left_out = {*gone}
+    big = sorted({*large, *too_big, *big_metadata} - left_out)
     with tempfile.TemporaryDirectory(prefix="mlbook-index-") as tmp:
         index = Path(tmp) / "index"
         user_index = info.git_dir / "index"
@@ -413,23 +439,85 @@ def _build_tree_once(
         except FileNotFoundError:
             if info.head:
                 git.run(["read-tree", info.head], env=env)
-        _add_all(git, env, _pathspec((*large, *gone), data_dir))
-        _add_dataset_descriptions(git, env, data_dir)
-        if forced:
-            spec = "\0".join(f":(literal){name}" for name in forced)
+        _add_all(git, env, _pathspec((*big, *gone), data_dir))
+        small = [name for name in (*forced, *metadata) if name not in left_out]
+        if small:
+            spec = "\0".join(f":(literal){name}" for name in small)
             args = ["add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul"]
             git.run(args, env=env, stdin=spec.encode("utf-8", "surrogateescape"))
+        pointed = _add_pointers(git, env, big, Path(tmp))
         tree = _out(git.run(["write-tree"], env=env))
-    return tree, tuple(sorted({*large, *too_big}))
+    return tree, pointed
 
 
-def _included_files(
-    cwd: Path, include: Sequence[Path | str], max_file_mb: float
+def _add_pointers(
+    git: _Git, env: dict[str, str], names: Sequence[str], tmp: Path
+) -> tuple[str, ...]:
+    """Stage a pointer file (path, sha256, size) at each of ``names`` instead of its bytes."""
+    if not names:
+        return ()
+    from mlbook.provenance.pointers import HashCache
+
+    state = git.cwd / _STATE_DIR
+    cache = HashCache(state if state.is_dir() else None)
+    pointers = [p for p in (cache.pointer(git.cwd, name) for name in names) if p is not None]
+    cache.save()
+    if not pointers:
+        return ()
+    files = []
+    for number, pointer in enumerate(pointers):
+        path = tmp / f"pointer-{number}"
+        path.write_bytes(pointer.to_bytes())
+        files.append(str(path))
+    hashed = git.run(["hash-object", "-w", "--stdin-paths"], stdin="\n".join(files).encode())
+    blobs = _out(hashed).split()
+    lines = "".join(
+        f"100644 {blob}\t{git.info.prefix}{pointer.path}\0"
+        for blob, pointer in zip(blobs, pointers, strict=True)
+    )
+    git.run(
+        ["update-index", "--add", "-z", "--index-info"],
+        env=env,
+        stdin=lines.encode("utf-8", "surrogateescape"),
+    )
+    return tuple(p.path for p in pointers)
+
+
+def _split_by_size(
+    cwd: Path, names: Sequence[str], max_file_size: int | None
 ) -> tuple[list[str], list[str]]:
-    """Files under the ``include`` paths, relative to ``cwd``: (within the limit, over it)."""
-    limit = max_file_mb * 1024 * 1024
+    """``names`` (relative to ``cwd``): (within the limit, over it); a vanished file is dropped."""
     small: list[str] = []
     big: list[str] = []
+    for name in names:
+        try:
+            size = (cwd / name).lstat().st_size
+        except OSError:
+            continue
+        (big if max_file_size is not None and size > max_file_size else small).append(name)
+    return small, big
+
+
+def _dataset_metadata(cwd: Path, data_dir: str | None) -> list[str]:
+    """Each dataset's metadata files, one or two levels under the datasets area."""
+    if data_dir is None:
+        return []
+    base = cwd / data_dir
+    if not base.is_dir():
+        return []
+    found: set[str] = set()
+    for depth in ("*", "*/*"):
+        for name in DATASET_METADATA:
+            for path in base.glob(f"{depth}/{name}"):
+                with contextlib.suppress(OSError):
+                    if path.is_file() and not path.is_symlink():
+                        found.add(path.relative_to(cwd).as_posix())
+    return sorted(found)
+
+
+def _included_files(cwd: Path, include: Sequence[Path | str]) -> list[str]:
+    """Files under the ``include`` paths, relative to ``cwd``."""
+    found: list[str] = []
     for entry in include:
         start = (cwd / entry).resolve()
         if not start.is_relative_to(cwd) or not start.exists():
@@ -441,12 +529,10 @@ def _included_files(
             try:
                 if path.is_symlink() or not path.is_file():
                     continue
-                size = path.stat().st_size
             except OSError:
                 continue  # vanished meanwhile
-            name = path.relative_to(cwd).as_posix()
-            (big if size > limit else small).append(name)
-    return small, big
+            found.append(path.relative_to(cwd).as_posix())
+    return found
 
 
 def _add_all(git: _Git, env: dict[str, str], pathspec: bytes) -> None:
@@ -454,12 +540,12 @@ def _add_all(git: _Git, env: dict[str, str], pathspec: bytes) -> None:
     git.run(args, env=env, stdin=pathspec)
 
 
-def _add_dataset_descriptions(git: _Git, env: dict[str, str], data_dir: str | None) -> None:
-    """Add each dataset's ``dataset.json`` (small, and says what the data is)."""
-    if data_dir is None or not (git.cwd / data_dir).is_dir():
+def _add_unignored(git: _Git, env: dict[str, str], names: Sequence[str]) -> None:
+    """``git add`` the files among ``names`` that ``.gitignore`` does not ignore (branch mode)."""
+    if not names:
         return
-    spec = f":(glob){_glob_escape(data_dir)}/**/dataset.json"
-    args = ["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"]
+    spec = "\0".join(f":(literal){name}" for name in names)
+    args = ["add", "--ignore-errors", "--pathspec-from-file=-", "--pathspec-file-nul"]
     git.run(args, env=env, stdin=spec.encode("utf-8", "surrogateescape"), check=False)
 
 
@@ -467,11 +553,13 @@ def _glob_escape(path: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]\\" else c for c in path)
 
 
-def _large_files(git: _Git, max_file_mb: float, data_dir: str | None = None) -> tuple[str, ...]:
+def _large_files(
+    git: _Git, max_file_size: int | None, data_dir: str | None = None
+) -> tuple[str, ...]:
     """New or modified files under the directory over the limit, relative to it."""
-    if max_file_mb == float("inf"):
+    if max_file_size is None:
         return ()
-    limit = max_file_mb * 1024 * 1024
+    limit = max_file_size
     args = ["ls-files", "-z", "-m", "-o", "--exclude-standard", "--", ".", *_EXCLUDED]
     if data_dir is not None:
         args.append(_exclude_dir(data_dir))
@@ -489,6 +577,14 @@ def _large_files(git: _Git, max_file_mb: float, data_dir: str | None = None) -> 
     return tuple(sorted(big))
 
 
+def _exclude_file(name: str) -> str:
+    """A pathspec leaving out file ``name``, ignored or not (see :func:`_exclude_dir`)."""
+    escaped = _glob_escape(name)
+    head = f"[{escaped[0]}]" if escaped[0] != "[" else escaped[:3]
+    rest = escaped[1:] if escaped[0] != "[" else escaped[3:]
+    return f":(exclude,glob){head}{rest}"
+
+
 def _exclude_dir(path: str) -> str:
     """A pathspec leaving out directory ``path`` (relative), ignored by .gitignore or not.
 
@@ -496,18 +592,15 @@ def _exclude_dir(path: str) -> str:
     part of a pathspec before its first wildcard names an ignored path, exclusions
     included; a first character written as a class (``[D]atasets/**``) has none.
     """
-    escaped = _glob_escape(path.strip("/"))
-    head = f"[{escaped[0]}]" if escaped[0] != "[" else escaped[:3]
-    rest = escaped[1:] if escaped[0] != "[" else escaped[3:]
-    return f":(exclude,glob){head}{rest}/**"
+    return f"{_exclude_file(path.strip('/'))}/**"
 
 
 # what no snapshot holds, whatever .gitignore says: mlbook's state and temporary files
 _EXCLUDED = (_exclude_dir(_STATE_DIR), f":(exclude,glob)**/*{TEMP_SUFFIX}")
 
 
-def _pathspec(skipped: tuple[str, ...], data_dir: str | None = None) -> bytes:
-    specs = [".", *_EXCLUDED, *(f":(exclude,literal){name}" for name in skipped)]
+def _pathspec(skipped: Sequence[str], data_dir: str | None = None) -> bytes:
+    specs = [".", *_EXCLUDED, *(_exclude_file(name) for name in skipped)]
     if data_dir is not None:
         specs.append(_exclude_dir(data_dir))
     return "\0".join(specs).encode("utf-8", "surrogateescape")
@@ -577,7 +670,7 @@ def _branch_commit(
     info: GitInfo,
     cwd: Path,
     message: str,
-    max_file_mb: float,
+    max_file_size: int | None,
     data_dir: str | None,
     git_timeout: float,
     lock_timeout: float,
@@ -592,7 +685,7 @@ def _branch_commit(
         while True:
             _wait_for_index(info, deadline, lock_timeout)
             try:
-                return _branch_commit_once(git, head, message, max_file_mb, data_dir, gone)
+                return _branch_commit_once(git, head, message, max_file_size, data_dir, gone)
             except _GitFailed as exc:
                 path = _vanished_path(exc.stderr, cwd)
                 if path is not None and path not in gone and len(gone) < _MAX_GONE:
@@ -626,14 +719,17 @@ def _branch_commit_once(
     git: _Git,
     head: str | None,
     message: str,
-    max_file_mb: float,
+    max_file_size: int | None,
     data_dir: str | None,
     gone: Sequence[str] = (),
 ) -> Snapshot:
     info = git.info
-    skipped = _large_files(git, max_file_mb, data_dir)
+    metadata, big_metadata = _split_by_size(
+        git.cwd, _dataset_metadata(git.cwd, data_dir), max_file_size
+    )
+    skipped = tuple(sorted({*_large_files(git, max_file_size, data_dir), *big_metadata}))
     _add_all(git, info.env, _pathspec((*skipped, *gone), data_dir))
-    _add_dataset_descriptions(git, info.env, data_dir)
+    _add_unignored(git, info.env, [name for name in metadata if name not in gone])
     staged = git.run(["diff", "--cached", "--quiet"], check=False)
     if head is not None and staged.returncode == 0:
         return Snapshot(
@@ -702,16 +798,52 @@ def current_commit(root: Path | str) -> str | None:
     return None if isinstance(info, str) else info.head
 
 
-def checkout(root: Path | str, commit: str, dest: Path | str, stage: str = "before") -> Path:
+@dataclass(frozen=True)
+class Checkout:
+    """What :func:`checkout` wrote.
+
+    Attributes:
+        path: the directory written.
+        commit: the full hash of the commit it holds.
+        restored: paths (relative to ``path``) of pointed files whose bytes were put back.
+        missing: paths of pointed files whose bytes are gone (their pointer was
+            written in their place; only with ``missing_ok``).
+    """
+
+    path: Path
+    commit: str
+    restored: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+
+def checkout(
+    root: Path | str,
+    commit: str,
+    dest: Path | str,
+    stage: str = "before",
+    *,
+    missing_ok: bool = False,
+    label: str | None = None,
+) -> Checkout:
     """Write the project's files as of ``commit`` into ``dest`` (a plain export).
 
     ``commit`` may be a commit, a ref, or a run id (its ``stage`` snapshot, see
     :func:`resolve`). ``dest`` must not exist or be an empty directory. Only the
-    project's part of the repository is written, so ``dest`` looks like the project root.
+    project's part of the repository is written, so ``dest`` looks like the project
+    root. A file recorded as a pointer gets its bytes back from the project when
+    it still has them (same path, size and sha256).
+
+    The files are written in a temporary directory beside ``dest`` and renamed
+    into place: ``dest`` is complete or not there.
 
     Raises:
-        ProvenanceError: unknown commit, ``dest`` not empty, no git.
+        ProvenanceError: unknown commit, ``dest`` not empty, no git; a pointed
+            file whose bytes are gone (unless ``missing_ok``: then its pointer is
+            written in its place and named in :attr:`Checkout.missing`). ``label``
+            names what is checked out in that message (default: ``commit``).
     """
+    from mlbook.provenance.pointers import restore_pointers
+
     info, cwd = _require(root)
     full = resolve(cwd, commit, stage)
     target = Path(dest).resolve()
@@ -719,10 +851,29 @@ def checkout(root: Path | str, commit: str, dest: Path | str, stage: str = "befo
         raise ProvenanceError(f"{target} exists and is not an empty directory; choose a new one")
     treeish = f"{full}:{info.prefix}" if info.prefix else full
     archive = _run(info.git, ["archive", "--format=tar", treeish], info.toplevel, info.env)
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(target, filter="data")
-    return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.checkout-", dir=target.parent))
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(staging, filter="data")
+        done = restore_pointers(staging, cwd)
+        missing = tuple(p.path for p in done.missing)
+        if missing and not missing_ok:
+            shown = ", ".join(missing[:3]) + (
+                f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            )
+            raise ProvenanceError(
+                f"{len(missing)} file(s) of {label or commit} were recorded as pointers and "
+                f"their bytes are gone from the project: {shown}; nothing was written "
+                "(pass --missing-ok to write the rest, with the pointers in their place)"
+            )
+        if target.exists():
+            target.rmdir()
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Checkout(target, full, done.restored, missing)
 
 
 def diff_commits(
@@ -746,7 +897,7 @@ def diff_commits(
         return ""
     info, cwd = _require(root)
     # the working tree is snapshotted into a tree object, so untracked files count too
-    right = resolve(cwd, b) if b is not None else _build_tree(_Git(info, cwd), float("inf"))[0]
+    right = resolve(cwd, b) if b is not None else _build_tree(_Git(info, cwd), None)[0]
     revs = [resolve(cwd, a), right]
     spec = [f":(literal){p}" for p in paths] if paths is not None else ["."]
     done = _run(

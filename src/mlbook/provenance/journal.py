@@ -515,12 +515,15 @@ def record_step(
     metrics: Mapping[str, float],
     before: str | None,
     after: str | None,
+    title: str = "",
 ) -> None:
     """Add the step line of ``run_id``, or update it in place when it is there.
 
     The line reads ``1. [x] small — run 20261124-1616-ab12 · acc 0.962 · 83d45cd → 9af01b2``;
     a status other than ``done`` shows after the run id and leaves the box empty.
-    The entry is created (untitled) when missing, and a TODO entry becomes IN PROGRESS.
+    The entry is created when missing, with ``title`` (the script's
+    ``Experiment(title=...)``); an entry whose heading has no title gets it; a
+    TODO entry becomes IN PROGRESS.
 
     Raises:
         ProvenanceError: a broken journal.
@@ -549,6 +552,11 @@ def record_step(
         else:
             body.append(line(max((s.number for s in steps if s), default=0) + 1))
         new = _replace_block(lines, span, "steps", body)
+        clean_title = " ".join(title.split())
+        if clean_title and not span.title:  # a heading mlbook made untitled: name it
+            heading = new[span.start]
+            ending = heading[len(_body(heading)) :] or "\n"
+            new[span.start] = f"## [{exp_id}] {clean_title}{ending}"
         entry = _to_entry(lines, span)
         if entry.status == "TODO":
             span = _find(_parse(new, target), exp_id, target)
@@ -558,7 +566,7 @@ def record_step(
 
     target = Path(path)
     if not any(e.id == exp_id for e in read_journal(target)):
-        add_entry(target, exp_id, "")
+        add_entry(target, exp_id, title)
     _update(target, change)
 
 

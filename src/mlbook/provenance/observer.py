@@ -12,7 +12,8 @@ For each ``run``-mode run it:
 3. after the run, completes the step line with the final status and metrics,
    snapshots the code with its results (the run's output directory ``info.dir``
    is included although ``Models/outputs/`` is git-ignored; files over
-   ``[git] max_file_mb`` are left out), then adds the after commit to the line.
+   ``[git] max_file_size`` go in as pointers, their bytes staying in
+   ``Models/outputs/``), then adds the after commit to the line.
 
 ``test`` runs and runs without a store are left alone.
 """
@@ -139,7 +140,7 @@ class ProvenanceObserver:
                 info.run_id,
                 stage,
                 message,
-                settings.max_file_mb,
+                settings.max_file_bytes,
                 settings.commits,
                 include=include,
                 data_dir=None if settings.snapshot_data else self.project.area_name("datasets"),
@@ -191,7 +192,9 @@ class ProvenanceObserver:
                 'run `git config user.name "..."` and `git config user.email "..."`'
             )
 
-    def _journal_step(self, info: RunLike, status: str, *commits: str | None) -> bool:
+    def _journal_step(
+        self, info: RunLike, status: str, before: str | None, after: str | None
+    ) -> bool:
         """Add or update the run's journal step; a broken journal is a warning, not a stop.
 
         Returns:
@@ -206,7 +209,9 @@ class ProvenanceObserver:
                 info.run_id,
                 status,
                 metrics,
-                *commits,
+                before,
+                after,
+                title=str(getattr(info, "title", "") or ""),
             )
         except MlbookError as exc:
             _warn(f"run {info.run_id}: journal step not written: {exc}")

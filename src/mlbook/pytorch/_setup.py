@@ -62,9 +62,12 @@ def setup(
 ) -> torch.device:
     """Prepare a run for training and record how, once per run.
 
-    Seeds ``random``, NumPy and torch (``seed``, default ``run.params.seed`` or 0),
-    sets torch's CPU threads when ``threads`` is given, picks the device (CUDA when
-    available unless ``device`` says otherwise) and moves ``model`` to it. Writes
+    Without ``seed`` it keeps the seeding the runner did before the model hook
+    (the run's ``seed``, see :mod:`mlbook.experiments.seeds`); an unseeded run is
+    seeded with ``run.params.seed`` or 0. With ``seed`` it seeds ``random``,
+    NumPy and torch again. Sets torch's CPU threads when ``threads`` is given,
+    picks the device (CUDA when available unless ``device`` says otherwise) and
+    moves ``model`` to it. Writes
     ``setup.json`` in the run directory (hyper-parameters, seed, parameter counts,
     device, threads, torch version), records it as an artifact of kind ``setup``
     and prints one summary line. A second call in the same run changes the seed
@@ -73,8 +76,16 @@ def setup(
     Returns:
         the device the model is on.
     """
-    chosen = seed if seed is not None else int(run.params.get("seed", 0))
-    seed_everything(chosen, deterministic=deterministic)
+    from mlbook.experiments.seeds import applied_seed
+
+    runner_seed = applied_seed()  # the runner's, in a run it seeded: the run's seed param
+    if seed is not None or runner_seed is None or run.params.get("seed") != runner_seed:
+        chosen = seed if seed is not None else int(run.params.get("seed", 0))
+        seed_everything(chosen, deterministic=deterministic)
+    else:
+        chosen = runner_seed
+        if deterministic:
+            torch.use_deterministic_algorithms(True)
     if threads is not None:
         torch.set_num_threads(int(threads))
     target = torch.device(device) if device is not None else _default_device()

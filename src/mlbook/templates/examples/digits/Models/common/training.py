@@ -52,10 +52,11 @@ def train_classifier(run: Any, model: nn.Module) -> dict[str, float]:
     """Train ``model`` on the train split; returns the test accuracy and friends.
 
     Params used: ``lr``, ``epochs``, ``batch_size``, ``weight_decay``, ``seed``,
-    ``threads`` (torch CPU threads).
+    ``threads`` (torch CPU threads). The runner has seeded everything with
+    ``seed`` before the model was built; ``setup`` records it.
     """
     p = run.params
-    mt.setup(run, model, seed=p.seed, threads=p.threads, device="cpu")
+    mt.setup(run, model, threads=p.threads, device="cpu")
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     start = run.resume_from(model, optimizer)  # 0, or the epoch after the newest checkpoint
     train = loader(run, "train", p.batch_size, shuffle=True)
