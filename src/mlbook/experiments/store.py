@@ -32,11 +32,14 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
+from msgspec.structs import astuple
 
 from mlbook.errors import StoreError
 from mlbook.experiments.schema import (
@@ -48,6 +51,7 @@ from mlbook.experiments.schema import (
 )
 
 if TYPE_CHECKING:
+    from mlbook.experiments.query import ExperimentRow, StoredRun
     from mlbook.experiments.series import Chunk
     from mlbook.project import Project
 
@@ -56,6 +60,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "STORE_FILE",
+    "Conflict",
+    "ImportOutcome",
     "Store",
     "new_run_id",
 ]
@@ -485,6 +491,89 @@ class Store:
                 (time.time(), crashed_error(pid), run_id),
             )
         return list(crashed)
+
+    def import_runs(
+        self, runs: Sequence[StoredRun], experiments: Iterable[ExperimentRow] = ()
+    ) -> ImportOutcome:
+        """Insert runs made elsewhere (another store, an import) in one transaction.
+
+        Idempotent by run ID: a run already here with the same content hash
+        (:meth:`~mlbook.experiments.query.StoredRun.content_hash`) is left as it is;
+        one with a different hash is a conflict, and then nothing at all is
+        written. Experiment rows are added when missing (existing ones are kept).
+        Metric chunks are copied as they are; the source's ``pk`` is not used.
+        """
+        from mlbook.experiments.query import RunRecord, stored_runs
+
+        columns = [name.removesuffix("_json") for name in RunRecord.__struct_fields__[1:]]
+        insert_run = (
+            f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        )
+        outcome = ImportOutcome()
+        with self.transaction(f"importing {len(runs)} run(s)") as db:
+            here = {run.id: run for run in stored_runs(self, [run.id for run in runs])}
+            fresh: list[StoredRun] = []
+            for run in runs:
+                if run.id not in here:
+                    fresh.append(run)
+                    continue
+                ours, theirs = here[run.id].content_hash(), run.content_hash()
+                if ours == theirs:
+                    outcome.present.append(run.id)
+                else:
+                    outcome.conflicts.append(Conflict(run.id, ours, theirs))
+            if outcome.conflicts:
+                return outcome
+            db.executemany(
+                "INSERT INTO experiments (id, script, title, created) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                [(row.id, row.script, row.title, time.time()) for row in experiments],
+            )
+            for run in fresh:
+                cursor = db.execute(insert_run, msgspec.structs.astuple(run.record)[1:])
+                pk = cursor.lastrowid
+                db.executemany(INSERT_CHUNK, [(pk, *astuple(c)) for c in run.chunks])
+                db.executemany(
+                    "INSERT INTO metric_summary (run, key, count, first_step, last_step, min, max,"
+                    " last, last_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(pk, *astuple(s)) for s in run.summaries],
+                )
+                db.executemany(
+                    "INSERT INTO attempts (run, attempt, host, pid, started, ended, last_seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(pk, *astuple(a)) for a in run.attempts],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?)",
+                    [(run.id, *a) for a in run.artifacts],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?)",
+                    [(run.id, *f) for f in run.files],
+                )
+                outcome.added.append(run.id)
+        return outcome
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A run in both stores with different content: its ID and both content hashes."""
+
+    run_id: str
+    ours: str
+    theirs: str
+
+
+@dataclass
+class ImportOutcome:
+    """What :meth:`Store.import_runs` did: runs added, runs already here, conflicts.
+
+    With any conflict nothing was written (``added`` is empty).
+    """
+
+    added: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
 
 
 def crashed_error(pid: int | None) -> str:

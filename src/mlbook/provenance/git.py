@@ -51,7 +51,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -60,20 +60,27 @@ from mlbook._fs import TEMP_SUFFIX
 from mlbook.errors import ProvenanceError
 
 __all__ = [
+    "BUNDLE_TIMEOUT",
     "GIT_TIMEOUT",
     "LOCK_TIMEOUT",
     "REF_PREFIX",
     "GitInfo",
     "Snapshot",
+    "bundle_heads",
+    "bundle_refs",
     "checkout",
+    "create_refs",
     "current_commit",
     "diff_commits",
     "git_info",
     "has_identity",
     "refuse_in_progress",
     "resolve",
+    "root_commits",
     "run_ref",
+    "run_refs",
     "snapshot",
+    "unbundle",
 ]
 
 REF_PREFIX = "refs/mlbook/runs"
@@ -756,3 +763,118 @@ def diff_commits(
         info.env,
     )
     return done.stdout.decode("utf-8", "replace")
+
+
+# -- moving run snapshots between clones (mlbook.transfer) --------------------------------
+
+#: seconds a bundle may take to write or read (a whole history can be large)
+BUNDLE_TIMEOUT = 600.0
+
+
+def root_commits(root: Path | str) -> tuple[str, ...]:
+    """The root commits of ``HEAD``'s history, sorted: what two clones of a project share.
+
+    Empty without git, outside a repository, or before the first commit.
+    """
+    info = git_info(root)
+    if isinstance(info, str) or info.head is None:
+        return ()
+    done = _run(info.git, ["rev-list", "--max-parents=0", "HEAD"], Path(root).resolve(), info.env)
+    return tuple(sorted(_out(done).split()))
+
+
+def run_refs(root: Path | str, run_ids: Collection[str] | None = None) -> dict[str, str]:
+    """Hidden run refs (``refs/mlbook/runs/<id>/<stage>`` -> commit), of ``run_ids`` when given.
+
+    Raises:
+        ProvenanceError: no git, or not a repository.
+    """
+    info, cwd = _require(root)
+    done = _run(
+        info.git, ["for-each-ref", "--format=%(objectname) %(refname)", REF_PREFIX], cwd, info.env
+    )
+    refs: dict[str, str] = {}
+    for line in _out(done).splitlines():
+        commit, _, ref = line.partition(" ")
+        parts = ref.split("/")
+        if len(parts) == 5 and (run_ids is None or parts[3] in run_ids):
+            refs[ref] = commit
+    return refs
+
+
+def bundle_refs(root: Path | str, refs: Sequence[str], destination: Path | str) -> None:
+    """Write a git bundle holding ``refs`` and every commit they reach to ``destination``.
+
+    Raises:
+        ProvenanceError: no git, no refs, or git failing.
+    """
+    if not refs:
+        raise ProvenanceError("bundle_refs: no refs to bundle")
+    info, cwd = _require(root)
+    args = ["bundle", "create", "-q", str(Path(destination).resolve()), "--stdin"]
+    _run(
+        info.git,
+        args,
+        cwd,
+        info.env,
+        "".join(f"{r}\n" for r in refs).encode(),
+        True,
+        BUNDLE_TIMEOUT,
+    )
+
+
+def bundle_heads(root: Path | str, bundle: Path | str) -> dict[str, str]:
+    """The refs a bundle holds (ref -> commit); the repository is not changed.
+
+    Raises:
+        ProvenanceError: not a bundle git can read; no git.
+    """
+    info, cwd = _require(root)
+    done = _run(
+        info.git,
+        ["bundle", "list-heads", str(Path(bundle).resolve())],
+        cwd,
+        info.env,
+        timeout=BUNDLE_TIMEOUT,
+    )
+    heads: dict[str, str] = {}
+    for line in _out(done).splitlines():
+        commit, _, ref = line.partition(" ")
+        heads[ref] = commit
+    return heads
+
+
+def unbundle(root: Path | str, bundle: Path | str) -> None:
+    """Store a bundle's objects in the repository without creating or moving any ref.
+
+    Raises:
+        ProvenanceError: the bundle needs commits this repository lacks, is damaged,
+            or git fails.
+    """
+    info, cwd = _require(root)
+    path = str(Path(bundle).resolve())
+    _run(info.git, ["bundle", "verify", "-q", path], cwd, info.env, timeout=BUNDLE_TIMEOUT)
+    _run(info.git, ["bundle", "unbundle", path], cwd, info.env, timeout=BUNDLE_TIMEOUT)
+
+
+def create_refs(root: Path | str, refs: Mapping[str, str]) -> list[str]:
+    """Create the refs that do not exist yet, in one transaction; existing ones are left.
+
+    Returns:
+        the refs created, sorted.
+
+    Raises:
+        ProvenanceError: a ref outside ``refs/mlbook/runs/``, a commit the
+            repository does not have, or git failing.
+    """
+    info, cwd = _require(root)
+    existing = run_refs(cwd)
+    new = {ref: commit for ref, commit in sorted(refs.items()) if ref not in existing}
+    for ref in new:
+        parts = ref.split("/")
+        if len(parts) != 5 or run_ref(parts[3], parts[4]) != ref:
+            raise ProvenanceError(f"{ref!r} is not a run ref ({REF_PREFIX}/<run-id>/<stage>)")
+    if new:
+        lines = "".join(f"create {ref} {commit}\n" for ref, commit in new.items())
+        _run(info.git, [*_NO_HOOKS, "update-ref", "--stdin"], cwd, info.env, lines.encode())
+    return list(new)
