@@ -49,6 +49,7 @@ __all__ = [
     "experiment_ids",
     "experiment_rows",
     "get_run",
+    "known_run_ids",
     "latest_weights",
     "metric_series",
     "metric_summaries",
@@ -700,3 +701,19 @@ def experiment_ids(where: Project | Store | Path | str | None) -> list[str]:
             "SELECT id FROM experiments UNION SELECT DISTINCT experiment FROM runs ORDER BY 1"
         ).fetchall()
     return [str(row[0]) for row in rows]
+
+
+def known_run_ids(where: Project | Store | Path | str | None, run_ids: Iterable[str]) -> set[str]:
+    """Which of ``run_ids`` (full IDs) the store holds."""
+    wanted = list(dict.fromkeys(run_ids))
+    found: set[str] = set()
+    with reading(where) as store:
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start : start + _BATCH]
+            found.update(
+                row[0]
+                for row in store.db.execute(
+                    f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(batch))})", batch
+                )
+            )
+    return found
