@@ -14,7 +14,9 @@ from mlbook.scaffold import init_project
 
 SCRIPT = """import mlbook
 
-exp = mlbook.Experiment(title="{title}", base={{"k": 2}}, versions={{"small": {{}}, "big": {{"k": 5}}}})
+exp = mlbook.Experiment(
+    title="{title}", base={{"k": 2}}, versions={{"small": {{}}, "big": {{"k": 5}}}}
+)
 
 
 @exp.train
@@ -65,7 +67,9 @@ def make_clones(tmp_path: Path, big: int = 10) -> Clones:
     return Clones(a, Project.open(tmp_path / "b"))
 
 
-def snapshot_of(project: Project) -> dict[str, tuple[str, str, str, dict[str, list[tuple[int, float]]]]]:
+def snapshot_of(
+    project: Project,
+) -> dict[str, tuple[str, str, str, dict[str, list[tuple[int, float]]]]]:
     """Every run of the project with its status, experiment, version and series (no times)."""
     found = {}
     for record in runs(project):
@@ -75,3 +79,11 @@ def snapshot_of(project: Project) -> dict[str, tuple[str, str, str, dict[str, li
         }
         found[record.id] = (record.status, record.experiment, record.version, series)
     return found
+
+
+def state_of(project: Project) -> tuple[object, ...]:
+    """What an unpack may write: runs, refs, output files, the journal (to check nothing was)."""
+    refs = git(project.root, "for-each-ref", "refs/mlbook")
+    outputs = sorted(p.relative_to(project.root).as_posix() for p in project.outputs_dir.rglob("*"))
+    journal = project.journal_path.read_text()
+    return sorted(r.id for r in runs(project)), refs, outputs, journal

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         ProvenanceError,
         RecordError,
         StoreError,
+        TransferError,
     )
     from mlbook.experiments.api import Experiment
     from mlbook.experiments.query import runs
@@ -59,6 +60,7 @@ __all__ = [
     "Record",
     "RecordError",
     "StoreError",
+    "TransferError",
     "Violation",
     "__version__",
     "check_project",
@@ -86,6 +88,7 @@ _LAZY: dict[str, str] = {
     "ProvenanceError": "mlbook.errors",
     "RecordError": "mlbook.errors",
     "StoreError": "mlbook.errors",
+    "TransferError": "mlbook.errors",
     "Experiment": "mlbook.experiments.api",
     "runs": "mlbook.experiments.query",
     "Project": "mlbook.project",

@@ -37,7 +37,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import orjson
 from msgspec.structs import astuple
 
@@ -505,7 +504,7 @@ class Store:
         """
         from mlbook.experiments.query import RunRecord, stored_runs
 
-        columns = [name.removesuffix("_json") for name in RunRecord.__struct_fields__[1:]]
+        columns = [name.removesuffix("_json") for name in RunRecord.__struct_fields__]
         insert_run = (
             f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         )
@@ -529,29 +528,33 @@ class Store:
                 " ON CONFLICT (id) DO NOTHING",
                 [(row.id, row.script, row.title, time.time()) for row in experiments],
             )
-            for run in fresh:
-                cursor = db.execute(insert_run, msgspec.structs.astuple(run.record)[1:])
-                pk = cursor.lastrowid
-                db.executemany(INSERT_CHUNK, [(pk, *astuple(c)) for c in run.chunks])
-                db.executemany(
-                    "INSERT INTO metric_summary (run, key, count, first_step, last_step, min, max,"
-                    " last, last_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(pk, *astuple(s)) for s in run.summaries],
-                )
-                db.executemany(
-                    "INSERT INTO attempts (run, attempt, host, pid, started, ended, last_seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(pk, *astuple(a)) for a in run.attempts],
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?)",
-                    [(run.id, *a) for a in run.artifacts],
-                )
-                db.executemany(
-                    "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?)",
-                    [(run.id, *f) for f in run.files],
-                )
-                outcome.added.append(run.id)
+            # new runs take the keys after the last one: this transaction holds the write lock
+            (last,) = db.execute("SELECT coalesce(max(pk), 0) FROM runs").fetchone()
+            keyed = [(last + 1 + n, run) for n, run in enumerate(fresh)]
+            db.executemany(
+                insert_run,
+                [(pk, *astuple(run.record)[1:]) for pk, run in keyed],
+            )
+            db.executemany(INSERT_CHUNK, [(pk, *astuple(c)) for pk, r in keyed for c in r.chunks])
+            db.executemany(
+                "INSERT INTO metric_summary (run, key, count, first_step, last_step, min, max,"
+                " last, last_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(pk, *astuple(s)) for pk, r in keyed for s in r.summaries],
+            )
+            db.executemany(
+                "INSERT INTO attempts (run, attempt, host, pid, started, ended, last_seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(pk, *astuple(a)) for pk, r in keyed for a in r.attempts],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?)",
+                [(r.id, *a) for r in fresh for a in r.artifacts],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?)",
+                [(r.id, *f) for r in fresh for f in r.files],
+            )
+            outcome.added.extend(r.id for r in fresh)
         return outcome
 
 

@@ -771,16 +771,31 @@ def diff_commits(
 BUNDLE_TIMEOUT = 600.0
 
 
+def _plain(root: Path | str) -> tuple[str, Path, dict[str, str]]:
+    """git, the directory and the environment, without asking git anything yet.
+
+    The transfer helpers run one git command each; git itself says when the
+    directory is not in a repository (a :class:`ProvenanceError` then).
+    """
+    git = shutil.which("git")
+    if git is None:
+        raise ProvenanceError("git not found on PATH: install git to move runs' commits")
+    env = {**os.environ, "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    env.pop("GIT_INDEX_FILE", None)
+    return git, Path(root).resolve(), env
+
+
 def root_commits(root: Path | str) -> tuple[str, ...]:
     """The root commits of ``HEAD``'s history, sorted: what two clones of a project share.
 
     Empty without git, outside a repository, or before the first commit.
     """
-    info = git_info(root)
-    if isinstance(info, str) or info.head is None:
+    git = shutil.which("git")
+    if git is None:
         return ()
-    done = _run(info.git, ["rev-list", "--max-parents=0", "HEAD"], Path(root).resolve(), info.env)
-    return tuple(sorted(_out(done).split()))
+    git, cwd, env = _plain(root)
+    done = _run(git, ["rev-list", "--max-parents=0", "HEAD"], cwd, env, check=False)
+    return tuple(sorted(_out(done).split())) if done.returncode == 0 else ()
 
 
 def run_refs(root: Path | str, run_ids: Collection[str] | None = None) -> dict[str, str]:
@@ -789,10 +804,8 @@ def run_refs(root: Path | str, run_ids: Collection[str] | None = None) -> dict[s
     Raises:
         ProvenanceError: no git, or not a repository.
     """
-    info, cwd = _require(root)
-    done = _run(
-        info.git, ["for-each-ref", "--format=%(objectname) %(refname)", REF_PREFIX], cwd, info.env
-    )
+    git, cwd, env = _plain(root)
+    done = _run(git, ["for-each-ref", "--format=%(objectname) %(refname)", REF_PREFIX], cwd, env)
     refs: dict[str, str] = {}
     for line in _out(done).splitlines():
         commit, _, ref = line.partition(" ")
@@ -810,17 +823,9 @@ def bundle_refs(root: Path | str, refs: Sequence[str], destination: Path | str) 
     """
     if not refs:
         raise ProvenanceError("bundle_refs: no refs to bundle")
-    info, cwd = _require(root)
+    git, cwd, env = _plain(root)
     args = ["bundle", "create", "-q", str(Path(destination).resolve()), "--stdin"]
-    _run(
-        info.git,
-        args,
-        cwd,
-        info.env,
-        "".join(f"{r}\n" for r in refs).encode(),
-        True,
-        BUNDLE_TIMEOUT,
-    )
+    _run(git, args, cwd, env, "".join(f"{r}\n" for r in refs).encode(), True, BUNDLE_TIMEOUT)
 
 
 def bundle_heads(root: Path | str, bundle: Path | str) -> dict[str, str]:
@@ -829,14 +834,9 @@ def bundle_heads(root: Path | str, bundle: Path | str) -> dict[str, str]:
     Raises:
         ProvenanceError: not a bundle git can read; no git.
     """
-    info, cwd = _require(root)
-    done = _run(
-        info.git,
-        ["bundle", "list-heads", str(Path(bundle).resolve())],
-        cwd,
-        info.env,
-        timeout=BUNDLE_TIMEOUT,
-    )
+    git, cwd, env = _plain(root)
+    path = str(Path(bundle).resolve())
+    done = _run(git, ["bundle", "list-heads", path], cwd, env, timeout=BUNDLE_TIMEOUT)
     heads: dict[str, str] = {}
     for line in _out(done).splitlines():
         commit, _, ref = line.partition(" ")
@@ -847,14 +847,15 @@ def bundle_heads(root: Path | str, bundle: Path | str) -> dict[str, str]:
 def unbundle(root: Path | str, bundle: Path | str) -> None:
     """Store a bundle's objects in the repository without creating or moving any ref.
 
+    git checks first that the repository has the commits the bundle builds on.
+
     Raises:
         ProvenanceError: the bundle needs commits this repository lacks, is damaged,
             or git fails.
     """
-    info, cwd = _require(root)
+    git, cwd, env = _plain(root)
     path = str(Path(bundle).resolve())
-    _run(info.git, ["bundle", "verify", "-q", path], cwd, info.env, timeout=BUNDLE_TIMEOUT)
-    _run(info.git, ["bundle", "unbundle", path], cwd, info.env, timeout=BUNDLE_TIMEOUT)
+    _run(git, ["bundle", "unbundle", path], cwd, env, timeout=BUNDLE_TIMEOUT)
 
 
 def create_refs(root: Path | str, refs: Mapping[str, str]) -> list[str]:
@@ -867,7 +868,7 @@ def create_refs(root: Path | str, refs: Mapping[str, str]) -> list[str]:
         ProvenanceError: a ref outside ``refs/mlbook/runs/``, a commit the
             repository does not have, or git failing.
     """
-    info, cwd = _require(root)
+    git, cwd, env = _plain(root)
     existing = run_refs(cwd)
     new = {ref: commit for ref, commit in sorted(refs.items()) if ref not in existing}
     for ref in new:
@@ -876,5 +877,5 @@ def create_refs(root: Path | str, refs: Mapping[str, str]) -> list[str]:
             raise ProvenanceError(f"{ref!r} is not a run ref ({REF_PREFIX}/<run-id>/<stage>)")
     if new:
         lines = "".join(f"create {ref} {commit}\n" for ref, commit in new.items())
-        _run(info.git, [*_NO_HOOKS, "update-ref", "--stdin"], cwd, info.env, lines.encode())
+        _run(git, [*_NO_HOOKS, "update-ref", "--stdin"], cwd, env, lines.encode())
     return list(new)

@@ -172,8 +172,7 @@ def pack_runs(
         sources.extend(files)
         manifest = _manifest(project, records, hashes, outputs, [s.member for s in sources])
         signature = _sign(project, manifest)
-        size = sum(s.member.size for s in sources) + len(manifest) + len(signature)
-        path = _write(output, manifest, signature, sources)
+        path, size = _write(output, manifest, signature, sources)
     return PackResult(
         path=path,
         runs=[r.id for r in records],
@@ -288,16 +287,35 @@ def _sign(project: Project, manifest: bytes) -> bytes:
 
 def _write(
     output: Path | str | IO[bytes], manifest: bytes, signature: bytes, sources: list[Source]
-) -> str:
+) -> tuple[str, int]:
+    """Write the pack; return where (``-`` for a stream) and how many bytes."""
     if not isinstance(output, (str, Path)):
-        write_pack(output, manifest, signature, sources)
-        return "-"
+        counter = _Counter(output)
+        write_pack(counter, manifest, signature, sources)  # type: ignore[arg-type]
+        return "-", counter.count
     target = Path(output)
     if target.is_dir():
         raise TransferError(f"{target} is a directory; name the pack file, e.g. runs.mlbook")
     try:
         with atomic_writer(target) as handle:
-            write_pack(handle, manifest, signature, sources)
+            counter = _Counter(handle)
+            write_pack(counter, manifest, signature, sources)  # type: ignore[arg-type]
     except OSError as exc:
         raise TransferError(f"{target}: cannot write the pack ({exc.strerror or exc})") from exc
-    return str(target)
+    return str(target), counter.count
+
+
+class _Counter:
+    """A binary writer that counts the bytes it passes on."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.out.write(data)
+        self.count += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.out.flush()

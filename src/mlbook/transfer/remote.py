@@ -93,6 +93,7 @@ class _Drain(threading.Thread):
         super().__init__(daemon=True)
         self.stream = stream
         self.data = b""
+        self.problem: BaseException | None = None  # what went wrong on our side, if anything
 
     def run(self) -> None:
         with contextlib.suppress(OSError, ValueError):
@@ -147,23 +148,24 @@ def pull(
         )
     except OSError as exc:
         raise TransferError(f"{where}: cannot start {argv[0]} ({exc.strerror or exc})") from exc
-    assert child.stdout is not None and child.stderr is not None
-    errors = _Drain(child.stderr)
-    errors.start()
-    try:
-        result = unpack(
-            project, child.stdout, name=str(where), force=force, trust=True, reporter=reporter
-        )
-    except MlbookError as exc:
+    with child:  # closes the pipes and waits for the child, whatever happens
+        assert child.stdout is not None and child.stderr is not None
+        errors = _Drain(child.stderr)
+        errors.start()
+        try:
+            result = unpack(
+                project, child.stdout, name=str(where), force=force, trust=True, reporter=reporter
+            )
+        except MlbookError as exc:
+            child.stdout.close()
+            code = child.wait()
+            errors.join()
+            if code != 0:
+                raise _failure(where, "pack", code, errors.data, remote_mlbook) from exc
+            raise
         child.stdout.close()
-        code = child.wait()
+        child.wait()
         errors.join()
-        if code != 0:
-            raise _failure(where, "pack", code, errors.data, remote_mlbook) from exc
-        raise
-    child.stdout.close()
-    child.wait()
-    errors.join()
     return result
 
 
@@ -196,11 +198,36 @@ def push(
         )
     except OSError as exc:
         raise TransferError(f"{where}: cannot start {argv[0]} ({exc.strerror or exc})") from exc
+    with child:  # closes the pipes and waits for the child, whatever happens
+        code, answer, errors = _send(project, child, selectors, experiments, outputs, reporter)
+    if code != 0:
+        raise _failure(where, "unpack", code, errors.data, remote_mlbook) from errors.problem
+    if errors.problem is not None:
+        raise TransferError(
+            f"{where}: the pack could not be sent ({errors.problem})"
+        ) from errors.problem
+    try:
+        return UnpackResult.from_dict(orjson.loads(answer))
+    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        raise TransferError(
+            f"{where}: `mlbook unpack` answered something else than its JSON result; "
+            "is the same mlbook installed there?"
+        ) from exc
+
+
+def _send(
+    project: Project,
+    child: subprocess.Popen[bytes],
+    selectors: Sequence[str],
+    experiments: Sequence[str],
+    outputs: OutputsPolicy,
+    reporter: Reporter | None,
+) -> tuple[int, bytes, _Drain]:
+    """Pack into the child's stdin; return its exit code, its stdout and its stderr drain."""
     assert child.stdin is not None and child.stdout is not None and child.stderr is not None
     answer, errors = _Drain(child.stdout), _Drain(child.stderr)
     answer.start()
     errors.start()
-    problem: BaseException | None = None
     try:
         pack_runs(
             project,
@@ -210,27 +237,16 @@ def push(
             outputs=outputs,
             reporter=reporter,
         )
-    except OSError as exc:  # the remote side went away: its error says why
-        problem = exc
+    except OSError as exc:  # the other side went away: its error says why
+        errors.problem = exc
     except BaseException:
         with contextlib.suppress(OSError):
             child.stdin.close()
         child.kill()
-        child.wait()
         raise
     with contextlib.suppress(OSError):
         child.stdin.close()
     code = child.wait()
     answer.join()
     errors.join()
-    if code != 0:
-        raise _failure(where, "unpack", code, errors.data, remote_mlbook) from problem
-    if problem is not None:
-        raise TransferError(f"{where}: the pack could not be sent ({problem})") from problem
-    try:
-        return UnpackResult.from_dict(orjson.loads(answer.data))
-    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-        raise TransferError(
-            f"{where}: `mlbook unpack` answered something else than its JSON result; "
-            "is the same mlbook installed there?"
-        ) from exc
+    return code, answer.data, errors

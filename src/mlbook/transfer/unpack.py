@@ -230,7 +230,8 @@ def _rows(pack: ReadPack, label: str) -> Rows:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise TransferError(f"{label}: {ROWS_MEMBER} is not valid ({exc})") from exc
     listed = {run.id: run.sha256 for run in pack.manifest.runs}
-    if [run.id for run in rows.runs] != [run.id for run in pack.manifest.runs]:
+    ids = [run.id for run in rows.runs]
+    if ids != [run.id for run in pack.manifest.runs] or len(set(ids)) != len(ids):
         raise TransferError(f"{label}: {ROWS_MEMBER} and the manifest list different runs")
     for run in rows.runs:
         if run.content_hash() != listed[run.id]:
@@ -338,25 +339,27 @@ def _placements(
             continue
         directory = (project.root / relative).resolve()
         if directory != outputs_root and directory.is_relative_to(outputs_root):
-            directories[run.id] = project.root / relative
-    wanted = {run.id for run in new}
+            directories[run.id] = directory
+    packed = {run.id for run in pack.manifest.runs}
+    wanted = {run.id: run for run in new}
     placements: list[_Placement] = []
     for member, staged in pack.files.items():
         if not member.startswith(OUTPUTS_PREFIX):
             continue
         run_id, _, inner = member[len(OUTPUTS_PREFIX) :].partition("/")
-        if run_id not in {r.id for r in pack.manifest.runs}:
+        if run_id not in packed:
             raise TransferError(f"{label}: {member!r} belongs to no run of the pack; refused")
         if run_id not in wanted:
             continue  # the run is here already, with its outputs
         if run_id not in directories:
             raise TransferError(
                 f"{label}: run {run_id} has output files but its output directory "
-                f"{next(r.record.outputs for r in new if r.id == run_id)!r} is not inside "
+                f"{wanted[run_id].record.outputs!r} is not inside "
                 f"{project.relative(project.outputs_dir)}/; refused"
             )
-        target = directories[run_id] / inner
-        if not target.resolve().is_relative_to(outputs_root):
+        directory = directories[run_id]
+        target = directory / inner  # inner is a plain relative path (checked by read_pack)
+        if directory.exists() and not target.resolve().is_relative_to(directory):
             raise TransferError(f"{label}: {member!r} would leave the outputs area; refused")
         if target.exists() or target.is_symlink():
             from mlbook._fs import sha256_file
@@ -374,11 +377,14 @@ def _placements(
 def _place(placements: list[_Placement], added: set[str]) -> int:
     """Rename staged output files into place (runs actually added only)."""
     written = 0
+    made: set[Path] = set()
     for placement in placements:
         if placement.run_id not in added:
             continue
         try:
-            placement.target.parent.mkdir(parents=True, exist_ok=True)
+            if placement.target.parent not in made:
+                placement.target.parent.mkdir(parents=True, exist_ok=True)
+                made.add(placement.target.parent)
             os.chmod(placement.staged, 0o644)
             os.replace(placement.staged, placement.target)
         except OSError as exc:
