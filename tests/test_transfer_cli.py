@@ -3,9 +3,11 @@ and an unpack while `mlbook run` writes to the same store."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -85,7 +87,7 @@ def test_a_pipe_between_two_processes(clones: Clones) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    assert sorted(__import__("json").loads(done.stdout)["added"]) == sorted(ran)
+    assert sorted(json.loads(done.stdout)["added"]) == sorted(ran)
     assert snapshot_of(clones.a) == snapshot_of(clones.b)
 
 
@@ -141,3 +143,40 @@ def test_unpack_while_a_run_writes_to_the_store(clones: Clones, tmp_path: Path) 
     assert long_run.status == "completed"
     assert len(metric_series(b, long_run)["loss"]) == 300
     assert {r.id for r in runs(b)} >= set(ran_a)
+
+
+def test_done_when_two_clones_list_the_same_runs(clones: Clones, tmp_path: Path) -> None:
+    """The issue's "done when", through the commands: runs in both clones, packs both
+    ways, the same runs with equal series, a second unpack adds nothing, a tampered
+    pack is refused."""
+    a, b = clones.a, clones.b
+    run(a, "E001")
+    add_experiment(b, "E002", "second")
+    run(b, "E002")
+    to_b, to_a = tmp_path / "a.mlbook", tmp_path / "b.mlbook"
+    assert mlbook(a, "pack", "-o", str(to_b))[0] == 0
+    assert mlbook(b, "unpack", "--trust", str(to_b))[0] == 0
+    assert mlbook(b, "pack", "-o", str(to_a))[0] == 0
+    assert mlbook(a, "unpack", "--trust", str(to_a))[0] == 0
+
+    def listing(project: Project) -> dict[str, object]:
+        code, out, _ = mlbook(project, "runs", "--format", "json")
+        assert code == 0
+        shown = {}
+        for record in json.loads(out):
+            code, detail, _ = mlbook(project, "show", record["id"], "--format", "json")
+            assert code == 0
+            data = json.loads(detail)
+            shown[record["id"]] = (data["status"], data["metrics"], data["series"])
+        return shown
+
+    assert listing(a) == listing(b) and len(listing(a)) == 4
+    code, out, _ = mlbook(b, "unpack", "--trust", str(to_b))
+    assert (code, out) == (0, f"nothing to add: the 2 run(s) of {to_b} are here already\n")
+    with tarfile.open(to_b) as tar:
+        at = tar.getmember("manifest.json").offset_data + 40
+    data = bytearray(to_b.read_bytes())
+    data[at] ^= 0x01
+    to_b.write_bytes(bytes(data))
+    code, _, err = mlbook(b, "unpack", "--trust", str(to_b))
+    assert code == 1 and "refused, nothing was written" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -13,8 +14,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("mlflow")
-
 from mlbook.cli import cli
 from mlbook.errors import TransferError
 from mlbook.experiments.query import metric_series, run_artifacts, runs
@@ -22,7 +21,12 @@ from mlbook.project import Project
 from mlbook.provenance.journal import read_journal
 from mlbook.transfer.mlflow_import import import_mlflow, resolve_tracking_uri
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("mlflow") is None, reason="needs mlflow (extra mlflow)"
+    ),
+]
 
 WRITER = """
 import json, logging, sys

@@ -317,7 +317,7 @@ def _import_experiment(
     with Store.for_project(project, readonly=True) as store:
         here = known_run_ids(store, ids.values())
         earlier = next((get_run(store, i).experiment for i in ids.values() if i in here), None)
-    ident = as_id or earlier or _next_id(project)
+    ident = as_id or earlier or _next_id(project, set(result.experiments.values()))
     result.experiments[experiment.name] = ident
     result.present.extend(i for i in ids.values() if i in here)
     todo = []
@@ -335,13 +335,14 @@ def _import_experiment(
         _import_batch(project, client, uri, experiment, ident, batch, artifacts, result)
 
 
-def _next_id(project: Project) -> str:
-    """The next free ``E<n>`` after every ID in the store, the journal and ``Models/``."""
+def _next_id(project: Project, reserved: set[str]) -> str:
+    """The next free ``E<n>`` after every ID in the store, the journal, ``Models/`` and
+    ``reserved`` (IDs this import gave out already)."""
     from mlbook.experiments.discovery import find_scripts
     from mlbook.experiments.query import experiment_ids
     from mlbook.provenance.journal import read_journal
 
-    taken = set(experiment_ids(project))
+    taken = set(experiment_ids(project)) | reserved
     with contextlib.suppress(MlbookError):
         taken.update(entry.id for entry in read_journal(project.journal_path))
     with contextlib.suppress(MlbookError):

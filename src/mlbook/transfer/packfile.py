@@ -70,6 +70,8 @@ OUTPUTS_PREFIX = "outputs/"
 SIGNING_CONTEXT = b"mlbook-run-pack-v1\n"
 _MAX_MANIFEST = 64 * 1024 * 1024
 _MAX_SIGNATURE = 64 * 1024
+#: the rows are decoded in memory: a larger pack is refused (split it by experiment)
+_MAX_ROWS = 2 * 1024 * 1024 * 1024
 _BLOCK = 1 << 20
 
 Sha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
@@ -195,12 +197,14 @@ class ReadPack:
     Attributes:
         manifest: the parsed manifest.
         signer: the fingerprint of the key that signed it (``None``: unsigned, trusted anyway).
-        files: member path -> the staged file holding its bytes.
+        files: member path -> the staged file holding its bytes (every member but the rows).
+        rows: the bytes of ``runs.msgpack``, kept in memory (they are decoded at once).
     """
 
     manifest: PackManifest
     signer: str | None
     files: dict[str, Path]
+    rows: bytes = b""
 
 
 def read_pack(
@@ -281,10 +285,12 @@ def _read(
     for path in expected:
         _check_member_name(path, name)
     files: dict[str, Path] = {}
+    seen: set[str] = set()
+    rows = b""
     rest: Iterable[tarfile.TarInfo] = members if pending is None else chain([pending], members)
     for info in rest:
         listed = expected.get(info.name)
-        if listed is None or info.name in files:
+        if listed is None or info.name in seen:
             raise TransferError(
                 f"{name}: member {info.name!r} is not listed in {MANIFEST_MEMBER}"
                 + (" (or comes twice)" if listed is not None else "")
@@ -295,27 +301,36 @@ def _read(
                 f"{name}: member {info.name!r} is not the {listed.size}-byte file the manifest "
                 "lists; the pack was changed after it was made: refused, nothing was written"
             )
-        target = staging / f"{len(files):06d}"
-        digest = _stage(tar, info, target)
+        if info.name == ROWS_MEMBER:
+            rows = _read_member(tar, info, _MAX_ROWS, name)
+            digest = hashlib.sha256(rows).hexdigest()
+        else:
+            target = staging / f"{len(files):06d}"
+            digest = _stage(tar, info, target)
         if digest != listed.sha256:
             raise TransferError(
                 f"{name}: member {info.name!r} has sha256 {digest[:12]}…, the manifest says "
                 f"{listed.sha256[:12]}…; the pack was changed or damaged: refused, "
                 "nothing was written"
             )
-        files[info.name] = target
-    missing = sorted(set(expected) - set(files))
+        seen.add(info.name)
+        if info.name != ROWS_MEMBER:
+            files[info.name] = target
+    missing = sorted(set(expected) - seen)
     if missing:
         raise TransferError(
             f"{name}: {len(missing)} member(s) listed in {MANIFEST_MEMBER} are missing "
             f"(first: {missing[0]}); the pack is truncated: copy or make it again"
         )
-    return ReadPack(manifest, signer, files)
+    return ReadPack(manifest, signer, files, rows)
 
 
 def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, limit: int, name: str) -> bytes:
     if info.size > limit:
-        raise TransferError(f"{name}: {info.name} is too large ({info.size} bytes)")
+        raise TransferError(
+            f"{name}: {info.name} is too large ({info.size} bytes); "
+            "pack fewer runs at a time (by experiment, or with filters)"
+        )
     handle = tar.extractfile(info)
     assert handle is not None
     data = handle.read()

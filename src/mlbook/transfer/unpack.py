@@ -222,11 +222,10 @@ def _rows(pack: ReadPack, label: str) -> Rows:
     """The rows member, checked against the manifest's runs and their hashes."""
     from mlbook.provenance.git import run_ref
 
-    path = pack.files.get(ROWS_MEMBER)
-    if path is None:
+    if not any(member.path == ROWS_MEMBER for member in pack.manifest.members):
         raise TransferError(f"{label}: the pack has no {ROWS_MEMBER}; make it again")
     try:
-        rows = msgspec.msgpack.decode(path.read_bytes(), type=Rows)
+        rows = msgspec.msgpack.decode(pack.rows, type=Rows)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise TransferError(f"{label}: {ROWS_MEMBER} is not valid ({exc})") from exc
     listed = {run.id: run.sha256 for run in pack.manifest.runs}
