@@ -278,7 +278,7 @@ def import_group() -> None:
     """Import runs recorded by another tool (MLflow)."""
 
 
-@import_group.command("mlflow")
+@import_group.command("mlflow", short_help="Import the runs of an MLflow tracking store.")
 @click.argument("tracking_uri", required=False, metavar="[TRACKING_URI]")
 @click.option(
     "--experiment", "-e", "experiments", multiple=True, metavar="NAME", help="Only this one."

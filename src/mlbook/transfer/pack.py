@@ -15,10 +15,10 @@ import hashlib
 import stat
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -40,6 +40,9 @@ from mlbook.transfer.packfile import (
     Source,
     write_pack,
 )
+
+if TYPE_CHECKING:
+    from mlbook.experiments.store import Store
 
 __all__ = ["SMALL_OUTPUT_BYTES", "OutputsPolicy", "PackResult", "pack_runs", "select_runs"]
 
@@ -112,7 +115,7 @@ def select_runs(
 
 
 @contextlib.contextmanager
-def _readonly(project: Project) -> Any:
+def _readonly(project: Project) -> Iterator[Store]:
     from mlbook.experiments.store import Store
 
     with Store.for_project(project, readonly=True) as store:

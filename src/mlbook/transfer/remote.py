@@ -37,6 +37,9 @@ from mlbook.transfer.unpack import UnpackResult, unpack
 
 __all__ = ["Remote", "parse_remote", "pull", "push"]
 
+#: seconds a remote whose stream ended early gets to exit with its own error
+_EXIT_WAIT = 10.0
+
 
 @dataclass(frozen=True)
 class Remote:
@@ -157,8 +160,14 @@ def pull(
                 project, child.stdout, name=str(where), force=force, trust=True, reporter=reporter
             )
         except MlbookError as exc:
-            child.stdout.close()
-            code = child.wait()
+            # a remote that failed has closed its output and is exiting: its error says
+            # why the stream stopped; one still packing was stopped by us: ours does
+            try:
+                code = child.wait(timeout=_EXIT_WAIT)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                raise exc from None
             errors.join()
             if code != 0:
                 raise _failure(where, "pack", code, errors.data, remote_mlbook) from exc

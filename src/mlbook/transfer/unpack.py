@@ -35,7 +35,7 @@ import msgspec
 
 from mlbook._fs import temp_dir_for
 from mlbook.errors import MlbookError, MlbookWarning, TransferError
-from mlbook.experiments.query import StoredRun
+from mlbook.experiments.query import RunRecord, StoredRun
 from mlbook.progress import NullReporter, Reporter
 from mlbook.project import Project
 from mlbook.transfer.packfile import (
@@ -395,7 +395,7 @@ def _place(placements: list[_Placement], added: set[str]) -> int:
     return written
 
 
-def _journal(project: Project, records: list[Any], rows: Rows) -> None:
+def _journal(project: Project, records: list[RunRecord], rows: Rows) -> None:
     from mlbook.provenance.observer import journal_runs
 
     if not records:
