@@ -6,7 +6,20 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["torch", "numpy", "pandas", "rich", "PIL", "onnx", "ray", "fastapi", "matplotlib", "git"]
+HEAVY = [
+    "torch",
+    "numpy",
+    "pandas",
+    "rich",
+    "PIL",
+    "onnx",
+    "ray",
+    "fastapi",
+    "matplotlib",
+    "git",
+    "mlflow",
+    "sqlalchemy",
+]
 
 
 def _modules_after(code: str) -> set[str]:

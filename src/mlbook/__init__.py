@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         ProvenanceError,
         RecordError,
         StoreError,
+        TransferError,
     )
     from mlbook.experiments.api import Experiment
     from mlbook.experiments.query import runs
@@ -60,6 +61,7 @@ __all__ = [
     "Record",
     "RecordError",
     "StoreError",
+    "TransferError",
     "Violation",
     "__version__",
     "artifact",
@@ -97,6 +99,7 @@ _LAZY: dict[str, str] = {
     "ProvenanceError": "mlbook.errors",
     "RecordError": "mlbook.errors",
     "StoreError": "mlbook.errors",
+    "TransferError": "mlbook.errors",
     "Experiment": "mlbook.experiments.api",
     "runs": "mlbook.experiments.query",
     "Project": "mlbook.project",

@@ -15,7 +15,9 @@ bug and keeps its traceback.
      ├── ExperimentError         unknown experiment or version, a bad script
      ├── StoreError              the run store cannot be read or written
      ├── ProvenanceError         git snapshots, the journal, diffs
-     └── ExportError             an export cannot be written, verified or loaded
+     ├── ExportError             an export cannot be written, verified or loaded
+     └── TransferError           a pack cannot be made, checked or unpacked; a remote or
+                                 an MLflow store cannot be reached or read
 
 Subclasses keep the facts (path, line, key) as attributes and build the message
 from them; the underlying error stays in ``__cause__``.
@@ -42,6 +44,7 @@ __all__ = [
     "ProvenanceError",
     "RecordError",
     "StoreError",
+    "TransferError",
 ]
 
 
@@ -150,3 +153,7 @@ class ProvenanceError(MlbookError):
 
 class ExportError(MlbookError):
     """An export cannot be written, verified or loaded."""
+
+
+class TransferError(MlbookError):
+    """Runs cannot be packed, unpacked, pulled, pushed or imported from MLflow."""

@@ -44,6 +44,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "exports": ("Deployment", "mlbook.cli.deploy:exports", "List export bundles and their status."),
     "key": ("Deployment", "mlbook.cli.deploy:key", "Show or export the bundle-signing key."),
     "serve": ("Deployment", "mlbook.cli.deploy:serve", "Serve an export bundle over HTTP."),
+    "pack": ("Transfer", "mlbook.cli.transfer:pack", "Pack runs into one signed file."),
+    "unpack": ("Transfer", "mlbook.cli.transfer:unpack", "Unpack a pack's runs into this project."),
+    "pull": ("Transfer", "mlbook.cli.transfer:pull", "Pull runs from another clone (ssh)."),
+    "push": ("Transfer", "mlbook.cli.transfer:push", "Push runs to another clone (ssh)."),
+    "import": ("Transfer", "mlbook.cli.transfer:import_group", "Import runs from MLflow."),
 }
 
 _DEBUG_KEY = "mlbook.debug"

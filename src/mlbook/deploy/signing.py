@@ -55,7 +55,9 @@ __all__ = [
     "project_key",
     "read_public_key",
     "sign_bundle",
+    "signature_bytes",
     "trusted_keys",
+    "verify_signature",
 ]
 
 KEY_DIR = "keys"
@@ -332,17 +334,24 @@ def sign_bundle(root: Path | str, key: SigningKey) -> str:
     base = Path(root)
     try:
         manifest = (base / MANIFEST_FILE).read_bytes()
-        signature = _Signature(
-            key=key.public.fingerprint,
-            public_key=base64.b64encode(key.public.raw).decode(),
-            signature=base64.b64encode(key.sign(_CONTEXT + manifest)).decode(),
-        )
-        atomic_write_bytes(
-            base / SIGNATURE_FILE, msgspec.json.format(msgspec.json.encode(signature)) + b"\n"
-        )
+        atomic_write_bytes(base / SIGNATURE_FILE, signature_bytes(manifest, key))
     except OSError as exc:
         raise ExportError(f"{base}: cannot sign the bundle ({exc.strerror})") from exc
     return key.public.fingerprint
+
+
+def signature_bytes(manifest: bytes, key: SigningKey, context: bytes = _CONTEXT) -> bytes:
+    """The ``signature.json`` content signing ``manifest`` with ``key``.
+
+    ``context`` is put before the manifest bytes when signing, so that a signature
+    made for one kind of file (an export, a run pack) never passes for another.
+    """
+    signature = _Signature(
+        key=key.public.fingerprint,
+        public_key=base64.b64encode(key.public.raw).decode(),
+        signature=base64.b64encode(key.sign(context + manifest)).decode(),
+    )
+    return msgspec.json.format(msgspec.json.encode(signature)) + b"\n"
 
 
 def check_signature(
@@ -352,9 +361,6 @@ def check_signature(
 
     Never raises for a bad bundle: the result says what is wrong.
     """
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     base = Path(root)
     path = base / SIGNATURE_FILE
     if not path.exists() and not path.is_symlink():
@@ -369,36 +375,56 @@ def check_signature(
         data = _read_small(path)
     except ExportError as exc:
         return SignatureCheck("bad", problem=str(exc))
+    check = verify_signature(data, manifest, trusted)
+    if check.status == "bad" and check.key is None:
+        return SignatureCheck("bad", problem=f"{path}: {check.problem}; re-export")
+    if check.status == "bad":
+        return SignatureCheck(
+            "bad",
+            check.key,
+            problem=f"{base}: {SIGNATURE_FILE} does not match {MANIFEST_FILE} (one of them "
+            "was changed after signing); re-export the model",
+        )
+    if check.status == "foreign":
+        return SignatureCheck(
+            "foreign",
+            check.key,
+            problem=f"{base}: signed by key {check.key}, which is not trusted ({check.problem}); "
+            "add its public key (`mlbook key --export FILE` in the exporting project) "
+            f"to {TRUSTED_KEYS_ENV} or trusted_keys=, or load with trust=True",
+        )
+    return check
+
+
+def verify_signature(
+    data: bytes, manifest: bytes, trusted: Sequence[PublicKey], context: bytes = _CONTEXT
+) -> SignatureCheck:
+    """Check the bytes of a ``signature.json`` against the manifest bytes and trusted keys.
+
+    Never raises: ``status`` is ``trusted``, ``foreign`` (``problem`` lists the
+    trusted keys) or ``bad`` (``key`` is ``None`` when the signature file itself is
+    not valid; ``problem`` says why).
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         signature = msgspec.json.decode(data, type=_Signature)
         raw = base64.b64decode(signature.public_key, validate=True)
         signed = base64.b64decode(signature.signature, validate=True)
         public = Ed25519PublicKey.from_public_bytes(raw)
     except (msgspec.DecodeError, binascii.Error, ValueError, RecursionError) as exc:
-        return SignatureCheck(
-            "bad", problem=f"{path}: not a valid signature file ({_short(exc)}); re-export"
-        )
+        return SignatureCheck("bad", problem=f"not a valid signature file ({_short(exc)})")
     signer = PublicKey(raw)
     try:
-        public.verify(signed, _CONTEXT + manifest)
+        public.verify(signed, context + manifest)
     except InvalidSignature:
-        return SignatureCheck(
-            "bad",
-            signer.fingerprint,
-            problem=f"{base}: {SIGNATURE_FILE} does not match {MANIFEST_FILE} (one of them "
-            "was changed after signing); re-export the model",
-        )
+        return SignatureCheck("bad", signer.fingerprint, problem="the signature does not match")
     for key in trusted:
         if key.raw == raw:
             return SignatureCheck("trusted", signer.fingerprint, key.project)
     known = ", ".join(k.fingerprint for k in trusted) or "none"
-    return SignatureCheck(
-        "foreign",
-        signer.fingerprint,
-        problem=f"{base}: signed by key {signer.fingerprint}, which is not trusted (trusted: "
-        f"{known}); add its public key (`mlbook key --export FILE` in the exporting project) "
-        f"to {TRUSTED_KEYS_ENV} or trusted_keys=, or load with trust=True",
-    )
+    return SignatureCheck("foreign", signer.fingerprint, problem=f"trusted: {known}")
 
 
 def _short(exc: BaseException) -> str:

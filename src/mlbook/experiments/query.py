@@ -37,17 +37,25 @@ __all__ = [
     "SUMMARY_STATS",
     "TABLE_FIELDS",
     "Artifact",
+    "ExperimentRow",
     "Filter",
     "Point",
     "RunList",
     "RunRecord",
+    "StoredAttempt",
+    "StoredChunk",
+    "StoredRun",
+    "StoredSummary",
     "Summary",
     "TableChoices",
     "TableColumn",
     "TablePage",
     "TableRow",
     "UsedFile",
+    "experiment_ids",
+    "experiment_rows",
     "get_run",
+    "known_run_ids",
     "latest_weights",
     "metric_keys",
     "metric_series",
@@ -59,6 +67,7 @@ __all__ = [
     "run_table",
     "run_with_artifact",
     "runs",
+    "stored_runs",
     "table_choices",
     "table_column",
 ]
@@ -771,3 +780,200 @@ def metric_keys(where: Project | Store | Path | str | None, run_ids: Sequence[st
             list(run_ids),
         ).fetchall()
     return [row[0] for row in rows]
+
+
+# -- whole runs, as they travel between stores (mlbook.transfer) ---------------------------
+
+
+class StoredChunk(msgspec.Struct, frozen=True):
+    """One ``metric_chunks`` row as stored, blobs as they are (the run left out)."""
+
+    key: str
+    attempt: int
+    count: int
+    first_step: int
+    last_step: int
+    stride: int | None
+    steps: bytes | None
+    vals: bytes
+    first_time: float
+    times: bytes
+    min: float | None
+    max: float | None
+    last: float | None
+
+
+class StoredSummary(msgspec.Struct, frozen=True):
+    """One ``metric_summary`` row as stored (the run left out)."""
+
+    key: str
+    count: int
+    first_step: int
+    last_step: int
+    min: float | None
+    max: float | None
+    last: float | None
+    last_time: float
+
+
+class StoredAttempt(msgspec.Struct, frozen=True):
+    """One ``attempts`` row as stored (the run left out)."""
+
+    attempt: int
+    host: str
+    pid: int | None
+    started: float
+    ended: float | None
+    last_seq: int
+
+
+class ExperimentRow(NamedTuple):
+    """One ``experiments`` row: id, script (root-relative), title."""
+
+    id: str
+    script: str
+    title: str
+
+
+class StoredRun(msgspec.Struct, frozen=True):
+    """A run with every row the store holds about it, to copy it into another store.
+
+    ``record.pk`` is the source store's own key: the run ID is what identifies a
+    run across stores. :meth:`content_hash` covers what a user sees of the run
+    (its row, metric chunks, artifacts and used files), not the bookkeeping
+    (``pk``, attempts, summaries), so the same run has the same hash in every store.
+    """
+
+    record: RunRecord
+    chunks: list[StoredChunk] = msgspec.field(default_factory=list)
+    summaries: list[StoredSummary] = msgspec.field(default_factory=list)
+    attempts: list[StoredAttempt] = msgspec.field(default_factory=list)
+    artifacts: list[Artifact] = msgspec.field(default_factory=list)
+    files: list[UsedFile] = msgspec.field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        """The run ID."""
+        return self.record.id
+
+    def content_hash(self) -> str:
+        """The sha256 (hex) of the run's content, the same in every store that holds it."""
+        import hashlib
+
+        columns = msgspec.structs.astuple(self.record)[1:]  # without pk
+        data = msgspec.msgpack.encode((columns, self.chunks, self.artifacts, self.files))
+        return hashlib.sha256(data).hexdigest()
+
+
+_BATCH = 500
+
+
+def stored_runs(
+    where: Project | Store | Path | str | None, run_ids: Sequence[str]
+) -> list[StoredRun]:
+    """The runs ``run_ids`` (full IDs) with all their rows, in the order given.
+
+    IDs the store does not hold are left out. A run still ``running`` is read as
+    it is stored (no crash detection: callers copy only finished runs).
+    """
+    found: dict[str, StoredRun] = {}
+    with reading(where) as store:
+        db = store.db
+        for start in range(0, len(run_ids), _BATCH):
+            ids = list(run_ids[start : start + _BATCH])
+            marks = ", ".join("?" * len(ids))
+            rows = db.execute(f"{_SELECT} WHERE id IN ({marks})", ids).fetchall()
+            records = {row[1]: RunRecord(*row) for row in rows}  # row[1]: the id
+            if not records:
+                continue
+            pks = {record.pk: record.id for record in records.values()}
+            pk_marks = ", ".join("?" * len(pks))
+            parts: dict[str, dict[str, list[Any]]] = {
+                run_id: {
+                    "chunks": [],
+                    "summaries": [],
+                    "attempts": [],
+                    "artifacts": [],
+                    "files": [],
+                }
+                for run_id in records
+            }
+            for run, *rest in db.execute(
+                "SELECT run, key, attempt, count, first_step, last_step, stride, steps, vals,"
+                f" first_time, times, min, max, last FROM metric_chunks WHERE run IN ({pk_marks})"
+                " ORDER BY run, rowid",
+                list(pks),
+            ):
+                parts[pks[run]]["chunks"].append(StoredChunk(*rest))
+            for run, *rest in db.execute(
+                "SELECT run, key, count, first_step, last_step, min, max, last, last_time"
+                f" FROM metric_summary WHERE run IN ({pk_marks}) ORDER BY run, key",
+                list(pks),
+            ):
+                parts[pks[run]]["summaries"].append(StoredSummary(*rest))
+            for run, *rest in db.execute(
+                "SELECT run, attempt, host, pid, started, ended, last_seq FROM attempts"
+                f" WHERE run IN ({pk_marks}) ORDER BY run, attempt",
+                list(pks),
+            ):
+                parts[pks[run]]["attempts"].append(StoredAttempt(*rest))
+            for run_id, *rest in db.execute(
+                "SELECT run_id, path, size, sha256, kind FROM artifacts"
+                f" WHERE run_id IN ({marks}) ORDER BY run_id, path",
+                ids,
+            ):
+                parts[run_id]["artifacts"].append(Artifact(*rest))
+            for run_id, *rest in db.execute(
+                f"SELECT run_id, path, size, sha256 FROM run_files WHERE run_id IN ({marks})"
+                " ORDER BY run_id, path",
+                ids,
+            ):
+                parts[run_id]["files"].append(UsedFile(*rest))
+            for run_id, record in records.items():
+                found[run_id] = StoredRun(record, **parts[run_id])
+    return [found[run_id] for run_id in run_ids if run_id in found]
+
+
+def experiment_rows(
+    where: Project | Store | Path | str | None, ids: Iterable[str]
+) -> list[ExperimentRow]:
+    """The ``experiments`` rows of these experiment IDs (unknown IDs left out), by ID."""
+    wanted = sorted(set(ids))
+    rows: list[ExperimentRow] = []
+    with reading(where) as store:
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start : start + _BATCH]
+            rows.extend(
+                ExperimentRow(*row)
+                for row in store.db.execute(
+                    "SELECT id, script, title FROM experiments"
+                    f" WHERE id IN ({', '.join('?' * len(batch))}) ORDER BY id",
+                    batch,
+                )
+            )
+    return rows
+
+
+def experiment_ids(where: Project | Store | Path | str | None) -> list[str]:
+    """Every experiment ID the store knows (from ``experiments`` and from runs), sorted."""
+    with reading(where) as store:
+        rows = store.db.execute(
+            "SELECT id FROM experiments UNION SELECT DISTINCT experiment FROM runs ORDER BY 1"
+        ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def known_run_ids(where: Project | Store | Path | str | None, run_ids: Iterable[str]) -> set[str]:
+    """Which of ``run_ids`` (full IDs) the store holds."""
+    wanted = list(dict.fromkeys(run_ids))
+    found: set[str] = set()
+    with reading(where) as store:
+        for start in range(0, len(wanted), _BATCH):
+            batch = wanted[start : start + _BATCH]
+            found.update(
+                row[0]
+                for row in store.db.execute(
+                    f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(batch))})", batch
+                )
+            )
+    return found

@@ -32,11 +32,13 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from msgspec.structs import astuple
 
 from mlbook.errors import StoreError
 from mlbook.experiments.schema import (
@@ -48,6 +50,7 @@ from mlbook.experiments.schema import (
 )
 
 if TYPE_CHECKING:
+    from mlbook.experiments.query import ExperimentRow, StoredRun
     from mlbook.experiments.series import Chunk
     from mlbook.project import Project
 
@@ -56,6 +59,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
     "STORE_FILE",
+    "Conflict",
+    "ImportOutcome",
     "Store",
     "new_run_id",
 ]
@@ -495,6 +500,93 @@ class Store:
                 (time.time(), crashed_error(pid), run_id),
             )
         return list(crashed)
+
+    def import_runs(
+        self, runs: Sequence[StoredRun], experiments: Iterable[ExperimentRow] = ()
+    ) -> ImportOutcome:
+        """Insert runs made elsewhere (another store, an import) in one transaction.
+
+        Idempotent by run ID: a run already here with the same content hash
+        (:meth:`~mlbook.experiments.query.StoredRun.content_hash`) is left as it is;
+        one with a different hash is a conflict, and then nothing at all is
+        written. Experiment rows are added when missing (existing ones are kept).
+        Metric chunks are copied as they are; the source's ``pk`` is not used.
+        """
+        from mlbook.experiments.query import RunRecord, stored_runs
+
+        columns = [name.removesuffix("_json") for name in RunRecord.__struct_fields__]
+        insert_run = (
+            f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        )
+        outcome = ImportOutcome()
+        with self.transaction(f"importing {len(runs)} run(s)") as db:
+            here = {run.id: run for run in stored_runs(self, [run.id for run in runs])}
+            fresh: list[StoredRun] = []
+            for run in runs:
+                if run.id not in here:
+                    fresh.append(run)
+                    continue
+                ours, theirs = here[run.id].content_hash(), run.content_hash()
+                if ours == theirs:
+                    outcome.present.append(run.id)
+                else:
+                    outcome.conflicts.append(Conflict(run.id, ours, theirs))
+            if outcome.conflicts:
+                return outcome
+            db.executemany(
+                "INSERT INTO experiments (id, script, title, created) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO NOTHING",
+                [(row.id, row.script, row.title, time.time()) for row in experiments],
+            )
+            # new runs take the keys after the last one: this transaction holds the write lock
+            (last,) = db.execute("SELECT coalesce(max(pk), 0) FROM runs").fetchone()
+            keyed = [(last + 1 + n, run) for n, run in enumerate(fresh)]
+            db.executemany(
+                insert_run,
+                [(pk, *astuple(run.record)[1:]) for pk, run in keyed],
+            )
+            db.executemany(INSERT_CHUNK, [(pk, *astuple(c)) for pk, r in keyed for c in r.chunks])
+            db.executemany(
+                "INSERT INTO metric_summary (run, key, count, first_step, last_step, min, max,"
+                " last, last_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(pk, *astuple(s)) for pk, r in keyed for s in r.summaries],
+            )
+            db.executemany(
+                "INSERT INTO attempts (run, attempt, host, pid, started, ended, last_seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(pk, *astuple(a)) for pk, r in keyed for a in r.attempts],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?)",
+                [(r.id, *a) for r in fresh for a in r.artifacts],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO run_files VALUES (?, ?, ?, ?)",
+                [(r.id, *f) for r in fresh for f in r.files],
+            )
+            outcome.added.extend(r.id for r in fresh)
+        return outcome
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A run in both stores with different content: its ID and both content hashes."""
+
+    run_id: str
+    ours: str
+    theirs: str
+
+
+@dataclass
+class ImportOutcome:
+    """What :meth:`Store.import_runs` did: runs added, runs already here, conflicts.
+
+    With any conflict nothing was written (``added`` is empty).
+    """
+
+    added: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
 
 
 def crashed_error(pid: int | None) -> str:

@@ -60,7 +60,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -69,6 +69,7 @@ from mlbook._fs import TEMP_SUFFIX
 from mlbook.errors import ProvenanceError
 
 __all__ = [
+    "BUNDLE_TIMEOUT",
     "DEFAULT_MAX_FILE_SIZE",
     "GIT_TIMEOUT",
     "LOCK_TIMEOUT",
@@ -76,15 +77,21 @@ __all__ = [
     "Checkout",
     "GitInfo",
     "Snapshot",
+    "bundle_heads",
+    "bundle_refs",
     "checkout",
+    "create_refs",
     "current_commit",
     "diff_commits",
     "git_info",
     "has_identity",
     "refuse_in_progress",
     "resolve",
+    "root_commits",
     "run_ref",
+    "run_refs",
     "snapshot",
+    "unbundle",
 ]
 
 REF_PREFIX = "refs/mlbook/runs"
@@ -907,3 +914,119 @@ def diff_commits(
         info.env,
     )
     return done.stdout.decode("utf-8", "replace")
+
+
+# -- moving run snapshots between clones (mlbook.transfer) --------------------------------
+
+#: seconds a bundle may take to write or read (a whole history can be large)
+BUNDLE_TIMEOUT = 600.0
+
+
+def _plain(root: Path | str) -> tuple[str, Path, dict[str, str]]:
+    """git, the directory and the environment, without asking git anything yet.
+
+    The transfer helpers run one git command each; git itself says when the
+    directory is not in a repository (a :class:`ProvenanceError` then).
+    """
+    git = shutil.which("git")
+    if git is None:
+        raise ProvenanceError("git not found on PATH: install git to move runs' commits")
+    env = {**os.environ, "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    env.pop("GIT_INDEX_FILE", None)
+    return git, Path(root).resolve(), env
+
+
+def root_commits(root: Path | str) -> tuple[str, ...]:
+    """The root commits of ``HEAD``'s history, sorted: what two clones of a project share.
+
+    Empty without git, outside a repository, or before the first commit.
+    """
+    git = shutil.which("git")
+    if git is None:
+        return ()
+    git, cwd, env = _plain(root)
+    done = _run(git, ["rev-list", "--max-parents=0", "HEAD"], cwd, env, check=False)
+    return tuple(sorted(_out(done).split())) if done.returncode == 0 else ()
+
+
+def run_refs(root: Path | str, run_ids: Collection[str] | None = None) -> dict[str, str]:
+    """Hidden run refs (``refs/mlbook/runs/<id>/<stage>`` -> commit), of ``run_ids`` when given.
+
+    Raises:
+        ProvenanceError: no git, or not a repository.
+    """
+    git, cwd, env = _plain(root)
+    done = _run(git, ["for-each-ref", "--format=%(objectname) %(refname)", REF_PREFIX], cwd, env)
+    refs: dict[str, str] = {}
+    for line in _out(done).splitlines():
+        commit, _, ref = line.partition(" ")
+        parts = ref.split("/")
+        if len(parts) == 5 and (run_ids is None or parts[3] in run_ids):
+            refs[ref] = commit
+    return refs
+
+
+def bundle_refs(root: Path | str, refs: Sequence[str], destination: Path | str) -> None:
+    """Write a git bundle holding ``refs`` and every commit they reach to ``destination``.
+
+    Raises:
+        ProvenanceError: no git, no refs, or git failing.
+    """
+    if not refs:
+        raise ProvenanceError("bundle_refs: no refs to bundle")
+    git, cwd, env = _plain(root)
+    args = ["bundle", "create", "-q", str(Path(destination).resolve()), "--stdin"]
+    _run(git, args, cwd, env, "".join(f"{r}\n" for r in refs).encode(), True, BUNDLE_TIMEOUT)
+
+
+def bundle_heads(root: Path | str, bundle: Path | str) -> dict[str, str]:
+    """The refs a bundle holds (ref -> commit); the repository is not changed.
+
+    Raises:
+        ProvenanceError: not a bundle git can read; no git.
+    """
+    git, cwd, env = _plain(root)
+    path = str(Path(bundle).resolve())
+    done = _run(git, ["bundle", "list-heads", path], cwd, env, timeout=BUNDLE_TIMEOUT)
+    heads: dict[str, str] = {}
+    for line in _out(done).splitlines():
+        commit, _, ref = line.partition(" ")
+        heads[ref] = commit
+    return heads
+
+
+def unbundle(root: Path | str, bundle: Path | str) -> None:
+    """Store a bundle's objects in the repository without creating or moving any ref.
+
+    git checks first that the repository has the commits the bundle builds on.
+
+    Raises:
+        ProvenanceError: the bundle needs commits this repository lacks, is damaged,
+            or git fails.
+    """
+    git, cwd, env = _plain(root)
+    path = str(Path(bundle).resolve())
+    _run(git, ["bundle", "unbundle", path], cwd, env, timeout=BUNDLE_TIMEOUT)
+
+
+def create_refs(root: Path | str, refs: Mapping[str, str]) -> list[str]:
+    """Create the refs that do not exist yet, in one transaction; existing ones are left.
+
+    Returns:
+        the refs created, sorted.
+
+    Raises:
+        ProvenanceError: a ref outside ``refs/mlbook/runs/``, a commit the
+            repository does not have, or git failing.
+    """
+    git, cwd, env = _plain(root)
+    existing = run_refs(cwd)
+    new = {ref: commit for ref, commit in sorted(refs.items()) if ref not in existing}
+    for ref in new:
+        parts = ref.split("/")
+        if len(parts) != 5 or run_ref(parts[3], parts[4]) != ref:
+            raise ProvenanceError(f"{ref!r} is not a run ref ({REF_PREFIX}/<run-id>/<stage>)")
+    if new:
+        lines = "".join(f"create {ref} {commit}\n" for ref, commit in new.items())
+        _run(git, [*_NO_HOOKS, "update-ref", "--stdin"], cwd, env, lines.encode())
+    return list(new)

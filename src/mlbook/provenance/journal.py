@@ -40,7 +40,7 @@ import datetime as _dt
 import fcntl
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -59,6 +59,7 @@ __all__ = [
     "digest",
     "read_journal",
     "record_step",
+    "record_steps",
     "set_conclusions",
     "set_status",
 ]
@@ -528,6 +529,21 @@ def record_step(
     Raises:
         ProvenanceError: a broken journal.
     """
+    step = Step(0, version, run_id, status == "done", status, dict(metrics), before, after)
+    record_steps(path, exp_id, [step], title)
+
+
+def record_steps(path: Path | str, exp_id: str, steps: Sequence[Step], title: str = "") -> None:
+    """Add or update the step lines of several runs of one experiment in one write.
+
+    Each step is written as :func:`record_step` writes one; a step's ``number`` and
+    ``done`` are not used (a line keeps its number, a new one follows the last,
+    and ``status == "done"`` ticks the box). ``title`` names a missing or untitled
+    entry, as in :func:`record_step`.
+
+    Raises:
+        ProvenanceError: a broken journal.
+    """
 
     def change(lines: list[str], entries: list[_EntrySpan], target: Path) -> list[str] | None:
         span = next((e for e in entries if e.id == exp_id), None)
@@ -535,22 +551,29 @@ def record_step(
             return None
         block = span.blocks.get("steps")
         body = [] if block is None else lines[block.start + 1 : block.end]
-        steps = [_parse_step(_body(line)) for line in body]
-        line = partial(
-            _step_line,
-            version=version,
-            run_id=run_id,
-            status=status,
-            metrics=metrics,
-            before=before,
-            after=after,
-        )
-        for index, step in enumerate(steps):
-            if step is not None and step.run_id == run_id:
-                body[index] = line(step.number)
-                break
-        else:
-            body.append(line(max((s.number for s in steps if s), default=0) + 1))
+        parsed = [_parse_step(_body(line)) for line in body]
+        numbers: dict[str, tuple[int, int]] = {}  # run id -> (index in body, number)
+        for index, old in enumerate(parsed):
+            if old is not None:
+                numbers.setdefault(old.run_id, (index, old.number))
+        last = max((old.number for old in parsed if old), default=0)
+        for step in steps:
+            line = partial(
+                _step_line,
+                version=step.version,
+                run_id=step.run_id,
+                status=step.status,
+                metrics=step.metrics,
+                before=step.before,
+                after=step.after,
+            )
+            if step.run_id in numbers:
+                index, number = numbers[step.run_id]
+                body[index] = line(number)
+            else:
+                last += 1
+                numbers[step.run_id] = (len(body), last)
+                body.append(line(last))
         new = _replace_block(lines, span, "steps", body)
         clean_title = " ".join(title.split())
         if clean_title and not span.title:  # a heading mlbook made untitled: name it
@@ -564,6 +587,8 @@ def record_step(
             new = _replace_block(new, span, "status", status_line)
         return new
 
+    if not steps:
+        return
     target = Path(path)
     if not any(e.id == exp_id for e in read_journal(target)):
         add_entry(target, exp_id, title)

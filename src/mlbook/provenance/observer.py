@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlbook.errors import MlbookError, MlbookWarning, ProvenanceError
 from mlbook.project import Project
@@ -37,9 +37,12 @@ from mlbook.provenance.git import (
     refuse_in_progress,
     snapshot,
 )
-from mlbook.provenance.journal import add_entry, read_journal, record_step
+from mlbook.provenance.journal import Step, add_entry, read_journal, record_step, record_steps
 
-__all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "settle_journal"]
+if TYPE_CHECKING:
+    from mlbook.experiments.query import RunRecord
+
+__all__ = ["ProvenanceObserver", "RunLike", "StoreLike", "journal_runs", "settle_journal"]
 
 
 class RunLike(Protocol):
@@ -108,6 +111,41 @@ def settle_journal(project: Project) -> int:
             )
             changed += 1
     return changed
+
+
+def journal_runs(
+    project: Project, records: Sequence[RunRecord], titles: Mapping[str, str] | None = None
+) -> None:
+    """Give finished runs that came from elsewhere their step lines, one write per experiment.
+
+    Runs unpacked from a pack or imported from MLflow appear in the journal as
+    if they had run here; an experiment without an entry gets one, titled from
+    ``titles`` (experiment ID -> title).
+
+    Raises:
+        ProvenanceError: a broken journal.
+    """
+    path = project.journal_path
+    present = {entry.id for entry in read_journal(path)}
+    steps: dict[str, list[Step]] = {}
+    for record in records:
+        status = _step_status(record.status)
+        steps.setdefault(record.experiment, []).append(
+            Step(
+                0,
+                record.version,
+                record.id,
+                status == "done",
+                status,
+                _numbers(record.metrics),
+                record.commit_before,
+                record.commit_after,
+            )
+        )
+    for exp_id, lines in steps.items():
+        if exp_id not in present:
+            add_entry(path, exp_id, (titles or {}).get(exp_id, ""))
+        record_steps(path, exp_id, lines)
 
 
 class ProvenanceObserver:
