@@ -141,7 +141,8 @@ def test_a_truncated_pack_is_refused(clones: Clones, tmp_path: Path) -> None:
     pack_runs(clones.a, output=pack)
     data = pack.read_bytes()
     before = state_of(clones.b)
-    for cut in (len(data) // 2, len(data) - 1024 * 3, 700):
+    content = len(data.rstrip(b"\0"))  # tar pads its end with zeros: cut into the data
+    for cut in (len(data) // 2, content - 100, 700):
         pack.write_bytes(data[:cut])
         with pytest.raises(TransferError, match="truncated"):
             unpack(clones.b, pack, trust=True)
