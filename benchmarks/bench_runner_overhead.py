@@ -110,7 +110,7 @@ def main() -> None:
     times = time_interleaved(commands, args.repeat, cwd=str(root))
     ten = time_interleaved(
         {"child": commands["child"], "ten": [mlbook, "-C", str(root), "run", "E002", "-q"]},
-        max(3, args.repeat // 3),
+        max(3, args.repeat // 2),
         cwd=str(root),
     )
     wall = {name: median(values[0]) for name, values in times.items()}

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import io
 import os
 import re
@@ -261,13 +262,22 @@ def git_info(root: Path | str) -> GitInfo | str:
         return "git not found on PATH: install git to record each run's code"
     env = {**os.environ, "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
     env.pop("GIT_INDEX_FILE", None)
-    done = _run(
-        git,
-        ["rev-parse", "--show-toplevel", "--absolute-git-dir", "--show-prefix"],
-        root,
-        env,
-        check=False,
-    )
+    # one git process for all of it (a snapshot's fixed cost), while HEAD has a commit
+    where = ["rev-parse", "--show-toplevel", "--absolute-git-dir", "--show-prefix"]
+    args = [*where, "HEAD^{commit}", "--symbolic-full-name", "HEAD"]
+    done = _run(git, args, root, env, check=False)
+    lines = done.stdout.decode("utf-8", "replace").splitlines()
+    if done.returncode == 0 and len(lines) == 5:
+        return GitInfo(
+            git=git,
+            toplevel=Path(lines[0]),
+            git_dir=Path(lines[1]),
+            prefix=lines[2],
+            head=lines[3],
+            branch=lines[4] if lines[4].startswith("refs/") else None,
+            env=env,
+        )
+    done = _run(git, where, root, env, check=False)
     if done.returncode != 0:
         return f"{root} is not in a git repository: run `git init` to record each run's code"
     lines = done.stdout.decode("utf-8", "replace").splitlines()
@@ -614,8 +624,19 @@ def _pathspec(skipped: Sequence[str], data_dir: str | None = None) -> bytes:
 
 
 def has_identity(info: GitInfo) -> bool:
-    """True when git knows who commits (``user.name``/``user.email`` or the env vars)."""
-    done = _run(info.git, ["var", "GIT_COMMITTER_IDENT"], info.toplevel, info.env, check=False)
+    """True when git knows who commits (``user.name``/``user.email`` or the env vars).
+
+    Asked once per repository and identity variables in a process (a runner takes
+    two snapshots a run).
+    """
+    names = ("GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL")
+    return _has_identity(info.git, info.toplevel, tuple(info.env.get(n, "") for n in names))
+
+
+@functools.lru_cache(maxsize=16)
+def _has_identity(git: str, toplevel: Path, identity: tuple[str, ...]) -> bool:
+    env = {**os.environ, "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    done = _run(git, ["var", "GIT_COMMITTER_IDENT"], toplevel, env, check=False)
     return done.returncode == 0
 
 
