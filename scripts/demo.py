@@ -329,6 +329,47 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
 
+        step("The web UI: every run, the curves and a comparison with its code diff")
+        port = free_port()
+        ui = subprocess.Popen(
+            [str(BIN / "mlbook"), "ui", "--port", str(port)],
+            cwd=demo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/", timeout=5) as answer:
+                        page = answer.read().decode()
+                        break
+                except OSError:
+                    if ui.poll() is not None or time.monotonic() > deadline:
+                        sys.exit("demo failed: mlbook ui did not start")
+                    time.sleep(0.2)
+            shown = sorted({r["experiment"] for r in runs(demo) if str(r["id"]) in page})
+            say(f"GET {url}/ -> the runs table, runs of {', '.join(map(str, shown))}")
+            # the two narrow runs from before and after the AdamW edit (step 9)
+            second, first = runs(demo, "--experiment", "E001", "--version", "narrow")[:2]
+            with urllib.request.urlopen(f"{url}/curves?metric=loss", timeout=30) as answer:
+                say(f"GET {url}/curves?metric=loss -> {answer.status}, every run's loss")
+            compare = f"{url}/compare?runs={first['id']}&runs={second['id']}"
+            with urllib.request.urlopen(compare, timeout=60) as answer:
+                body = answer.read().decode()
+            say(f"GET {compare} -> {answer.status}; code diff shown: {'diff --git' in body}")
+            look = (
+                f"mlbook -C {demo} ui"
+                if args.keep
+                else "`bash scripts/demo.sh --keep`, then mlbook ui"
+            )
+            say(f"to look around yourself: {look}, and open http://127.0.0.1:8765")
+        finally:
+            ui.terminate()
+            ui.wait(timeout=30)
+
         step("Where everything is")
         seconds = time.perf_counter() - started
         for place, what in [
