@@ -279,6 +279,11 @@ class _Live:
     metavar="KEY=V1,V2",
     help="Cross every version with these values of a param (repeat).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse to run on a dataset that differs from its .dvc file (or is not checked out).",
+)
 @quiet_option
 def run(
     ids: tuple[str, ...],
@@ -290,6 +295,7 @@ def run(
     steps: str | None,
     sets: tuple[str, ...],
     grids: tuple[str, ...],
+    strict: bool,
     quiet: bool,
 ) -> None:
     """Run experiments: each version in its own process, recorded in the run store.
@@ -342,6 +348,7 @@ def run(
             sets=pairs("--set", sets),
             grid=grid,
             listener=live,
+            strict_data=strict,
         )
     counts: dict[str, int] = {}
     for info in result.runs:

@@ -455,12 +455,14 @@ def _add_all(git: _Git, env: dict[str, str], pathspec: bytes) -> None:
 
 
 def _add_dataset_descriptions(git: _Git, env: dict[str, str], data_dir: str | None) -> None:
-    """Add each dataset's ``dataset.json`` (small, and says what the data is)."""
+    """Add each dataset's ``dataset.json``, ``*.dvc`` and ``dvc.lock`` (small; they say
+    what the data is, and `mlbook data restore` brings it back from them)."""
     if data_dir is None or not (git.cwd / data_dir).is_dir():
         return
-    spec = f":(glob){_glob_escape(data_dir)}/**/dataset.json"
     args = ["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"]
-    git.run(args, env=env, stdin=spec.encode("utf-8", "surrogateescape"), check=False)
+    for name in ("dataset.json", "*.dvc", "dvc.lock"):  # one each: a spec matching nothing fails
+        spec = f":(glob){_glob_escape(data_dir)}/**/{name}"
+        git.run(args, env=env, stdin=spec.encode("utf-8", "surrogateescape"), check=False)
 
 
 def _glob_escape(path: str) -> str:
