@@ -156,6 +156,10 @@ class Datasets:
             self._state = DvcState(dvc_root(self.root))
         return self._state
 
+    def refresh(self) -> None:
+        """Read the DVC files again on next use (after one was rewritten)."""
+        self._outs = None
+
     def outs(self) -> list[DvcOut]:
         """Every DVC output under the datasets area (``.dvc`` files, then ``dvc.lock`` stages).
 

@@ -48,11 +48,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUTPUT_LIMIT",
+    "DataChange",
     "DatasetVersion",
     "Lineage",
     "ProcessResult",
     "RunData",
     "Step",
+    "compare_data",
     "dvc_steps",
     "lineage",
     "pipeline_warnings",
@@ -650,4 +652,54 @@ def run_data(project: Project, run_id: str, *, compare: bool = True) -> list[Run
         found.append(
             RunData(record, steps, _current(project, record.path) if compare else record.hash)
         )
+    return found
+
+
+@dataclass(frozen=True)
+class DataChange:
+    """A dataset whose version differs between two runs, or since a run (``b`` is ``None``)."""
+
+    path: str
+    a: str | None
+    b: str | None
+    state_a: str = ""
+    state_b: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON output)."""
+        return {
+            "path": self.path,
+            "a": self.a,
+            "b": self.b,
+            "state_a": self.state_a,
+            "state_b": self.state_b,
+        }
+
+
+def compare_data(project: Project, run_a: str, run_b: str | None = None) -> list[DataChange]:
+    """Datasets that differ between two runs (``run_b=None``: between run ``a`` and now)."""
+    from mlbook.experiments.query import run_datasets
+
+    left = {r.path: r for r in run_datasets(project, run_a)}
+    if run_b is not None:
+        right = {r.path: r for r in run_datasets(project, run_b)}
+        changes = []
+        for path in sorted(set(left) | set(right)):
+            a, b = left.get(path), right.get(path)
+            if a is None or b is None or a.hash != b.hash:
+                changes.append(
+                    DataChange(
+                        path,
+                        a.hash if a else None,
+                        b.hash if b else None,
+                        a.state if a else "",
+                        b.state if b else "",
+                    )
+                )
+        return changes
+    found = []
+    for path, record in sorted(left.items()):
+        now = _current(project, path)
+        if now != record.hash:
+            found.append(DataChange(path, record.hash, now, record.state, "now"))
     return found
