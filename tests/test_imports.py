@@ -6,7 +6,21 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["torch", "numpy", "pandas", "rich", "PIL", "onnx", "ray", "fastapi", "matplotlib", "git"]
+HEAVY = [
+    "torch",
+    "numpy",
+    "pandas",
+    "rich",
+    "PIL",
+    "onnx",
+    "ray",
+    "fastapi",
+    "matplotlib",
+    "git",
+    "dvc",
+    "dvc_data",
+    "yaml",
+]
 
 
 def _modules_after(code: str) -> set[str]:

@@ -87,13 +87,13 @@ def _print_lineage(found: Lineage, indent: str = "") -> None:
         click.echo(f"{indent}  {version.short}{mark}")
         for step in version.steps:
             click.echo(f"{indent}    made by {_step_text(step)}")
-            for path, value in step.inputs:
+            for path, value in dict(reversed(step.inputs)).items():  # first hash of each
                 click.echo(f"{indent}      from {path} {_short(value)}")
         if version.runs:
             shown = ", ".join(r.run_id + (f" [{r.state}]" if r.dirty else "") for r in version.runs)
             click.echo(f"{indent}    used by {shown}")
         for upstream in version.upstream:
-            if upstream.versions:
+            if any(v.steps for v in upstream.versions):  # only inputs some step made
                 _print_lineage(upstream, indent + "      ")
     for step in found.failed:
         click.echo(f"{indent}  failed: {_step_text(step)} ({step.status})")

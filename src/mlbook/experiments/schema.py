@@ -254,7 +254,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         scheme TEXT NOT NULL,
         size INTEGER,
         nfiles INTEGER,
-        PRIMARY KEY (step_id, role, path)
+        PRIMARY KEY (step_id, role, path, scheme)
     );
     CREATE INDEX step_datasets_hash ON step_datasets (path, hash);
     """,

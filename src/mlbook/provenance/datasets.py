@@ -241,6 +241,19 @@ class Datasets:
         assert found is not None
         return DatasetRecord(relative, f"md5:{found.md5}", "md5", found.size, found.nfiles)
 
+    def identities(self, path: Path) -> list[DatasetRecord]:
+        """:meth:`identity`, plus DVC's md5 when that is a content hash: what ``dvc add``
+        would record, so a step's output still matches once DVC tracks it."""
+        first = self.identity(path)
+        if first.scheme in ("md5", "md5-dos2unix") or not path.exists():
+            return [first]
+        found = self._hash(path, "md5")
+        assert found is not None
+        native = DatasetRecord(
+            first.path, f"md5:{found.md5}", "md5", found.size, found.nfiles, "untracked"
+        )
+        return [first, native]
+
     def capture(self, dataset: Path | None = None) -> list[DatasetRecord]:
         """The records of what a run uses (see :func:`capture_datasets`)."""
         outs = self.outs()

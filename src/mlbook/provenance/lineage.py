@@ -214,7 +214,7 @@ def process_data(
     step_id = "step-" + new_run_id()
     relative_script = project.relative(script_path)
     with Datasets(project) as datasets:
-        in_records = [datasets.identity(path) for path in input_paths]
+        in_records = [r for path in input_paths for r in datasets.identities(path)]
     commit, reason = _snapshot(project, step_id, relative_script)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(f".{out.name}.{step_id}.mlbook-step")
@@ -234,12 +234,14 @@ def process_data(
         )
         status, code, log = "failed", None, ""
         record = None
+        out_records: list[DatasetRecord] = []
         try:
             code, log = _run_child(project, script_path, argv, echo, python)
             if code == 0:
                 _swap(work, out)
                 with Datasets(project) as datasets:
-                    record = datasets.identity(out)
+                    out_records = datasets.identities(out)
+                record = out_records[0]
                 status = "completed"
             else:
                 status = "failed"
@@ -256,7 +258,7 @@ def process_data(
                 status=status,
                 returncode=code,
                 output=kept,
-                outputs=[record] if record is not None else [],
+                outputs=out_records,
             )
     return ProcessResult(step_id, status, code, project.relative(out), record, log)
 
@@ -584,19 +586,23 @@ def _lineage(
             versions[value] = DatasetVersion(value)
         return versions[value]
 
+    runs = sources.runs(relative)
+    now = _current(project, relative)
+    known = {r.hash for r in runs} | ({now} if now else set())
     for step in sources.steps:
-        for value in (h for p, h in step.outputs if p == relative):
+        made = [h for p, h in step.outputs if p == relative]
+        # a step records its output's content hash and DVC's md5: show the one in use
+        for value in [h for h in made if h in known] or made[:1]:
             version(value).steps.append(step)
     result.failed = sources.failed(relative)
-    for record in sources.runs(relative):
+    for record in runs:
         version(record.hash).runs.append(record)
-    now = _current(project, relative)
     if now is not None:
         version(now).current = True
     if depth > 0:
         for item in versions.values():
             for step in item.steps:
-                for input_path, _ in step.inputs:
+                for input_path in dict.fromkeys(p for p, _ in step.inputs):
                     if input_path not in seen:
                         item.upstream.append(
                             _lineage(project, sources, input_path, depth - 1, seen)
