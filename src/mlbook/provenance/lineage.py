@@ -317,6 +317,7 @@ def _run_child(
                 echo(line.rstrip("\n"))
         code = proc.wait()
     except BaseException:
+        proc.stdout.close()
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
@@ -324,6 +325,7 @@ def _run_child(
             proc.kill()
             proc.wait()
         raise
+    proc.stdout.close()
     return code, "".join(lines)
 
 

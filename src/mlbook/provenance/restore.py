@@ -171,6 +171,16 @@ def _restore_dvc(
     source = project.root / record.source
     old_text = source.read_text(encoding="utf-8") if source.is_file() else None
     md5 = record.hash.removeprefix("md5:")
+    if not _cached(project, md5):
+        raise DatasetError(
+            f"the DVC cache lacks the data of {record.path} ({record.short}); run "
+            f"`dvc fetch` (or `dvc pull`) first, then restore again"
+        )
+    if now is not None and not _cached(project, now.removeprefix("md5:")):
+        raise DatasetError(
+            f"{record.path} now ({_short(now)}) is not in DVC's cache, and checking out "
+            f"another version would delete it; `dvc commit {record.source}` first"
+        )
     text = _before_text(project, run, record.source)
     if text is None or not _states(project, source, text, record.path, md5):
         text = _rewritten(project, run, record, old_text, md5)
@@ -200,6 +210,11 @@ def _restore_dvc(
         )
     nfiles = datasets.identity(target).nfiles
     return Restored(record.path, record.hash, nfiles, "dvc", f"{record.source} from the run")
+
+
+def _short(value: str) -> str:
+    kind, _, rest = value.partition(":")
+    return f"{kind}:{rest[:12]}"
 
 
 def _put_back(source: Path, text: str | None) -> None:
@@ -260,17 +275,50 @@ def _rewritten(
     return str(yaml.safe_dump(data, sort_keys=False))
 
 
+def _cache_dir(repo: Path) -> Path:
+    """DVC's cache directory: ``[cache] dir`` of ``.dvc/config(.local)``, else ``.dvc/cache``."""
+    import configparser
+
+    for name in ("config.local", "config"):
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            parser.read(repo / ".dvc" / name, encoding="utf-8")
+        except (OSError, configparser.Error):
+            continue
+        value = parser.get("cache", "dir", fallback=None)
+        if value:
+            path = Path(value.strip().strip("'\""))
+            return path if path.is_absolute() else (repo / ".dvc" / path).resolve()
+    return repo / ".dvc" / "cache"
+
+
+def _object(cache: Path, md5: str) -> Path | None:
+    for path in (cache / "files" / "md5" / md5[:2] / md5[2:], cache / md5[:2] / md5[2:]):
+        if path.is_file():
+            return path
+    return None
+
+
 def _cached(project: Project, md5: str) -> bool:
-    """True when DVC's default cache (``.dvc/cache``) holds the object ``md5``."""
+    """True when DVC's cache holds ``md5`` whole (a ``.dir``: every file it lists)."""
+    import json
+
     from mlbook.provenance.dvc import dvc_root
 
     repo = dvc_root(project.root)
     if repo is None:
         return False
-    cache = repo / ".dvc" / "cache"
-    return (cache / "files" / "md5" / md5[:2] / md5[2:]).exists() or (
-        cache / md5[:2] / md5[2:]
-    ).exists()
+    cache = _cache_dir(repo)
+    found = _object(cache, md5)
+    if found is None:
+        return False
+    if not md5.endswith(".dir"):
+        return True
+    try:
+        entries = json.loads(found.read_text(encoding="utf-8"))
+        return all(_object(cache, str(entry["md5"])) is not None for entry in entries)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _restore_git(
