@@ -272,10 +272,10 @@ def content_hash(
             cache.remember_tree(key, listing, result)
         return result
     files = sorted(walk_files(path))
-    digest = hashlib.md5(usedforsecurity=False)
-    for rel, stat in files:
-        digest.update(f"{rel}\0{stat.st_ino}\0{stat.st_mtime_ns}\0{stat.st_size}\n".encode())
-    listing = digest.hexdigest()
+    text = "".join(f"{r}\0{s.st_ino}\0{s.st_mtime_ns}\0{s.st_size}\n" for r, s in files)
+    listing = hashlib.md5(
+        text.encode("utf-8", "surrogateescape"), usedforsecurity=False
+    ).hexdigest()
     known = cache.tree(key, scheme, listing)
     if known is not None:
         return known

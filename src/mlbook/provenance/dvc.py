@@ -30,7 +30,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ __all__ = [
     "read_dvc_lock",
     "read_dvc_yaml",
     "run_dvc",
+    "walk_files",
 ]
 
 #: hash schemes: DVC 3 (``hash: md5``, bytes as they are) and DVC 2 (text files CRLF -> LF)
@@ -508,23 +509,31 @@ def run_dvc(
         raise DatasetError(f"dvc {' '.join(args)} did not finish within {timeout:g} s") from exc
 
 
-def walk_files(top: Path) -> Iterator[tuple[str, os.stat_result]]:
+def walk_files(top: Path | str) -> list[tuple[str, os.stat_result]]:
     """Every file under ``top`` as DVC lists it: ``(relpath, stat)``.
 
     Like DVC: symbolic links to files are followed, links to directories are not
     entered, and ``.git``, ``.hg`` and ``.dvc`` directories (and files named
     ``.git``) are left out.
     """
-    for directory, dirnames, filenames in os.walk(top):
-        dirnames[:] = [d for d in dirnames if d not in (".git", ".hg", ".dvc")]
-        relative = os.path.relpath(directory, top)
-        prefix = "" if relative == "." else relative.replace(os.sep, "/") + "/"
-        for name in filenames:
-            if name == ".git":
-                continue
-            full = os.path.join(directory, name)
+    found: list[tuple[str, os.stat_result]] = []
+    pending = [(os.fspath(top), "")]
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
             try:
-                stat = os.stat(full)
+                if entry.is_dir(follow_symlinks=False):
+                    if name not in (".git", ".hg", ".dvc"):
+                        pending.append((entry.path, f"{prefix}{name}/"))
+                    continue
+                if name == ".git" or (entry.is_symlink() and entry.is_dir()):
+                    continue
+                found.append((prefix + name, entry.stat()))
             except OSError:
                 continue  # a broken link or a file that vanished
-            yield prefix + name, stat
+    return found
