@@ -5,9 +5,9 @@
 - :mod:`mlbook.provenance.files` — the project files a run used (with sha256) and the
   versions of the packages it imported.
 - :mod:`mlbook.provenance.data` — the content hash of a dataset DVC does not track.
-- :mod:`mlbook.provenance.dvc` — DVC's files (``.dvc``, ``dvc.lock``, ``dvc.yaml``) and state, read natively.
+- :mod:`mlbook.provenance.dvc` — DVC's files and hash state, read natively.
 - :mod:`mlbook.provenance.datahash` — DVC's md5 of a file or directory, computed natively, cached.
-- :mod:`mlbook.provenance.datasets` — the datasets a run uses, each clean, modified, missing or untracked.
+- :mod:`mlbook.provenance.datasets` — the datasets a run uses: clean, modified, missing.
 - :mod:`mlbook.provenance.lineage` — data-processing steps (``mlbook data process``) and lineage.
 - :mod:`mlbook.provenance.restore` — bring back the data a past run used.
 - :mod:`mlbook.provenance.journal` — ``EXPERIMENT_LOG.md``: entries, steps, status, notes.
