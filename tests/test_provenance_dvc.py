@@ -254,6 +254,7 @@ def test_an_untracked_dataset_keeps_its_content_hash(project: Project) -> None:
 
 
 def test_a_malformed_dvc_file_stops_a_strict_run(project: Project) -> None:
+    (project.root / ".dvc").mkdir()  # a DVC repository (as `dvc init` leaves it)
     (project.datasets_dir / "bad.dvc").write_text("outs:\n- md5: nope\n  path: bad\n")
     (project.root / "Models" / "E001_x.py").write_text(SCRIPT)
     result = CliRunner().invoke(cli, ["-C", str(project.root), "run", "E001", "--strict"])

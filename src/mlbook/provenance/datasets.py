@@ -278,6 +278,7 @@ def _overlaps(a: str, b: str) -> bool:
 def tracked_outs(project: Project, cache: HashCache | None = None) -> list[DvcOut]:
     """Every DVC output under the datasets area: ``.dvc`` files, then ``dvc.lock`` outs.
 
+    Outside a DVC repository (no ``.dvc/`` at or above the root) there are none.
     Parsed files are remembered in ``cache`` by their inode, mtime and size.
 
     Raises:
@@ -285,6 +286,8 @@ def tracked_outs(project: Project, cache: HashCache | None = None) -> list[DvcOu
     """
     cache = cache if cache is not None else HashCache(None)
     root = project.root
+    if dvc_root(root) is None:
+        return []  # not a DVC repository: nothing to walk the datasets area for
     area = project.area_name("datasets")
     dvc_files, locks = find_dvc_files(project.datasets_dir, root)
     outs: list[DvcOut] = []
