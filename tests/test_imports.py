@@ -19,6 +19,9 @@ HEAVY = [
     "git",
     "mlflow",
     "sqlalchemy",
+    "dvc",
+    "dvc_data",
+    "yaml",
 ]
 
 

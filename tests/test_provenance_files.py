@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlbook.errors import DatasetError
-from mlbook.provenance.data import dataset_version, dvc_hash
+from mlbook.provenance.data import dataset_version
 from mlbook.provenance.files import (
     ImportStatement,
     UsedFile,
@@ -119,26 +119,6 @@ def test_dataset_metadata_hash_ignores_images_unless_asked(tmp_path: Path) -> No
     write(ds / "records.jsonl", '{"id": "2"}\n')
     assert dataset_version(ds).hash != first.hash
     assert str(first).startswith("metadata:")
-
-
-def test_dataset_dvc_hash_from_sidecar_and_lock(tmp_path: Path) -> None:
-    ds = tmp_path / "Datasets" / "digits"
-    ds.mkdir(parents=True)
-    write(
-        tmp_path / "Datasets" / "digits.dvc",
-        "outs:\n- md5: 0123456789abcdef0123456789abcdef.dir\n  size: 10\n  path: digits\n",
-    )
-    assert dataset_version(ds).hash == "md5:0123456789abcdef0123456789abcdef.dir"
-    (tmp_path / "Datasets" / "digits.dvc").unlink()
-    (tmp_path / ".git").mkdir()
-    write(
-        tmp_path / "dvc.lock",
-        "schema: '2.0'\nstages:\n  prep:\n    cmd: python prep.py\n    outs:\n"
-        "    - path: Datasets/other\n      md5: ffffffffffffffffffffffffffffffff.dir\n"
-        "    - path: Datasets/digits\n      md5: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.dir\n",
-    )
-    assert dvc_hash(ds) == "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.dir"
-    assert dataset_version(ds).kind == "dvc"
 
 
 def test_dataset_errors_name_the_directory(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ import ast
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from mlbook.progress import NullReporter, Reporter
 from mlbook.project import AREAS, Area, Project
 from mlbook.provenance.files import ImportStatement, import_statements
 
-__all__ = ["ALLOWED", "CheckReport", "Violation", "check_project"]
+__all__ = ["ALLOWED", "CheckReport", "Violation", "check_files", "check_project"]
 
 ALLOWED: dict[Area, frozenset[Area]] = {
     "models": frozenset({"datasets", "models"}),
@@ -130,6 +130,12 @@ def _leaves(dataset: Path, value: str, base: Path) -> bool:
     """True when ``value`` points outside the datasets area altogether."""
     target = Path(os.path.normpath(dataset / value.replace("\\", "/")))
     return value.startswith("/") or not target.is_relative_to(base)
+
+
+def check_files(project: Project, area: Area, paths: Iterable[Path]) -> list[Violation]:
+    """Check these files as code of ``area`` (``mlbook data process`` checks its script)."""
+    checker = _Checker(project)
+    return sorted(v for path in paths for v in checker.check_file(area, path))
 
 
 class _Checker:

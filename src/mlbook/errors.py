@@ -11,7 +11,8 @@ bug and keeps its traceback.
      │    └── ConfigError        mlbook.toml is not valid (file, line, key, expected)
      ├── DatasetError            dataset metadata or a conversion went wrong
      │    ├── RecordError        one bad record (file, line, field, value)
-     │    └── BadRecordsError    every bad record a reader found (a list of problems)
+     │    ├── BadRecordsError    every bad record a reader found (a list of problems)
+     │    └── DvcFileError       a malformed .dvc, dvc.lock or dvc.yaml (file, line, key)
      ├── ExperimentError         unknown experiment or version, a bad script
      ├── StoreError              the run store cannot be read or written
      ├── ProvenanceError         git snapshots, the journal, diffs
@@ -36,6 +37,7 @@ __all__ = [
     "BadRecordsError",
     "ConfigError",
     "DatasetError",
+    "DvcFileError",
     "ExperimentError",
     "ExportError",
     "MlbookError",
@@ -137,6 +139,28 @@ class BadRecordsError(DatasetError):
                 lines.append(f"  ... and {count - shown} more")
             message = "\n".join(lines)
         super().__init__(message)
+
+
+class DvcFileError(DatasetError):
+    """A ``.dvc``, ``dvc.lock`` or ``dvc.yaml`` file that cannot be read.
+
+    Args:
+        path: the file, as shown (root-relative).
+        problem: what is wrong.
+        line: the 1-based line, when known.
+        key: the dotted key at fault (``outs[0].md5``), when there is one.
+    """
+
+    def __init__(
+        self, path: Path | str, problem: str, line: int | None = None, key: str = ""
+    ) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        self.line = line
+        self.key = key
+        where = f"{path}:{line}" if line else str(path)
+        head = f"{where}: {key}: {problem}" if key else f"{where}: {problem}"
+        super().__init__(f"{head}; fix the file, or write it again with `dvc add` / `dvc commit`")
 
 
 class ExperimentError(MlbookError):

@@ -25,7 +25,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "mlbook.cli.project:check",
         "Check that each area keeps to its boundaries.",
     ),
-    "data": ("Data", "mlbook.cli.datasets:data", "Validate, convert, describe, split datasets."),
+    "data": (
+        "Data",
+        "mlbook.cli.datasets:data",
+        "Datasets: validate, convert, split; versions, lineage, restore.",
+    ),
     "new": ("Experiments", "mlbook.cli.experiments:new", "Write a new experiment script."),
     "ls": ("Experiments", "mlbook.cli.experiments:ls", "List experiments and their versions."),
     "run": ("Experiments", "mlbook.cli.experiments:run", "Run experiments (test, run, export)."),

@@ -278,3 +278,7 @@ def split(path: Path, ratios: str, seed: int, stratify: bool, keep_existing: boo
     for name in wanted:
         if not counts.get(name):
             click.echo(f"warning: split {name!r} got no records (too few to share out)", err=True)
+
+
+for _command in __import__("mlbook.cli.lineage", fromlist=["COMMANDS"]).COMMANDS:
+    data.add_command(_command)  # process, lineage, restore (cli/lineage.py)

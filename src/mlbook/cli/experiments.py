@@ -279,6 +279,11 @@ class _Live:
     metavar="KEY=V1,V2",
     help="Cross every version with these values of a param (repeat).",
 )
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse to run on a dataset that differs from its .dvc file (or is not checked out).",
+)
 @quiet_option
 def run(
     ids: tuple[str, ...],
@@ -290,6 +295,7 @@ def run(
     steps: str | None,
     sets: tuple[str, ...],
     grids: tuple[str, ...],
+    strict: bool,
     quiet: bool,
 ) -> None:
     """Run experiments: each version in its own process, recorded in the run store.
@@ -342,6 +348,7 @@ def run(
             sets=pairs("--set", sets),
             grid=grid,
             listener=live,
+            strict_data=strict,
         )
     counts: dict[str, int] = {}
     for info in result.runs:
@@ -469,11 +476,14 @@ def show(run_id: str, output_format: str) -> None:
         mlbook show 20261125-110407-8b3a63
     """
     from mlbook.cli._render import Column, console, print_json, print_records
+    from mlbook.cli.lineage import run_data_lines
     from mlbook.experiments.query import get_run, metric_series, run_artifacts, run_files
     from mlbook.experiments.store import Store
     from mlbook.project import Project
+    from mlbook.provenance.lineage import run_data
 
-    with Store.for_project(Project.find(), readonly=True) as store:
+    project = Project.find()
+    with Store.for_project(project, readonly=True) as store:
         record = get_run(store, run_id)
         series = metric_series(store, record)
         artifacts = run_artifacts(store, record.id)
@@ -484,6 +494,8 @@ def show(run_id: str, output_format: str) -> None:
         dict(zip(("path", "size", "sha256", "kind"), a, strict=True)) for a in artifacts
     ]
     data["files"] = [dict(zip(("path", "size", "sha256"), f, strict=True)) for f in files]
+    datasets = run_data(project, record.id)  # with the steps behind each and what changed since
+    data["datasets"] = [d.to_dict() for d in datasets]
     if output_format == "json":
         print_json(data)
         return
@@ -507,6 +519,8 @@ def show(run_id: str, output_format: str) -> None:
             f"data: {record.data_version or '-'}   python {record.python or '-'}"
             + (f"   packages: {shown}{more}" if shown else "")
         )
+    for text, style in run_data_lines(datasets):
+        console.print(f"[{style}]{_escape(text)}[/]" if style else _escape(text))
     print_records(
         [Column("param", "name"), Column("value", "value")],
         [{"name": k, "value": v} for k, v in sorted(data["params"].items())],

@@ -267,3 +267,20 @@ def diff(run_a: str, run_b: str | None, all_files: bool, no_color: bool) -> None
             side_b = run_side(b, run_files(store, b.id), project.root)
     result = diff_runs(project.root, side_a, side_b, all_files=all_files)
     print_run_diff(result, color=False if no_color else None)
+    _print_data_changes(project, a.id, b.id if run_b is not None else None)
+
+
+def _print_data_changes(project: Any, run_a: str, run_b: str | None) -> None:
+    """Each dataset that differs (two runs), or changed since the run (one run): stale data."""
+    from mlbook.provenance.lineage import compare_data
+
+    if run_b is not None:
+        for change in compare_data(project, run_a, run_b):
+            states = f" ({change.state_a or '-'} -> {change.state_b or '-'})"
+            click.echo(
+                f"data {change.path}: {change.a or '(none)'} -> {change.b or '(none)'}{states}"
+            )
+    for run in (run_a, run_b) if run_b is not None else (run_a,):
+        for change in compare_data(project, run):
+            now = change.b or "missing"
+            click.echo(f"warning: {change.path} changed since run {run}: {change.a} -> now {now}")

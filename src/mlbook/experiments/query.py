@@ -37,11 +37,14 @@ __all__ = [
     "SUMMARY_STATS",
     "TABLE_FIELDS",
     "Artifact",
+    "DataStep",
     "ExperimentRow",
     "Filter",
     "Point",
+    "RunDataset",
     "RunList",
     "RunRecord",
+    "StepDataset",
     "StoredAttempt",
     "StoredChunk",
     "StoredRun",
@@ -52,6 +55,8 @@ __all__ = [
     "TablePage",
     "TableRow",
     "UsedFile",
+    "data_steps",
+    "dataset_runs",
     "experiment_ids",
     "experiment_rows",
     "get_run",
@@ -63,6 +68,7 @@ __all__ = [
     "parse_filter",
     "reading",
     "run_artifacts",
+    "run_datasets",
     "run_files",
     "run_table",
     "run_with_artifact",
@@ -977,3 +983,143 @@ def known_run_ids(where: Project | Store | Path | str | None, run_ids: Iterable[
                 )
             )
     return found
+
+
+# ---------------------------------------------------------------- datasets and data steps
+
+
+class RunDataset(msgspec.Struct, frozen=True):
+    """A dataset a run used, as recorded (see :mod:`mlbook.provenance.datasets`)."""
+
+    run_id: str
+    path: str
+    hash: str
+    scheme: str
+    size: int | None
+    nfiles: int | None
+    state: str
+    dirty: bool
+    recorded: str | None
+    source: str | None
+    stage: str | None
+
+    @property
+    def short(self) -> str:
+        """``md5:1a2b3c4d5e6f``: the hash's kind and first 12 digits."""
+        kind, _, value = self.hash.partition(":")
+        return f"{kind}:{value[:12]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON output)."""
+        return msgspec.structs.asdict(self)
+
+
+class StepDataset(msgspec.Struct, frozen=True):
+    """An input or output dataset of a data step: path, hash, scheme, size, file count."""
+
+    path: str
+    hash: str
+    scheme: str
+    size: int | None
+    nfiles: int | None
+
+
+class DataStep(msgspec.Struct, frozen=True):
+    """A data-processing step as recorded (``mlbook data process``)."""
+
+    id: str
+    script: str
+    target: str
+    script_sha256: str
+    commit_before: str | None
+    commit_reason: str | None
+    params: list[Any]
+    status: str
+    started: float
+    ended: float | None
+    returncode: int | None
+    output: str
+    host: str
+    inputs: list[StepDataset] = []
+    outputs: list[StepDataset] = []
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (``None`` while running)."""
+        return None if self.ended is None else self.ended - self.started
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON output), the duration included."""
+        return {**msgspec.to_builtins(self), "duration": self.duration}
+
+
+def _run_dataset(row: Sequence[Any]) -> RunDataset:
+    fields = dict(zip(RunDataset.__struct_fields__, row, strict=True))
+    fields["dirty"] = bool(fields["dirty"])
+    return RunDataset(**fields)
+
+
+_RUN_DATASET_COLUMNS = (
+    "run_id, path, hash, scheme, size, nfiles, state, dirty, recorded, source, stage"
+)
+
+
+def run_datasets(where: Project | Store | Path | str | None, run_id: str) -> list[RunDataset]:
+    """The datasets a run used, by path."""
+    with reading(where) as store:
+        rows = store.db.execute(
+            f"SELECT {_RUN_DATASET_COLUMNS} FROM run_datasets WHERE run_id = ? ORDER BY path",
+            (run_id,),
+        ).fetchall()
+    return [_run_dataset(row) for row in rows]
+
+
+def dataset_runs(where: Project | Store | Path | str | None, path: str) -> list[RunDataset]:
+    """Every run's record of dataset ``path`` (root-relative), oldest run first."""
+    with reading(where) as store:
+        rows = store.db.execute(
+            f"SELECT {', '.join('d.' + c.strip() for c in _RUN_DATASET_COLUMNS.split(','))}"
+            " FROM run_datasets d JOIN runs r ON r.id = d.run_id WHERE d.path = ?"
+            " ORDER BY r.created, r.pk",
+            (path,),
+        ).fetchall()
+    return [_run_dataset(row) for row in rows]
+
+
+def data_steps(
+    where: Project | Store | Path | str | None,
+    *,
+    output: str | None = None,
+    step_id: str | None = None,
+) -> list[DataStep]:
+    """Data steps, oldest first: all, those asked to write ``output``, or one by id prefix."""
+    sql = (
+        "SELECT id, script, target, script_sha256, commit_before, commit_reason, params, status,"
+        " started, ended, returncode, output, host FROM data_steps"
+    )
+    args: list[Any] = []
+    if output is not None:
+        sql += " WHERE target = ?"
+        args.append(output)
+    elif step_id is not None:
+        sql += " WHERE id = ? OR id LIKE ?"
+        args += [step_id, step_id.replace("%", "").replace("_", "") + "%"]
+    sql += " ORDER BY started, id"
+    with reading(where) as store:
+        rows = store.db.execute(sql, args).fetchall()
+        ids = [row[0] for row in rows]
+        found: dict[str, dict[str, list[StepDataset]]] = {i: {"in": [], "out": []} for i in ids}
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            for step, role, *rest in store.db.execute(
+                "SELECT step_id, role, path, hash, scheme, size, nfiles FROM step_datasets"
+                f" WHERE step_id IN ({', '.join('?' * len(chunk))}) ORDER BY path",
+                chunk,
+            ):
+                found[step][role].append(StepDataset(*rest))
+    steps = []
+    for row in rows:
+        fields = dict(zip(DataStep.__struct_fields__, row, strict=False))
+        fields["params"] = orjson.loads(fields["params"] or "[]")
+        steps.append(DataStep(**fields, inputs=found[row[0]]["in"], outputs=found[row[0]]["out"]))
+    return steps

@@ -295,6 +295,7 @@ def run_experiments(
     observers: Sequence[RunObserver] | None = None,
     listener: RunListener | None = None,
     backend: Backend | None = None,
+    strict_data: bool = False,
 ) -> RunnerResult:
     """Run the selected versions of the selected experiments.
 
@@ -315,9 +316,12 @@ def run_experiments(
         observers: run hooks (default: :func:`default_observers`).
         listener: live progress (default: none).
         backend: where jobs run (default: ``[runner] backend``).
+        strict_data: refuse to start when a run's dataset differs from what DVC
+            recorded (``mlbook run --strict``).
 
     Raises:
         ExperimentError: unknown experiment, version, mode or run to resume.
+        DatasetError: ``strict_data`` and a dirty dataset.
     """
     if mode not in MODES:
         raise ExperimentError(f"unknown mode {mode!r}; use one of: {', '.join(MODES)}")
@@ -334,6 +338,12 @@ def run_experiments(
             planned = [_plan_resume(project, store, resume)]
         else:
             planned = plan(project, ids, versions, skip_versions, mode=mode, sets=sets, grid=grid)
+        if strict_data:
+            from mlbook.provenance.datasets import refuse_dirty_datasets
+
+            refuse_dirty_datasets(
+                project, (project.datasets_dir / p.dataset if p.dataset else None for p in planned)
+            )
         chosen = default_observers(project) if observers is None else list(observers)
         for observer in chosen:
             observer.preflight(mode)

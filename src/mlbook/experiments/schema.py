@@ -9,6 +9,12 @@ Version 3 stores metric series in chunks (``metric_chunks``, see
 :mod:`mlbook.experiments.series`), keeps a per-run, per-key summary
 (``metric_summary``) and records each attempt at a run (``attempts``: host,
 pid and the last event sequence number written, so a repeated event is dropped).
+
+Version 4 records the datasets each run used (``run_datasets``: path, hash and
+scheme, size, file count, state and dirty flag, the hash DVC recorded, the
+``.dvc``/``dvc.lock`` file and stage) and data-processing steps (``data_steps``,
+their input and output datasets in ``step_datasets``), see
+:mod:`mlbook.provenance.datasets` and :mod:`mlbook.provenance.lineage`.
 """
 
 from __future__ import annotations
@@ -208,5 +214,49 @@ MIGRATIONS: tuple[Migration, ...] = (
     """,
     # 3: metric series in chunks, per-run metric summaries, attempts
     _chunk_old_metrics,
+    # 4: the datasets each run used (DVC-aware) and data-processing steps with their datasets
+    """
+    CREATE TABLE run_datasets (
+        run_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        scheme TEXT NOT NULL,
+        size INTEGER,
+        nfiles INTEGER,
+        state TEXT NOT NULL,
+        dirty INTEGER NOT NULL DEFAULT 0,
+        recorded TEXT,
+        source TEXT,
+        stage TEXT,
+        PRIMARY KEY (run_id, path)
+    );
+    CREATE INDEX run_datasets_hash ON run_datasets (path, hash);
+    CREATE TABLE data_steps (
+        id TEXT PRIMARY KEY,
+        script TEXT NOT NULL,
+        target TEXT NOT NULL,
+        script_sha256 TEXT NOT NULL,
+        commit_before TEXT,
+        commit_reason TEXT,
+        params TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL,
+        started REAL NOT NULL,
+        ended REAL,
+        returncode INTEGER,
+        output TEXT NOT NULL DEFAULT '',
+        host TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE step_datasets (
+        step_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        path TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        scheme TEXT NOT NULL,
+        size INTEGER,
+        nfiles INTEGER,
+        PRIMARY KEY (step_id, role, path, scheme)
+    );
+    CREATE INDEX step_datasets_hash ON step_datasets (path, hash);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -62,7 +62,10 @@ __all__ = [
     "Conflict",
     "ImportOutcome",
     "Store",
+    "add_run_datasets",
+    "finish_data_step",
     "new_run_id",
+    "start_data_step",
 ]
 
 STORE_FILE = "runs.sqlite"
@@ -675,3 +678,97 @@ def _retry_when_locked(open_store: Callable[[], Store]) -> Store:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.25)
+
+
+# ---------------------------------------------------------------- datasets and data steps
+
+#: the ``run_datasets`` / ``step_datasets`` columns a dataset record fills, in order
+DATASET_FIELDS = ("path", "hash", "scheme", "size", "nfiles")
+
+
+def _dataset_row(record: Any) -> tuple[Any, ...]:
+    return tuple(getattr(record, name) for name in DATASET_FIELDS)
+
+
+def add_run_datasets(store: Store, run_id: str, records: Iterable[Any]) -> None:
+    """Record the datasets a run used (:class:`~mlbook.provenance.datasets.DatasetRecord`)."""
+    rows = [
+        (
+            run_id,
+            *_dataset_row(r),
+            r.state,
+            int(r.dirty),
+            r.recorded,
+            r.source,
+            r.stage,
+        )
+        for r in records
+    ]
+    with store.transaction(f"recording the datasets of run {run_id}") as db:
+        db.executemany(
+            "INSERT OR REPLACE INTO run_datasets (run_id, path, hash, scheme, size, nfiles,"
+            " state, dirty, recorded, source, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def start_data_step(
+    store: Store,
+    step_id: str,
+    *,
+    script: str,
+    target: str,
+    script_sha256: str,
+    commit: str | None,
+    commit_reason: str | None,
+    params: Sequence[str],
+    inputs: Iterable[Any],
+) -> None:
+    """Record a data-processing step as ``running``, with its input datasets.
+
+    ``target`` is the output dataset asked for (root-relative), kept even when the step fails.
+    """
+    with store.transaction(f"recording data step {step_id}") as db:
+        db.execute(
+            "INSERT INTO data_steps (id, script, target, script_sha256, commit_before,"
+            " commit_reason, params, status, started, host)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+            (
+                step_id,
+                script,
+                target,
+                script_sha256,
+                commit,
+                commit_reason,
+                _json(list(params)),
+                time.time(),
+                socket.gethostname(),
+            ),
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO step_datasets VALUES (?, 'in', ?, ?, ?, ?, ?)",
+            [(step_id, *_dataset_row(r)) for r in inputs],
+        )
+
+
+def finish_data_step(
+    store: Store,
+    step_id: str,
+    *,
+    status: str,
+    returncode: int | None,
+    output: str,
+    outputs: Iterable[Any] = (),
+) -> None:
+    """Set a data step's final status, exit code and output log, and its output datasets."""
+    if status not in FINAL_STATUSES:
+        raise StoreError(f"finish_data_step: {status!r} is not a final status")
+    with store.transaction(f"finishing data step {step_id}") as db:
+        db.execute(
+            "UPDATE data_steps SET status = ?, ended = ?, returncode = ?, output = ? WHERE id = ?",
+            (status, time.time(), returncode, output, step_id),
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO step_datasets VALUES (?, 'out', ?, ?, ?, ?, ?)",
+            [(step_id, *_dataset_row(r)) for r in outputs],
+        )

@@ -100,6 +100,8 @@ REF_PREFIX = "refs/mlbook/runs"
 DEFAULT_MAX_FILE_SIZE = 1_000_000
 #: the files of a dataset that say what it is and which split each record is in
 DATASET_METADATA = ("dataset.json", "records.jsonl", "records.json")
+#: DVC's pointer files, taken into snapshots with the dataset metadata
+DVC_FILES = ("*.dvc", "dvc.lock")
 #: seconds one git command may take (hooks included) before it is stopped
 GIT_TIMEOUT = 60.0
 #: seconds branch mode waits for git's ``index.lock`` (and for another mlbook commit)
@@ -516,19 +518,22 @@ def _split_by_size(
 
 
 def _dataset_metadata(cwd: Path, data_dir: str | None) -> list[str]:
-    """Each dataset's metadata files, one or two levels under the datasets area."""
+    """Each dataset's metadata files, one or two levels under the datasets area, and
+    the DVC files (``*.dvc``, ``dvc.lock``) up to two levels under it."""
     if data_dir is None:
         return []
     base = cwd / data_dir
     if not base.is_dir():
         return []
     found: set[str] = set()
-    for depth in ("*", "*/*"):
-        for name in DATASET_METADATA:
-            for path in base.glob(f"{depth}/{name}"):
-                with contextlib.suppress(OSError):
-                    if path.is_file() and not path.is_symlink():
-                        found.add(path.relative_to(cwd).as_posix())
+    patterns = [f"{depth}/{name}" for depth in ("*", "*/*") for name in DATASET_METADATA]
+    # DVC's files say which data version a run used (`mlbook data restore` reads them)
+    patterns += [f"{depth}{name}" for depth in ("", "*/", "*/*/") for name in DVC_FILES]
+    for pattern in patterns:
+        for path in base.glob(pattern):
+            with contextlib.suppress(OSError):
+                if path.is_file() and not path.is_symlink():
+                    found.add(path.relative_to(cwd).as_posix())
     return sorted(found)
 
 

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mlbook.errors import MlbookError, MlbookWarning, ProvenanceError
 from mlbook.project import Project
-from mlbook.provenance.data import dataset_version
 from mlbook.provenance.files import environment
 from mlbook.provenance.git import (
     Snapshot,
@@ -269,14 +268,25 @@ class ProvenanceObserver:
             "commit_reason": shot.reason or None,
             "python": environment()["python"],
         }
-        dataset = getattr(info, "dataset_dir", None)
-        if dataset:
-            fields["data_version"] = str(
-                dataset_version(Path(dataset), self.project.config.data.hash_images).hash
-            )
+        fields.update(self._datasets(info, store))
         store.set_provenance(info.run_id, **fields)
         if shot.commit and journal_ok:
             self._journal_step(info, "running", shot.commit, None)
+
+    def _datasets(self, info: RunLike, store: StoreLike) -> dict[str, Any]:
+        """Record the datasets of the run (DVC-aware); a dirty one is one warning line."""
+        from mlbook.provenance.datasets import record_run_datasets
+
+        try:
+            version, problems = record_run_datasets(
+                self.project, info.run_id, getattr(info, "dataset_dir", None), store
+            )
+        except MlbookError as exc:  # a malformed .dvc file: the run goes on, and says so
+            _warn(f"run {info.run_id}: datasets not recorded: {exc}")
+            return {}
+        for problem in problems:
+            _warn(f"run {info.run_id}: {problem}")
+        return {"data_version": version} if version else {}
 
     def after_run(self, info: RunLike, store: StoreLike | None) -> None:
         """The after snapshot (results included) and the completed journal step."""

@@ -3,6 +3,10 @@
 Run it from anywhere inside the project:
 
     python Data_processing/prepare_digits.py
+    mlbook data process Data_processing/prepare_digits.py --out Datasets/digits   # a recorded step
+
+``--out DIR`` writes the dataset into DIR (``mlbook data process`` passes a new
+directory it renames into place); ``--limit N`` keeps the first N images only.
 
 It writes ``Datasets/digits/``: ``images/00000.png`` ... (8x8 grayscale), ``records.jsonl``
 (one record per image: its label and its split) and ``dataset.json`` (the classes
@@ -34,13 +38,14 @@ SPLITS = {"train": 0.7, "val": 0.15, "test": 0.15}
 SEED = 0
 
 
-def build(target: Path) -> mlbook.Dataset:
+def build(target: Path, limit: int | None = None) -> mlbook.Dataset:
     """Write the images into ``target/images`` and return the dataset (not saved yet)."""
     digits = load_digits()
     images = (digits.images * (255.0 / 16.0)).round().clip(0, 255).astype(np.uint8)
     (target / "images").mkdir(parents=True)
     records = []
-    for index, (pixels, label) in enumerate(zip(images, digits.target, strict=True)):
+    pairs = list(zip(images, digits.target, strict=True))[:limit]
+    for index, (pixels, label) in enumerate(pairs):
         name = f"images/{index:05d}.png"
         Image.fromarray(pixels).save(target / name)
         records.append(
@@ -58,7 +63,7 @@ def build(target: Path) -> mlbook.Dataset:
     return assign_splits(dataset, SPLITS, seed=SEED, stratify=True)
 
 
-def prepare(datasets_dir: Path) -> Path:
+def prepare(datasets_dir: Path, limit: int | None = None) -> Path:
     """Build ``datasets_dir/digits`` (replacing an old copy only once the new one is complete)."""
     final = datasets_dir / "digits"
     work = Path(tempfile.mkdtemp(prefix=".digits-", dir=datasets_dir))
@@ -66,7 +71,7 @@ def prepare(datasets_dir: Path) -> Path:
     os.umask(umask)
     work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the dataset is not
     try:
-        dataset = build(work)
+        dataset = build(work, limit)
         dataset.save(work)
         if final.exists():
             old = final.with_name(f".digits-old-{work.name}")
@@ -83,9 +88,16 @@ def prepare(datasets_dir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args()
+    parser.add_argument("--out", type=Path, help="write the dataset into this directory")
+    parser.add_argument("--limit", type=int, help="keep the first N images only")
+    args = parser.parse_args()
     project = mlbook.Project.open(mlbook.find_root(Path(__file__).resolve().parent))
-    target = prepare(project.datasets_dir)
+    if args.out is not None:  # mlbook data process: a new directory, renamed into place after
+        args.out.mkdir(parents=True, exist_ok=True)
+        build(args.out, args.limit).save(args.out)
+        target = args.out
+    else:
+        target = prepare(project.datasets_dir, args.limit)
     dataset = mlbook.open_dataset(target)
     counts = ", ".join(f"{split} {len(dataset.records(split))}" for split in dataset.splits)
     print(f"wrote {len(dataset)} images to {project.relative(target)}/ ({counts})")
