@@ -90,7 +90,8 @@ class _Compiler:
         negation. Elsewhere they stay bare: a NULL there excludes the row as false
         would, and a bare ``split = ?`` can use an index."""
         if isinstance(node, And):
-            joined = " AND ".join(self.node(item, scope, negated) for item in node.items)
+            items = sorted(node.items, key=self.cost) if scope == "record" else node.items
+            joined = " AND ".join(self.node(item, scope, negated) for item in items)
             return f"({joined})"
         if isinstance(node, Or):
             return "(" + " OR ".join(self.node(item, scope, negated) for item in node.items) + ")"
@@ -102,6 +103,21 @@ class _Compiler:
             return f"r.rid IN (SELECT b.rid FROM boxes b WHERE {self.node(node.cond, 'box')})"
         sql = self.compare(node, scope)
         return f"ifnull({sql}, 0)" if negated else sql
+
+    def cost(self, node: Node) -> int:
+        """Rank of a record condition in an ``and``: cheap and usually selective terms
+        first (label counts in summary columns, numbers), subqueries last, so that a scan
+        stops early on most rows. ``and`` is commutative, so only the speed changes."""
+        if isinstance(node, Not):
+            return self.cost(node.item)
+        if isinstance(node, Count):
+            found = self.labels.get(node.label)
+            return 0 if found is not None and found.col is not None else 4
+        if isinstance(node, Compare):
+            if node.field.startswith("attr.") or node.field == "file":
+                return 5
+            return 2 if node.field in ("split", "id") else 1
+        return 6 if isinstance(node, Box) else 3
 
     def count(self, node: Count) -> str:
         info = self.label(node.label, node.col)
