@@ -319,7 +319,7 @@ def test_random_queries_equal_a_brute_force_filter(
         assert index.ids(Query(root, query.text)) == expected
 
 
-@settings(max_examples=40)
+@settings(max_examples=30)
 @given(box=combine(box_leaf()), record=queries)
 def test_box_filters_keep_exactly_the_matching_boxes(
     big: tuple[Path, list[Record]], box: tuple[str, Pred], record: tuple[str, Pred]

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DatasetIndex", "IndexRow", "Query", "SqlResult"]
 
+_RECORD = msgspec.json.Decoder(Record)
 _WRITES = re.compile(r"^\s*(?:--[^\n]*\n\s*)*(select|with|explain|values)\b", re.IGNORECASE)
 
 
@@ -194,7 +195,11 @@ class DatasetIndex:
         with path.open("rb") as handle:
             for rid, offset, length in found:
                 handle.seek(offset)
-                record = decode_record(handle.read(length), path, rid + 1)
+                line = handle.read(length)
+                try:
+                    record = _RECORD.decode(line)
+                except msgspec.DecodeError:  # a loose form (or an error): the full reader
+                    record = decode_record(line, path, rid + 1)
                 if kept is not None:
                     record = _keep_boxes(record, kept.get(rid, set()))
                 records.append(record)
