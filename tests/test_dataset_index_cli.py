@@ -65,6 +65,10 @@ def test_query_errors_are_one_line(coco: tuple[Path, list[Record]]) -> None:
     root, records = coco
     code, _, err = invoke("data", "query", str(root), "split = train and count(car) >= x")
     assert (code, err) == (1, "error: col 33: expected a whole number after '>=', got 'x'\n")
+    nowhere = root.parent / "nowhere"
+    code, _, err = invoke("data", "query", str(nowhere), "has(car)")
+    expected = f"error: {nowhere}: not a dataset directory; expected records.jsonl in it\n"
+    assert (code, err) == (1, expected)
     code, _, err = invoke("data", "query", str(root), "--sql", "DELETE FROM records")
     assert code == 1 and err.startswith("error: --sql runs read-only statements")
     write_dataset(root, records[:10])

@@ -164,6 +164,9 @@ def index_state(dataset: Path, path: Path | None = None) -> IndexState:
     path = path or index_path(dataset)
     try:
         stat = records.stat()
+    except FileNotFoundError:
+        what = "no records file" if dataset.is_dir() else "not a dataset directory"
+        raise DatasetError(f"{dataset}: {what}; expected {records.name} in it") from None
     except OSError as exc:
         raise DatasetError(f"{records}: cannot read the records: {exc.strerror}") from exc
     if not path.exists():
