@@ -12,7 +12,8 @@ bug and keeps its traceback.
      ├── DatasetError            dataset metadata or a conversion went wrong
      │    ├── RecordError        one bad record (file, line, field, value)
      │    ├── BadRecordsError    every bad record a reader found (a list of problems)
-     │    └── DvcFileError       a malformed .dvc, dvc.lock or dvc.yaml (file, line, key)
+     │    ├── DvcFileError       a malformed .dvc, dvc.lock or dvc.yaml (file, line, key)
+ │    └── QueryError         a dataset query that cannot be read or run (column, expected)
      ├── ExperimentError         unknown experiment or version, a bad script
      ├── StoreError              the run store cannot be read or written
      ├── ProvenanceError         git snapshots, the journal, diffs
@@ -44,6 +45,7 @@ __all__ = [
     "MlbookWarning",
     "ProjectError",
     "ProvenanceError",
+    "QueryError",
     "RecordError",
     "StoreError",
     "TransferError",
@@ -161,6 +163,20 @@ class DvcFileError(DatasetError):
         where = f"{path}:{line}" if line else str(path)
         head = f"{where}: {key}: {problem}" if key else f"{where}: {problem}"
         super().__init__(f"{head}; fix the file, or write it again with `dvc add` / `dvc commit`")
+
+
+class QueryError(DatasetError):
+    """A dataset query (text, builder, raw SQL or saved view) cannot be parsed or run.
+
+    Args:
+        problem: what is wrong and what to do.
+        column: 1-based column of the query text at fault (``None``: not about a position).
+    """
+
+    def __init__(self, problem: str, column: int | None = None) -> None:
+        self.problem = problem
+        self.column = column
+        super().__init__(f"col {column}: {problem}" if column is not None else problem)
 
 
 class ExperimentError(MlbookError):

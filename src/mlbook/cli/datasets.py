@@ -1,4 +1,5 @@
-"""Dataset commands: ``mlbook data validate | convert | stats | split``."""
+"""Dataset commands: ``mlbook data validate | convert | stats | split`` (and the index's
+``query | index | view | sql`` from :mod:`mlbook.cli.index`)."""
 
 from __future__ import annotations
 
@@ -190,23 +191,45 @@ def convert(
     help="Format of PATH (default: detected).",
 )
 @click.option("--plot", type=click.Path(path_type=Path), help="Also draw the statistics to a PNG.")
+@click.option("--view", "view_name", metavar="NAME", help="Only the records of a saved view.")
+@click.option("--query", "query_text", metavar="QUERY", help="Only the records matching QUERY.")
 @format_option("json")
-def stats(path: Path, src_format: str | None, plot: Path | None, output_format: str) -> None:
+def stats(
+    path: Path,
+    src_format: str | None,
+    plot: Path | None,
+    view_name: str | None,
+    query_text: str | None,
+    output_format: str,
+) -> None:
     """Describe PATH: images per split, boxes and labels per class, box sizes.
 
     Also box aspect ratios and images without annotations; PATH may be in any
-    readable format.
+    readable format. With --view or --query (mlbook datasets), only the records
+    they select (through the dataset's index).
 
     Example:
 
     \b
         mlbook data stats Datasets/coco --plot coco.png
+        mlbook data stats Datasets/coco --view small_cars --plot small_cars.png
     """
     from mlbook.cli._render import console, print_json, print_table
     from mlbook.datasets.convert import read_dataset
     from mlbook.datasets.stats import compute_stats, plot_stats
 
-    result = compute_stats(read_dataset(path, src_format))
+    if view_name is not None or query_text is not None:
+        from mlbook.datasets.index import Query, open_view
+
+        if view_name is not None and query_text is not None:
+            raise click.UsageError("give --view or --query, not both")
+        if view_name is not None:
+            selected, _ = open_view(path, view_name)
+        else:
+            selected = Query(path, query_text)
+        result = compute_stats(selected.dataset())
+    else:
+        result = compute_stats(read_dataset(path, src_format))
     if plot is not None:
         plot_stats(result, plot)
     if output_format == "json":
@@ -282,3 +305,5 @@ def split(path: Path, ratios: str, seed: int, stratify: bool, keep_existing: boo
 
 for _command in __import__("mlbook.cli.lineage", fromlist=["COMMANDS"]).COMMANDS:
     data.add_command(_command)  # process, lineage, restore (cli/lineage.py)
+for _command in __import__("mlbook.cli.index", fromlist=["COMMANDS"]).COMMANDS:
+    data.add_command(_command)  # query, index, view, sql (cli/index.py)

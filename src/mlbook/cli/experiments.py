@@ -477,7 +477,13 @@ def show(run_id: str, output_format: str) -> None:
     """
     from mlbook.cli._render import Column, console, print_json, print_records
     from mlbook.cli.lineage import run_data_lines
-    from mlbook.experiments.query import get_run, metric_series, run_artifacts, run_files
+    from mlbook.experiments.query import (
+        get_run,
+        metric_series,
+        run_artifacts,
+        run_files,
+        run_views,
+    )
     from mlbook.experiments.store import Store
     from mlbook.project import Project
     from mlbook.provenance.lineage import run_data
@@ -488,6 +494,7 @@ def show(run_id: str, output_format: str) -> None:
         series = metric_series(store, record)
         artifacts = run_artifacts(store, record.id)
         files = run_files(store, record.id)
+        views = run_views(store, record.id)
     data = record.to_dict()
     data["series"] = {k: [[p.step, p.value] for p in points] for k, points in series.items()}
     data["artifacts"] = [
@@ -496,6 +503,7 @@ def show(run_id: str, output_format: str) -> None:
     data["files"] = [dict(zip(("path", "size", "sha256"), f, strict=True)) for f in files]
     datasets = run_data(project, record.id)  # with the steps behind each and what changed since
     data["datasets"] = [d.to_dict() for d in datasets]
+    data["views"] = [v.to_dict() for v in views]
     if output_format == "json":
         print_json(data)
         return
@@ -521,6 +529,15 @@ def show(run_id: str, output_format: str) -> None:
         )
     for text, style in run_data_lines(datasets):
         console.print(f"[{style}]{_escape(text)}[/]" if style else _escape(text))
+    for v in views:
+        boxes = f", boxes: {v.boxes}" if v.boxes else ""
+        console.print(
+            _escape(
+                f"view: {v.dataset} @ {v.view}  ({v.count} records, query: "
+                f"{v.query or '(all)'}{boxes})  ids {v.ids_hash[:12]}  records "
+                f"{v.records_hash[:12]}"
+            )
+        )
     print_records(
         [Column("param", "name"), Column("value", "value")],
         [{"name": k, "value": v} for k, v in sorted(data["params"].items())],

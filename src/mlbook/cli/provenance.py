@@ -11,7 +11,7 @@ import click
 from mlbook.cli._options import format_option
 
 if TYPE_CHECKING:
-    from mlbook.provenance.diff import RunDiff
+    from mlbook.provenance.diff import RunDiff, ViewChange
 
 __all__ = ["checkout", "diff", "log", "note", "print_run_diff"]
 
@@ -172,6 +172,21 @@ def checkout(target: str, dest: Path, after: bool, missing_ok: bool) -> None:
         click.echo(f"warning: {path}: its bytes are gone; its pointer is in its place", err=True)
 
 
+def view_change_text(change: ViewChange) -> str:
+    """One line for a saved view that differs between two runs."""
+    if change.a is None or change.b is None:
+        which = "only in the second run" if change.a is None else "only in the first run"
+        return f"view {change.key}: {which}"
+    parts = []
+    if change.a[0] != change.b[0]:
+        parts.append(f"query {change.a[0]!r} → {change.b[0]!r}")
+    if change.a[1] != change.b[1]:
+        parts.append(
+            f"records {change.a[2]} → {change.b[2]} (ids {change.a[1][:12]} → {change.b[1][:12]})"
+        )
+    return f"view {change.key}: " + "; ".join(parts)
+
+
 def print_run_diff(result: RunDiff, color: bool | None = None) -> None:
     """Print a :class:`~mlbook.provenance.diff.RunDiff`: params, data, metrics, then code.
 
@@ -203,6 +218,8 @@ def print_run_diff(result: RunDiff, color: bool | None = None) -> None:
         say(f"data: {result.data[0] or '(none)'} → {result.data[1] or '(none)'}", "yellow")
     elif result.b != "working tree":
         say("data: same")
+    for change in result.views:
+        say(view_change_text(change), "yellow")
     if result.metrics:
         print_table(
             ["metric", result.a, result.b, "delta"],
@@ -252,7 +269,7 @@ def diff(run_a: str, run_b: str | None, all_files: bool, no_color: bool) -> None
         mlbook diff 20261124-1616-ab12 20261124-1700-cd34
         mlbook diff 20261124-1616-ab12 --all
     """
-    from mlbook.experiments.query import get_run, run_files
+    from mlbook.experiments.query import get_run, run_files, run_views
     from mlbook.experiments.store import Store
     from mlbook.project import Project
     from mlbook.provenance.diff import diff_runs, run_side
@@ -260,11 +277,11 @@ def diff(run_a: str, run_b: str | None, all_files: bool, no_color: bool) -> None
     project = Project.find()
     with Store.for_project(project, readonly=True) as store:
         a = get_run(store, run_a)
-        side_a = run_side(a, run_files(store, a.id), project.root)
+        side_a = run_side(a, run_files(store, a.id), project.root, run_views(store, a.id))
         side_b = None
         if run_b is not None:
             b = get_run(store, run_b)
-            side_b = run_side(b, run_files(store, b.id), project.root)
+            side_b = run_side(b, run_files(store, b.id), project.root, run_views(store, b.id))
     result = diff_runs(project.root, side_a, side_b, all_files=all_files)
     print_run_diff(result, color=False if no_color else None)
     _print_data_changes(project, a.id, b.id if run_b is not None else None)

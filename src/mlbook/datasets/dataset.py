@@ -30,6 +30,7 @@ from mlbook.errors import DatasetError
 if TYPE_CHECKING:
     from mlbook.datasets.features import FeatureTables
     from mlbook.datasets.formats._common import ImageMode
+    from mlbook.datasets.index import Query, ViewUse
     from mlbook.datasets.loaders import Sample
     from mlbook.datasets.torch import Inputs, Target, TorchDataset
     from mlbook.progress import Reporter
@@ -66,6 +67,8 @@ class Dataset:
         #: path -> bytes; writers write them where a record names them.
         self.embedded: dict[str, bytes] = {}
         self._tables: FeatureTables | None = None
+        #: set on the dataset of a saved view (:meth:`view`): the view and how it stands
+        self.view_use: ViewUse | None = None
 
     @classmethod
     def from_records(
@@ -225,6 +228,36 @@ class Dataset:
             cache=cache,
             inputs=inputs,
         )
+
+    def query(self, text: str | None = None, boxes: str | None = None) -> Query:
+        """A query over this dataset's index (built or rebuilt when needed): text in the
+        query language, or none and the builder methods (see
+        :class:`~mlbook.datasets.index.Query`).
+
+        Raises:
+            DatasetError: the dataset is not on disk; QueryError: a bad query.
+        """
+        from mlbook.datasets.index import Query
+
+        if self.root is None:
+            raise DatasetError(f"dataset {self.name!r} has no directory; save it to query it")
+        return Query(self.root, text, boxes, source=self)
+
+    def view(self, name: str) -> Dataset:
+        """The dataset of the saved view ``name`` (``views/<name>.json``): its query run on
+        the records as they are; warns when ids are gone or added since it was saved.
+
+        Raises:
+            DatasetError: the dataset is not on disk; QueryError: no such view.
+        """
+        from mlbook.datasets.index import open_view
+
+        if self.root is None:
+            raise DatasetError(f"dataset {self.name!r} has no directory; it has no views")
+        query, use = open_view(self.root, name, source=self)
+        selected = query.dataset()
+        selected.view_use = use
+        return selected
 
     def save(self, root: Path | str | None = None, images: ImageMode = "link") -> Path:
         """Write ``dataset.json`` and ``records.jsonl`` (canonical form) into ``root``

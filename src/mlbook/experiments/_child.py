@@ -224,6 +224,7 @@ def _run_experiment(spec: RunSpec, outbox: Outbox) -> dict[str, Any]:
     if spec.seed is not None and "seed" not in params:  # a seed from the config
         params = Params({**params, "seed": spec.seed})
     run = _make_run(spec, params, outbox)
+    run.view = exp.view
     model = exp.build_model(run.params)
     if spec.mode == "export":
         hook = exp.hooks.get("export")

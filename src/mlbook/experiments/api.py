@@ -100,6 +100,9 @@ class Experiment:
             ``<key>=<value>,...`` when there are no named versions).
         dataset: the dataset directory under ``Datasets/`` that ``run.data()``
             reads (``"digits"`` -> ``Datasets/digits``).
+        view: a saved view of that dataset (``views/<name>.json``, see
+            ``mlbook data view save``) that ``run.data()`` reads by default; the
+            run records its name, query and hashes.
         files: extra files (paths relative to ``Models/``) the experiment needs
             at inference time, for exports to carry (label maps, vocabularies).
         title: one line saying what the experiment tries.
@@ -122,6 +125,7 @@ class Experiment:
         base: Mapping[str, Any] | None = None,
         grid: Mapping[str, Iterable[Any]] | None = None,
         dataset: str | None = None,
+        view: str | None = None,
         files: Iterable[str] = (),
         title: str = "",
         seed: int | None = None,
@@ -145,7 +149,12 @@ class Experiment:
             raise ExperimentError(f"Experiment(goal=...) must be 'max' or 'min', got {goal!r}")
         self.metric = metric
         self.goal = goal
+        if view is not None and (dataset is None or not isinstance(view, str) or not view):
+            raise ExperimentError(
+                f"Experiment(view={view!r}) needs a view name and dataset='name' beside it"
+            )
         self.dataset = dataset
+        self.view = view
         self.files: tuple[str, ...] = tuple(files)
         self.title = title
         self.hooks: dict[str, Callable[..., Any]] = {}

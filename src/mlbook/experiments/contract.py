@@ -46,6 +46,7 @@ __all__ = [
     "Progress",
     "RunSpec",
     "Series",
+    "ViewUsed",
     "Warn",
     "decode_event",
     "encode_event",
@@ -169,6 +170,19 @@ class Warn(msgspec.Struct, frozen=True, array_like=True, tag="warn"):
     message: str
 
 
+class ViewUsed(msgspec.Struct, frozen=True, array_like=True, tag="view"):
+    """The run read its data through a saved view (``dataset``: absolute path)."""
+
+    seq: int
+    dataset: str
+    view: str
+    query: str
+    boxes: str | None
+    records_hash: str
+    ids_hash: str
+    count: int
+
+
 class Exit(msgspec.Struct, frozen=True, array_like=True, tag="exit"):
     """Made by the backend: the child's process ended (always a job's last event).
 
@@ -180,7 +194,7 @@ class Exit(msgspec.Struct, frozen=True, array_like=True, tag="exit"):
     reason: str | None = None
 
 
-Event = Metrics | Flush | Progress | Artifact | Params | Files | Warn | End | Exit
+Event = Metrics | Flush | Progress | Artifact | Params | Files | Warn | ViewUsed | End | Exit
 
 #: An acknowledgement on the ack pipe: the sequence number, little-endian uint64.
 ACK = struct.Struct("<Q")

@@ -38,6 +38,7 @@ from mlbook.experiments.contract import (
     Params,
     Progress,
     Series,
+    ViewUsed,
     Warn,
 )
 
@@ -208,6 +209,20 @@ class Outbox:
     def params(self, params: dict[str, Any]) -> None:
         """Report params the script logged (merged into the run's params)."""
         self.send(Params, params)
+
+    def view(self, dataset: str, record: dict[str, Any]) -> None:
+        """Report a saved view the run read its data through (``ViewUse.to_record()``)."""
+        self._send_points()
+        self.send(
+            ViewUsed,
+            dataset,
+            record["view"],
+            record["query"],
+            record["boxes"],
+            record["records_hash"],
+            record["ids_hash"],
+            record["count"],
+        )
 
     def progress(self, step: int, total: int | None) -> None:
         """Report where ``run.iterate`` is."""

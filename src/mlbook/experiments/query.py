@@ -44,6 +44,7 @@ __all__ = [
     "RunDataset",
     "RunList",
     "RunRecord",
+    "RunView",
     "StepDataset",
     "StoredAttempt",
     "StoredChunk",
@@ -71,6 +72,7 @@ __all__ = [
     "run_datasets",
     "run_files",
     "run_table",
+    "run_views",
     "run_with_artifact",
     "runs",
     "stored_runs",
@@ -1012,6 +1014,43 @@ class RunDataset(msgspec.Struct, frozen=True):
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (JSON output)."""
         return msgspec.structs.asdict(self)
+
+
+class RunView(msgspec.Struct, frozen=True):
+    """A saved view a run read its data through (see :mod:`mlbook.datasets.index`)."""
+
+    run_id: str
+    dataset: str
+    view: str
+    query: str
+    boxes: str | None
+    records_hash: str
+    ids_hash: str
+    count: int
+
+    @property
+    def key(self) -> str:
+        """``<dataset>@<view>``: how the view is named in ``show`` and ``diff``."""
+        return f"{self.dataset}@{self.view}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON output)."""
+        return msgspec.structs.asdict(self)
+
+
+def run_views(where: Project | Store | Path | str | None, run_id: str) -> list[RunView]:
+    """The saved views a run read its data through, by dataset and name."""
+    with reading(where) as store:
+        if not store.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'run_views'"
+        ).fetchone():
+            return []  # a store older than version 5, opened read-only
+        rows = store.db.execute(
+            "SELECT run_id, dataset, view, query, boxes, records_hash, ids_hash, count"
+            " FROM run_views WHERE run_id = ? ORDER BY dataset, view",
+            (run_id,),
+        ).fetchall()
+    return [RunView(*row) for row in rows]
 
 
 class StepDataset(msgspec.Struct, frozen=True):

@@ -88,6 +88,9 @@ class Run:
         self._last_progress = 0.0
         self._depth = 0
         self.weights_path: Path | None = None
+        #: the saved view ``data()`` reads by default (``Experiment(view=...)``)
+        self.view: str | None = None
+        self._datasets: dict[str | None, Any] = {}
 
     @property
     def is_test(self) -> bool:
@@ -173,24 +176,52 @@ class Run:
 
     # -- data ----------------------------------------------------------------------
 
-    def data(self, split: str | None = None, classes: list[str] | None = None) -> Any:
-        """Records of the experiment's dataset, filtered by split and class subset.
+    def dataset(self, view: str | None = None) -> Any:
+        """The experiment's dataset (a :class:`~mlbook.datasets.Dataset`), opened once per run.
 
-        Goes through :func:`mlbook.datasets.open_dataset`.
+        With ``view`` (default: the experiment's ``view=``), the dataset of that saved
+        view (``views/<name>.json``); the run records the view's name, query, the
+        records hash and a hash of the ids it holds.
 
         Raises:
             ExperimentError: the experiment names no dataset.
+            QueryError: no such view.
         """
         if self.dataset_dir is None:
             raise ExperimentError(
                 f"{self.experiment}: run.data() needs a dataset; "
                 "pass dataset='name' to mlbook.Experiment(...)"
             )
+        view = view if view is not None else self.view
+        opened = self._datasets.get(view)
+        if opened is not None:
+            return opened
         import importlib
 
         datasets: Any = importlib.import_module("mlbook.datasets")
         opened = datasets.open_dataset(self.dataset_dir)
-        return opened.records(split=split, classes=classes)
+        if view is not None:
+            opened = opened.view(view)
+            use = opened.view_use
+            if use is not None:
+                self._outbox.view(str(Path(self.dataset_dir).resolve()), use.to_record())
+        self._datasets[view] = opened
+        return opened
+
+    def data(
+        self,
+        split: str | None = None,
+        classes: list[str] | None = None,
+        view: str | None = None,
+    ) -> Any:
+        """Records of the experiment's dataset (or of a saved view of it, see
+        :meth:`dataset`), filtered by split and class subset.
+
+        Raises:
+            ExperimentError: the experiment names no dataset.
+            QueryError: no such view.
+        """
+        return self.dataset(view).records(split=split, classes=classes)
 
     # -- files -----------------------------------------------------------------------
 

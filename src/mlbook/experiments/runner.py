@@ -48,6 +48,7 @@ from mlbook.experiments.contract import (
     Params,
     Progress,
     RunSpec,
+    ViewUsed,
     Warn,
 )
 from mlbook.experiments.discovery import read_script, select_scripts, select_versions
@@ -638,6 +639,8 @@ class _Runner:
                 self._record(key, info, partial(self._add_params, info, event))
             elif isinstance(event, Files):
                 self._record(key, info, partial(self._record_files, info, event))
+            elif isinstance(event, ViewUsed):
+                self._record(key, info, partial(self._add_view, info, event))
             elif isinstance(event, Warn):
                 where = f"{info.experiment}/{info.version}"
                 warnings.warn(f"{where}: {event.message}", MlbookWarning, stacklevel=2)
@@ -661,6 +664,22 @@ class _Runner:
         if self.store is not None:
             rel = self.project.relative(Path(event.path))
             self.store.add_artifact(info.run_id, rel, event.size, event.sha256, event.kind)
+
+    def _add_view(self, info: RunInfo, event: ViewUsed) -> None:
+        if self.store is not None and info.mode == "run":
+            from mlbook.experiments.store import add_run_view
+
+            add_run_view(
+                self.store,
+                info.run_id,
+                dataset=self.project.relative(Path(event.dataset)),
+                view=event.view,
+                query=event.query,
+                boxes=event.boxes,
+                records_hash=event.records_hash,
+                ids_hash=event.ids_hash,
+                count=event.count,
+            )
 
     def _add_params(self, info: RunInfo, event: Params) -> None:
         if self.store is not None:

@@ -15,6 +15,10 @@ scheme, size, file count, state and dirty flag, the hash DVC recorded, the
 ``.dvc``/``dvc.lock`` file and stage) and data-processing steps (``data_steps``,
 their input and output datasets in ``step_datasets``), see
 :mod:`mlbook.provenance.datasets` and :mod:`mlbook.provenance.lineage`.
+
+Version 5 records the saved views a run trained on (``run_views``: dataset path,
+view name, its query and box filter, the records hash, a hash of the ids read and
+their number), see :mod:`mlbook.datasets.index`.
 """
 
 from __future__ import annotations
@@ -257,6 +261,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         PRIMARY KEY (step_id, role, path, scheme)
     );
     CREATE INDEX step_datasets_hash ON step_datasets (path, hash);
+    """,
+    # 5: the saved views (of the dataset index) each run read its data through
+    """
+    CREATE TABLE run_views (
+        run_id TEXT NOT NULL,
+        dataset TEXT NOT NULL,
+        view TEXT NOT NULL,
+        query TEXT NOT NULL,
+        boxes TEXT,
+        records_hash TEXT NOT NULL,
+        ids_hash TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (run_id, dataset, view)
+    );
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,7 +43,18 @@ __all__ = ["NotStatic", "StaticExperiment", "read_experiment", "read_static"]
 _EXPERIMENT = frozenset(
     {"mlbook.Experiment", "mlbook.experiments.Experiment", "mlbook.experiments.api.Experiment"}
 )
-_ARGUMENTS = ("versions", "base", "grid", "dataset", "files", "title", "seed", "metric", "goal")
+_ARGUMENTS = (
+    "versions",
+    "base",
+    "grid",
+    "dataset",
+    "view",
+    "files",
+    "title",
+    "seed",
+    "metric",
+    "goal",
+)
 
 
 class NotStatic(Exception):

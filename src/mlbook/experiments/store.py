@@ -63,6 +63,7 @@ __all__ = [
     "ImportOutcome",
     "Store",
     "add_run_datasets",
+    "add_run_view",
     "finish_data_step",
     "new_run_id",
     "start_data_step",
@@ -709,6 +710,27 @@ def add_run_datasets(store: Store, run_id: str, records: Iterable[Any]) -> None:
             "INSERT OR REPLACE INTO run_datasets (run_id, path, hash, scheme, size, nfiles,"
             " state, dirty, recorded, source, stage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
+        )
+
+
+def add_run_view(
+    store: Store,
+    run_id: str,
+    *,
+    dataset: str,
+    view: str,
+    query: str,
+    boxes: str | None,
+    records_hash: str,
+    ids_hash: str,
+    count: int,
+) -> None:
+    """Record a saved view a run read its data through (``dataset``: root-relative path)."""
+    with store.transaction(f"recording the view {view!r} of run {run_id}") as db:
+        db.execute(
+            "INSERT OR REPLACE INTO run_views (run_id, dataset, view, query, boxes,"
+            " records_hash, ids_hash, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, dataset, view, query, boxes, records_hash, ids_hash, count),
         )
 
 

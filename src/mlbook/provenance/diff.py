@@ -1,4 +1,4 @@
-"""What differs between two runs: params, data version, final metrics, code.
+"""What differs between two runs: params, data version, saved views, final metrics, code.
 
 The run store is not needed here: the caller describes each run as a plain
 :class:`RunSide` (its params, metrics, data version, before-commit and the
@@ -33,6 +33,7 @@ __all__ = [
     "ParamChange",
     "RunDiff",
     "RunSide",
+    "ViewChange",
     "diff_runs",
     "likely_cause",
     "run_side",
@@ -56,6 +57,7 @@ class RunSide:
         seed: the seed the run was seeded with (``None``: not seeded, or unknown).
         threads: torch's CPU threads in the run, when recorded.
         environment: host, Python and package versions (name -> value).
+        views: the saved views the run read (``dataset@view`` -> (query, ids hash, count)).
     """
 
     label: str
@@ -68,6 +70,17 @@ class RunSide:
     seed: int | None = None
     threads: int | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
+    views: Mapping[str, tuple[str, str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ViewChange:
+    """A saved view (``dataset@view``) whose query or records differ between two runs;
+    ``a``/``b`` are (query, ids hash, count), ``None`` where the run did not use it."""
+
+    key: str
+    a: tuple[str, str, int] | None
+    b: tuple[str, str, int] | None
 
 
 @dataclass(frozen=True)
@@ -104,15 +117,19 @@ class RunDiff:
     code_paths: list[str] | None  # the files the code diff was limited to (None: all)
     code_note: str = ""  # why there is no code diff, when there is none for a reason
     cause: str = ""  # same params, data and code but other metrics: the likely reason
+    views: list[ViewChange] = field(default_factory=list)
 
     @property
     def same(self) -> bool:
         """True when nothing differs (metrics aside)."""
-        return not self.params and self.data is None and not self.code
+        return not self.params and self.data is None and not self.code and not self.views
 
 
 def run_side(
-    record: Any, files: Iterable[str | Sequence[Any]] = (), root: Path | str | None = None
+    record: Any,
+    files: Iterable[str | Sequence[Any]] = (),
+    root: Path | str | None = None,
+    views: Iterable[Any] = (),
 ) -> RunSide:
     """A :class:`RunSide` from a stored run and its files.
 
@@ -123,6 +140,7 @@ def run_side(
         files: the run's files, as paths or as ``(path, size, sha256)`` rows.
         root: the project root, to read what the run recorded about its seed and
             threads in its outputs (``seed.json``, ``setup.json``).
+        views: the run's saved views (the run store's ``RunView`` rows).
     """
     paths = [f if isinstance(f, str) else str(f[0]) for f in files]
     metrics = {
@@ -156,6 +174,14 @@ def run_side(
         seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         threads=threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
         environment={k: v for k, v in environment.items() if v},
+        views={
+            f"{v.dataset}@{v.view}": (
+                v.query + (f" | boxes: {v.boxes}" if v.boxes else ""),
+                v.ids_hash,
+                v.count,
+            )
+            for v in views
+        },
     )
 
 
@@ -243,10 +269,15 @@ def diff_runs(
     data = None if a.data_version == b.data_version else (a.data_version, b.data_version)
     params = _param_changes(a.params, b.params)
     metrics = _metric_deltas(a.metrics, b.metrics)
+    views = [
+        ViewChange(key, a.views.get(key), b.views.get(key))
+        for key in sorted({*a.views, *b.views})
+        if a.views.get(key) != b.views.get(key)
+    ]
     cause = ""
-    if not params and data is None and not code and not note and _differ(metrics):
+    if not params and data is None and not views and not code and not note and _differ(metrics):
         cause = likely_cause(a, b)
-    return RunDiff(a.label, b.label, params, data, metrics, code, paths, note, cause)
+    return RunDiff(a.label, b.label, params, data, metrics, code, paths, note, cause, views)
 
 
 def _differ(metrics: Sequence[MetricDelta]) -> bool:

@@ -1,8 +1,9 @@
 """Digits as tensors: the mlbook records of ``Datasets/digits`` read into memory.
 
 The whole dataset is 1,797 images of 8x8 pixels, so each split is loaded once
-(through ``open_dataset(...).torch(...)``) into two tensors (images
-``N x 1 x 8 x 8`` in 0..1, labels ``N``) and batched with a plain ``DataLoader``.
+(through ``run.dataset().torch(...)``: the records of a saved view when the
+experiment names one) into two tensors (images ``N x 1 x 8 x 8`` in 0..1, labels
+``N``) and batched with a plain ``DataLoader``.
 :func:`to_batch` turns whatever a caller of an exported model sends (arrays,
 nested lists, PIL images, PNG bytes, base64) into the same kind of tensor, so
 training and deployment preprocess alike.
@@ -20,25 +21,29 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from mlbook.datasets import open_dataset
 
 SIZE = 8  # images are SIZE x SIZE pixels
 
 
-@lru_cache(maxsize=8)
-def load_split(dataset_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(run: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N x 1 x 8 x 8, float 0..1) and labels (N, int64) of one split.
 
-    Read through ``open_dataset(...).torch(split)`` (a torch ``Dataset`` over the
-    mlbook records): one channel, since the PNGs are grayscale; labels are the
-    dataset's own class encoding (``dataset.json``): "0" -> 0 ... "9" -> 9.
+    Read through ``run.dataset().torch(split)`` (a torch ``Dataset`` over the
+    mlbook records; only those of the saved view when the experiment names one,
+    ``mlbook.Experiment(view=...)``): one channel, since the PNGs are grayscale;
+    labels are the dataset's own class encoding (``dataset.json``): "0" -> 0 ... "9" -> 9.
     """
-    return open_dataset(dataset_dir).torch(split).tensors()
+    return _tensors(run.dataset(), split)
+
+
+@lru_cache(maxsize=8)
+def _tensors(dataset: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return dataset.torch(split).tensors()
 
 
 def loader(run: Any, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
     """A ``DataLoader`` over one split of the run's dataset (seeded shuffling)."""
-    images, labels = load_split(str(run.dataset_dir), split)
+    images, labels = load_split(run, split)
     generator = torch.Generator().manual_seed(int(run.params.get("seed", 0)))
     return DataLoader(
         TensorDataset(images, labels), batch_size=batch_size, shuffle=shuffle, generator=generator

@@ -60,7 +60,7 @@ def train_classifier(run: Any, model: nn.Module) -> dict[str, float]:
     optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
     start = run.resume_from(model, optimizer)  # 0, or the epoch after the newest checkpoint
     train = loader(run, "train", p.batch_size, shuffle=True)
-    val_images, val_labels = load_split(str(run.dataset_dir), "val")
+    val_images, val_labels = load_split(run, "val")
     loss = float("nan")
     for epoch in run.iterate(range(start, p.epochs)):
         loss = fit_epoch(model, train, optimizer)
@@ -76,7 +76,7 @@ def train_classifier(run: Any, model: nn.Module) -> dict[str, float]:
         )
     best = run.load_checkpoint(model, which="best", key="val_acc", restore_rng=False)
     run.save_weights(model)
-    test_images, test_labels = load_split(str(run.dataset_dir), "test")
+    test_images, test_labels = load_split(run, "test")
     return {
         "acc": accuracy(model, test_images, test_labels),
         "val_acc": best.metrics["val_acc"] if best else float("nan"),
