@@ -79,7 +79,12 @@ def test_selection_by_id_experiment_and_filter(clones: Clones, tmp_path: Path) -
     small, big = run(a, "E001")
     add_experiment(a, "E002", "second")
     run(a, "E002")
-    by_id = pack_runs(a, [small[:17]], output=tmp_path / "one.mlbook")
+    others = [r.id for r in runs(a) if r.id != small]
+    # a prefix, as a user types one: the shortest from 17 characters that no other run shares
+    prefix = next(
+        small[:n] for n in range(17, 23) if not any(o.startswith(small[:n]) for o in others)
+    )
+    by_id = pack_runs(a, [prefix], output=tmp_path / "one.mlbook")
     assert by_id.runs == [small]
     by_filter = pack_runs(a, ["acc>0.3"], experiments=["E001"], output=tmp_path / "f.mlbook")
     assert by_filter.runs == [big]
