@@ -70,6 +70,26 @@ def _mb(size: int) -> str:
     return f"{size / 1e6:,.1f} MB" if size >= 100_000 else f"{size:,} bytes"
 
 
+def _prepare_environment(address: str | None) -> None:
+    """Ray's environment for this driver, set before Ray is imported.
+
+    No usage statistics are sent. A local head (no address) binds the loopback
+    interface only (Ray's own switch for that is
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``). With an address, Ray's auth token
+    is used when one is present and ``RAY_AUTH_MODE`` is not set, as ``ray start``
+    does on the head.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is None:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    elif "RAY_AUTH_MODE" not in os.environ:
+        token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(
+            Path.home() / ".ray" / "auth_token"
+        )
+        if os.environ.get("RAY_AUTH_TOKEN") or os.path.isfile(token_file):
+            os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def retryable(exc: BaseException) -> bool:
     """True for a task that failed because its worker, node or objects were lost."""
     import ray.exceptions as rex
@@ -123,6 +143,10 @@ class RayBackend:
     def __init__(
         self, project: Project, address: str | None = None, settings: RaySettings | None = None
     ) -> None:
+        self.settings = settings or project.config.ray
+        chosen = address or self.settings.address or project.config.runner.ray_address
+        self.address = chosen or None
+        _prepare_environment(self.address)
         try:
             import ray
         except ImportError:
@@ -131,9 +155,6 @@ class RayBackend:
             ) from None
         self.ray = ray
         self.project = project
-        self.settings = settings or project.config.ray
-        chosen = address or self.settings.address or project.config.runner.ray_address
-        self.address = chosen or None
         self.events_queue: queue.Queue[tuple[int, int, bytes | BaseException | None]] = (
             queue.Queue()
         )
@@ -142,18 +163,22 @@ class RayBackend:
         self.data_refs: dict[str, tuple[str, Any]] = {}
         self._started_here = False
         if not ray.is_initialized():
-            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             try:
                 if self.address:
                     ray.init(address=self.address, log_to_driver=False)
                 else:
                     ray.init(address="local", log_to_driver=False, **_LOCAL_INIT)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # Ray raises several kinds here, none of them ours
                 where = self.address or "a local Ray head"
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                text = f"{exc} {exc.__cause__ or ''}"
+                hint = "check --address / [ray] address (start a cluster with `ray start --head`)"
+                if "InvalidAuthToken" in text or "AuthenticationError" in text:
+                    hint = (
+                        "the cluster wants Ray's auth token: set RAY_AUTH_MODE=token and "
+                        "RAY_AUTH_TOKEN (or ~/.ray/auth_token), as for `ray` itself"
+                    )
                 raise ExperimentError(
-                    f"cannot start Ray on {where}: {first}; check --address / [ray] address "
-                    "(start a cluster with `ray start --head`)"
+                    f"cannot connect to Ray at {where}: {_first_line(exc)}; {hint}"
                 ) from exc
             self._started_here = True
         self._remote = ray.remote(num_returns="streaming", max_retries=0)(run_attempt)
@@ -194,7 +219,7 @@ class RayBackend:
         code = self._code(task.commit, f"{spec.experiment}/{spec.version}")
         data_key, data_name, data = None, "", None
         if spec.dataset_dir and self.settings.data == "ship" and Path(spec.dataset_dir).is_dir():
-            data_key, data = self._data(Path(spec.dataset_dir))
+            data_key, data = self._data(Path(spec.dataset_dir), f"{spec.experiment}/{spec.version}")
             data_name = Path(spec.dataset_dir).name
         options = TaskOptions(
             attempt=task.attempt,
@@ -427,7 +452,7 @@ class RayBackend:
         self.code_refs[commit] = ref
         return ref
 
-    def _data(self, directory: Path) -> tuple[str, Any]:
+    def _data(self, directory: Path, where: str) -> tuple[str, Any]:
         """The key and object reference of the dataset at ``directory`` (once per command)."""
         name = self.project.relative(directory)
         known = self.data_refs.get(name)
@@ -439,9 +464,9 @@ class RayBackend:
         packed, total = pack_dir(directory, limit, prefix)
         if packed is None:
             raise ExperimentError(
-                f"dataset {name} is {_mb(total)}, over [ray] max_data_size ({_mb(limit)}); "
-                'raise max_data_size, or set [ray] data = "shared" when every node sees '
-                "this path"
+                f"{where}: dataset {name} is {_mb(total)}, over [ray] max_data_size "
+                f'({_mb(limit)}); raise max_data_size, or set [ray] data = "shared" when '
+                "every node sees this path"
             )
         digest = hashlib.sha256(packed).hexdigest()[:32]
         entry = (digest, self.ray.put(packed))

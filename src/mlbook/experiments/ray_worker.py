@@ -231,6 +231,7 @@ def run_attempt(
     encoder = msgspec.msgpack.Encoder()
     backend = LocalBackend()
     backend.submit(Job(key=0, spec=local, log_path=out_dir / "output.log"))
+    yield encoder.encode(Batch(**header))  # the driver records the attempt's host now
     pending: list[Event] = []
     started = 0.0
     ended: Exit | None = None
