@@ -67,6 +67,9 @@ class Backend(Protocol):
     #: exist before :meth:`submit`); False when it runs the working tree, so the
     #: runner may take the before snapshot while the job starts up.
     code_from_snapshot: bool
+    #: True when the backend queues jobs until its cluster has room for them (Ray):
+    #: the runner then submits every version at once unless ``--jobs`` says otherwise
+    schedules: bool
 
     def submit(self, job: Job) -> int:
         """Start ``job``; returns the process ID (0 when there is none on this host)."""
@@ -109,6 +112,7 @@ class LocalBackend:
     """Each job is a child process of this one (``python -m mlbook.experiments._child``)."""
 
     code_from_snapshot = False
+    schedules = False
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable

@@ -8,9 +8,10 @@ writer on the driver. Ray is imported only here, when the backend is made.
 
 - **Code**: the runner takes each run's before snapshot first
   (:attr:`RayBackend.code_from_snapshot`); the backend puts ``git archive`` of
-  that commit in Ray's object store once per commit, and the task runs those
-  files (:mod:`mlbook.experiments.ray_worker`), so an edit made after
-  submission never changes what runs.
+  that commit's tree in Ray's object store once per tree (every version of an
+  experiment has the same one, as a rule), and the task runs those files
+  (:mod:`mlbook.experiments.ray_worker`), so an edit made after submission
+  never changes what runs.
 - **Data**: ``[ray] data = "ship"`` puts the run's dataset directory in the
   object store once per command; ``"shared"`` passes its path as it is.
 - **Events**: the task is a streaming generator; a thread per task hands its
@@ -139,6 +140,7 @@ class RayBackend:
     """
 
     code_from_snapshot = True
+    schedules = True
 
     def __init__(
         self, project: Project, address: str | None = None, settings: RaySettings | None = None
@@ -216,14 +218,14 @@ class RayBackend:
 
     def _start(self, task: _Task) -> None:
         spec = task.job.spec
-        code = self._code(task.commit, f"{spec.experiment}/{spec.version}")
+        code_key, code = self._code(task.commit, f"{spec.experiment}/{spec.version}")
         data_key, data_name, data = None, "", None
         if spec.dataset_dir and self.settings.data == "ship" and Path(spec.dataset_dir).is_dir():
             data_key, data = self._data(Path(spec.dataset_dir), f"{spec.experiment}/{spec.version}")
             data_name = Path(spec.dataset_dir).name
         options = TaskOptions(
             attempt=task.attempt,
-            commit=task.commit,
+            code_key=code_key,
             data_key=data_key,
             data_name=data_name,
             max_output_size=self.settings.size("max_output_size"),
@@ -415,42 +417,54 @@ class RayBackend:
 
     # -- shipping --------------------------------------------------------------------------
 
-    def _code(self, commit: str, where: str) -> Any:
-        """The object reference of ``git archive`` of ``commit`` (made once per commit)."""
-        ref = self.code_refs.get(commit)
-        if ref is not None:
-            return ref
+    def _code(self, commit: str, where: str) -> tuple[str, Any]:
+        """The project's tree in ``commit`` and the object reference of its ``git archive``.
+
+        Keyed by the tree, so runs whose snapshots hold the same files (every
+        version of one experiment, as a rule) ship and unpack them once.
+        """
         from mlbook.provenance.git import git_info
 
         info = git_info(self.project.root)
         if isinstance(info, str):
             raise ExperimentError(f"{where}: cannot ship commit {commit[:7]}: {info}")
-        treeish = f"{commit}:{info.prefix.rstrip('/')}" if info.prefix else commit
+        path = info.prefix.rstrip("/")
+        tree = self._git(info.git, ["rev-parse", "--verify", f"{commit}^{{tree}}:{path}"
+                                    if path else f"{commit}^{{tree}}"], commit, where)  # fmt: skip
+        key = tree.decode().strip()
+        ref = self.code_refs.get(key)
+        if ref is not None:
+            return key, ref
+        archive = self._git(info.git, ["archive", "--format=zip", key], commit, where)
+        limit = self.settings.size("max_snapshot_size")
+        if len(archive) > limit:
+            raise ExperimentError(
+                f"{where}: the code snapshot {commit[:7]} is {_mb(len(archive))}, over "
+                f"[ray] max_snapshot_size ({_mb(limit)}); raise max_snapshot_size in "
+                "mlbook.toml, or keep large files out of the project"
+            )
+        ref = self.ray.put(archive)
+        self.code_refs[key] = ref
+        return key, ref
+
+    def _git(self, git: str, args: list[str], commit: str, where: str) -> bytes:
+        """The output of one git command about ``commit``; its failure is one line."""
         try:
             done = subprocess.run(
-                [info.git, "archive", "--format=zip", treeish],
+                [git, *args],
                 cwd=self.project.root,
                 capture_output=True,
                 check=False,
                 timeout=120,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ExperimentError(f"{where}: git archive of {commit[:7]} failed: {exc}") from exc
+            raise ExperimentError(f"{where}: git {args[0]} of {commit[:7]} failed: {exc}") from exc
         if done.returncode != 0:
             detail = done.stderr.decode(errors="replace").strip().splitlines()
             raise ExperimentError(
-                f"{where}: git archive of {commit[:7]} failed: {detail[-1] if detail else ''}"
+                f"{where}: git {args[0]} of {commit[:7]} failed: {detail[-1] if detail else ''}"
             )
-        limit = self.settings.size("max_snapshot_size")
-        if len(done.stdout) > limit:
-            raise ExperimentError(
-                f"{where}: the code snapshot {commit[:7]} is {_mb(len(done.stdout))}, over "
-                f"[ray] max_snapshot_size ({_mb(limit)}); raise max_snapshot_size in "
-                "mlbook.toml, or keep large files out of the project"
-            )
-        ref = self.ray.put(done.stdout)
-        self.code_refs[commit] = ref
-        return ref
+        return done.stdout
 
     def _data(self, directory: Path, where: str) -> tuple[str, Any]:
         """The key and object reference of the dataset at ``directory`` (once per command)."""

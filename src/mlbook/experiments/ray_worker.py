@@ -4,8 +4,8 @@
 :mod:`mlbook.experiments.ray_backend` submits. On the worker it:
 
 1. unpacks the version's code (a ``git archive`` zip of its run's before
-   commit, fetched from Ray's object store only when this node has not
-   unpacked that commit yet) into a cache keyed by the commit, and the dataset
+   commit's tree, fetched from Ray's object store only when this node has not
+   unpacked that tree yet) into a cache keyed by the tree, and the dataset
    when it was shipped (a cache keyed by its content listing);
 2. runs the same child entry point as the local backend
    (``python -m mlbook.experiments._child``) through a
@@ -63,7 +63,8 @@ class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
     """What the driver tells a task besides the spec."""
 
     attempt: int
-    commit: str
+    #: the git tree of the run's code (the cache key of its unpacked files)
+    code_key: str
     #: key of the shipped dataset (None: the dataset path is used as it is, or none)
     data_key: str | None = None
     #: the dataset's directory name under the shipped root
@@ -202,7 +203,7 @@ def run_attempt(
 
     spec = msgspec.json.decode(spec_json, type=RunSpec)
     cache = _cache_root(options)
-    code_dir = _cached(cache, "code", options.commit, lambda: _fetch(code))
+    code_dir = _cached(cache, "code", options.code_key, lambda: _fetch(code))
     dataset_dir = spec.dataset_dir
     if data is not None and options.data_key:
         shipped = _cached(cache, "data", options.data_key, lambda: _fetch(data))

@@ -306,7 +306,8 @@ def run_experiments(
         versions: only these versions (default: all); ``skip_versions``: not these.
         mode: ``test`` (temporary outputs, nothing recorded, loops cut short),
             ``run`` or ``export``.
-        jobs: versions run at once (default: ``[runner] jobs``).
+        jobs: versions run at once (default: ``[runner] jobs``; with a backend that
+            queues jobs itself, such as Ray, all of them: the cluster decides).
         resume: a run ID to continue (its experiment, version and params; the new
             run can read the old one's checkpoints via ``run.load_checkpoint()``).
         test_steps: steps ``run.iterate`` yields in test mode (default: config); a
@@ -331,8 +332,8 @@ def run_experiments(
     if mode not in MODES:
         raise ExperimentError(f"unknown mode {mode!r}; use one of: {', '.join(MODES)}")
     settings = project.config
-    jobs = jobs or settings.runner.jobs
-    if jobs < 1:
+    jobs = jobs or None  # 0: the default, as before
+    if jobs is not None and jobs < 1:
         raise ExperimentError(f"--jobs must be at least 1, got {jobs}")
     counts = _steps(test_steps, settings.experiments.test_steps)
     store = Store.for_project(project) if mode != "test" else None
@@ -355,6 +356,9 @@ def run_experiments(
             observer.preflight(mode)
         if backend is None or isinstance(backend, str):
             owned = backend = get_backend(backend or settings.runner.backend, project, address)
+        if jobs is None:  # a backend that queues jobs itself (Ray) gets them all at once
+            jobs = (len(planned) or 1) if getattr(backend, "schedules", False) else None
+        jobs = jobs or settings.runner.jobs
         runner = _Runner(
             project,
             store,
