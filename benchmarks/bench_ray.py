@@ -149,10 +149,8 @@ def ray_head() -> Iterator[str]:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(3)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(head.pid, signal.SIGKILL)
         head.wait()
@@ -307,8 +305,9 @@ def main() -> None:
             print(f"event -> row, {name:<5} median {mid * 1000:5.0f} ms   max "
                   f"{worst * 1000:5.0f} ms   target <= 1000 ms")  # fmt: skip
         ray_us, local_us = log_cost(root, address, args.repeat)
+        ratio = ray_us / local_us
         print(f"run.log in the child (median of {args.repeat})   ray {ray_us:.2f} us   "
-              f"local {local_us:.2f} us   ratio {ray_us / local_us:.2f}x   target <= 2x")  # fmt: skip
+              f"local {local_us:.2f} us   ratio {ratio:.2f}x   target <= 2x")  # fmt: skip
         if not args.skip_many:
             ray_time, local_time = many_versions(root, address, args.versions, args.seconds)
             print(f"{args.versions} versions x {args.seconds:g} s   ray (2-CPU head) "
