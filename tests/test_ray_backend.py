@@ -144,6 +144,7 @@ def _rows(project: Project, run_id: str) -> dict[str, list[tuple[int, float]]]:
     return {key: [(p.step, p.value) for p in points] for key, points in series.items()}
 
 
+@pytest.mark.slow
 def test_both_backends_write_the_same_rows(project: Project, ray_head: str) -> None:
     _dataset(project)
     script(project, "E001_steady.py", STEADY)
@@ -186,6 +187,7 @@ LOST = """
 """
 
 
+@pytest.mark.slow
 def test_a_lost_worker_is_retried_as_a_second_attempt_without_duplicates(
     project: Project, ray_head: str, tmp_path: Path
 ) -> None:
@@ -206,6 +208,7 @@ def test_a_lost_worker_is_retried_as_a_second_attempt_without_duplicates(
     assert steps == list(range(50))  # the second attempt's points, once each
 
 
+@pytest.mark.slow
 def test_no_retries_left_fails_the_run_in_one_line(
     project: Project, ray_head: str, tmp_path: Path
 ) -> None:
@@ -243,6 +246,7 @@ GATED = """
 """
 
 
+@pytest.mark.slow
 def test_an_edit_after_submission_does_not_change_what_runs(
     project: Project, ray_head: str, tmp_path: Path
 ) -> None:
@@ -305,6 +309,7 @@ SLOW = """
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_cancels_the_task_records_interrupted_and_does_not_retry(
     project: Project, ray_head: str
 ) -> None:
@@ -346,6 +351,7 @@ def _points(project: Project) -> int:
     return int(row[0] or 0)
 
 
+@pytest.mark.slow
 def test_the_driver_killed_leaves_the_store_consistent_and_the_run_crashed(
     project: Project, ray_head: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -370,6 +376,7 @@ def test_the_driver_killed_leaves_the_store_consistent_and_the_run_crashed(
     wait_for(lambda: gone(worker) or _not_running(worker), 60)
 
 
+@pytest.mark.slow
 def test_a_snapshot_over_the_limit_is_refused_in_one_line(
     project: Project, ray_head: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -395,6 +402,7 @@ def test_a_snapshot_over_the_limit_is_refused_in_one_line(
     assert record.error is not None and "\n" not in record.error
 
 
+@pytest.mark.slow
 def test_a_dataset_over_the_limit_is_refused_naming_the_option(
     project: Project, ray_head: str
 ) -> None:
@@ -412,6 +420,7 @@ def test_a_dataset_over_the_limit_is_refused_naming_the_option(
     )
 
 
+@pytest.mark.slow
 def test_test_mode_is_refused_with_what_to_do(project: Project, ray_head: str) -> None:
     script(project, "E001_steady.py", STEADY.replace('dataset="tiny", ', ""))
     result = run_experiments(
@@ -422,6 +431,63 @@ def test_test_mode_is_refused_with_what_to_do(project: Project, ray_head: str) -
         "E001/a: --backend ray runs the files of each run's before commit, and test mode "
         "records none; test with the local backend (mlbook run --mode test)"
     )
+
+
+@pytest.mark.slow
+def test_outputs_over_the_limit_stay_on_the_worker_with_one_warning(
+    project: Project, ray_head: str
+) -> None:
+    _dataset(project)
+    script(project, "E001_steady.py", STEADY)
+    config = project.root / "mlbook.toml"
+    config.write_text(config.read_text() + "\n[ray]\nmax_output_size = 10\n")
+    project = Project.open(project.root)
+    with pytest.warns(Warning, match=r"E001/a: the run's outputs \(\d+ bytes\) exceed \[ray\]"):
+        result = run_experiments(project, ["E001"], versions=["a"], backend="ray", address=ray_head)
+    info = result.runs[0]
+    assert info.status == "completed", info.error
+    assert not (info.dir / "notes.txt").exists()
+    assert _rows(project, info.run_id)["loss"][-1] == (39, 1 / 40)
+
+
+@pytest.mark.slow
+def test_without_an_address_a_local_head_is_started_and_stopped(
+    project: Project, tmp_path: Path
+) -> None:
+    _dataset(project)
+    script(project, "E001_steady.py", STEADY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    before = _ray_daemons()
+    done = subprocess.run(
+        [sys.executable, "-m", "mlbook", "run", "E001", "--backend", "ray", "-v", "a"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "1 run(s): 1 completed" in done.stdout
+    (run_id,) = _run_ids(project)
+    assert _rows(project, run_id)["loss"][0] == (0, 1.0)
+    # the command stopped the head it started: no Ray daemon of it is left
+    wait_for(lambda: _ray_daemons() <= before, 30)
+
+
+def _ray_daemons() -> set[int]:
+    """Process IDs of the Ray daemons (GCS server, raylet) on this machine."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if command.endswith((b"/gcs_server", b"/raylet")):
+            found.add(int(entry.name))
+    return found
 
 
 # -- no cluster needed ----------------------------------------------------------------------
