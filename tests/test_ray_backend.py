@@ -31,7 +31,7 @@ from mlbook.config import parse_config
 from mlbook.errors import ConfigError
 from mlbook.experiments.query import get_run, metric_series
 from mlbook.experiments.ray_worker import pack_dir, unpack_zip
-from mlbook.experiments.runner import run_experiments
+from mlbook.experiments.runner import RunInfo, run_experiments
 from mlbook.project import Project
 
 # Ray reads these when it is imported: the head and every driver of this session bind
@@ -152,7 +152,11 @@ def test_both_backends_write_the_same_rows(project: Project, ray_head: str) -> N
     remote = run_experiments(project, ["E001"], backend="ray", address=ray_head)
     assert [r.status for r in local.runs] == ["completed", "completed"], local.runs[0].error
     assert [r.status for r in remote.runs] == ["completed", "completed"], remote.runs[0].error
-    for here, there in zip(local.runs, remote.runs, strict=True):
+
+    def by_version(runs: list[RunInfo]) -> list[RunInfo]:  # Ray runs both at once
+        return sorted(runs, key=lambda info: info.version)
+
+    for here, there in zip(by_version(local.runs), by_version(remote.runs), strict=True):
         assert (here.version, here.metrics) == (there.version, there.metrics)
         assert _rows(project, here.run_id) == _rows(project, there.run_id)
         record = get_run(project, there.run_id)

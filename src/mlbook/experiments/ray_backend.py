@@ -212,8 +212,8 @@ class RayBackend:
                 '(see `mlbook show`); set [git] commits = "refs" in a git repository'
             )
         task = _Task(job=job, commit=job.commit)
-        self.tasks[job.key] = task
         self._start(task)
+        self.tasks[job.key] = task
         return 0
 
     def _start(self, task: _Task) -> None:
@@ -289,7 +289,14 @@ class RayBackend:
         if task is None or attempt != task.attempt:
             return  # a job that ended, or an attempt given up on
         if isinstance(item, bytes):
-            self._batch(task, msgspec.msgpack.decode(item, type=Batch), out)
+            try:
+                batch = msgspec.msgpack.decode(item, type=Batch)
+            except (msgspec.DecodeError, msgspec.ValidationError) as bad:
+                self.kill(key)
+                reason = f"the Ray task sent a malformed batch ({bad}); it was stopped"
+                self._end(task, Exit(1, None, reason), out)
+                return
+            self._batch(task, batch, out)
             return
         if item is None:  # the stream ended without an Exit (should not happen)
             self._end(task, Exit(1, None, "the Ray task ended without reporting"), out)
