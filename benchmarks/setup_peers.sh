@@ -11,6 +11,9 @@ fi
 "$HERE/.venv-mlflow/bin/python" -c "import mlflow; print('mlflow', mlflow.__version__)"
 if [ ! -x "$HERE/.venv-guild/bin/guild" ]; then
   python3 -m venv "$HERE/.venv-guild"
-  "$HERE/.venv-guild/bin/pip" install -q --disable-pip-version-check "guildai==0.9.0" "torch==2.13.0" "setuptools<70" 2>&1 | grep -v "^WARNING" || true  # guild 0.9 imports pkg_resources
+  # guild 0.9 imports pkg_resources (setuptools<70), which torch 2.13's metadata refuses in
+  # one resolve: install torch first, then guild with the old setuptools beside it
+  "$HERE/.venv-guild/bin/pip" install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING" || true
+  "$HERE/.venv-guild/bin/pip" install -q --disable-pip-version-check "guildai==0.9.0" "setuptools<70" 2>&1 | grep -v "^WARNING" || true
 fi
 "$HERE/.venv-guild/bin/guild" --version

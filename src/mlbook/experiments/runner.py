@@ -478,6 +478,8 @@ class _Runner:
                 # children are starting: their start-up hides that work
                 done.extend(self._finish(info) for info in ended)
                 ended = []
+                if not self.active:  # nothing to wait for (the last run just finished)
+                    continue
                 for key, events in self.backend.events(0.1):
                     current = self.active.get(key)
                     if current is not None and self._apply(key, current, events):
