@@ -2,7 +2,7 @@
 # The test command: set up .venv, then lint, type-check and run the test suite.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k boundaries -x`.
 set -euo pipefail
-MLBOOK_EXTRAS="dev,torch,onnx,serve,ui,lightning,mlflow,dvc"
+MLBOOK_EXTRAS="dev,torch,onnx,serve,ui,lightning,mlflow,dvc,ray"
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$ROOT"
 # The browser tests (tests/test_ui_browser.py) drive Debian's Chromium through Playwright;

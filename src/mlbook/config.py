@@ -31,6 +31,7 @@ __all__ = [
     "GitSettings",
     "LayoutSettings",
     "ProjectSettings",
+    "RaySettings",
     "RunnerSettings",
     "ScriptSettings",
     "config_line",
@@ -119,6 +120,34 @@ class RunnerSettings(_Section):
     ray_address: str = ""
 
 
+class RaySettings(_Section):
+    """``[ray]``: the Ray backend (``mlbook run --backend ray``); see docs/ray.md.
+
+    ``address`` empty: a local Ray head is started for the command and stopped
+    after it. Resources are per version (one Ray task each); ``retries`` is how
+    often a version whose worker died is started again. ``data``: ``"ship"``
+    sends each run's dataset files through Ray's object store, ``"shared"``
+    passes their path (every node sees the same filesystem). Sizes are bytes or
+    text such as ``"100 MB"``.
+    """
+
+    address: str = ""
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory: int | str = 0
+    retries: int = 1
+    data: Literal["ship", "shared"] = "ship"
+    max_snapshot_size: int | str = "100 MB"
+    max_data_size: int | str = "1 GB"
+    max_output_size: int | str = "1 GB"
+
+    def size(self, key: str) -> int:
+        """A size setting in bytes (checked when the config is read)."""
+        size = parse_size(getattr(self, key))
+        assert size is not None, "checked by parse_config"
+        return size
+
+
 class GitSettings(_Section):
     """``[git]``: how each run's code is recorded.
 
@@ -158,6 +187,7 @@ class Config(_Section):
     layout: LayoutSettings = msgspec.field(default_factory=LayoutSettings)
     experiments: ExperimentSettings = msgspec.field(default_factory=ExperimentSettings)
     runner: RunnerSettings = msgspec.field(default_factory=RunnerSettings)
+    ray: RaySettings = msgspec.field(default_factory=RaySettings)
     git: GitSettings = msgspec.field(default_factory=GitSettings)
     data: DataSettings = msgspec.field(default_factory=DataSettings)
     export: ExportSettings = msgspec.field(default_factory=ExportSettings)
@@ -168,6 +198,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "layout": LayoutSettings,
     "experiments": ExperimentSettings,
     "runner": RunnerSettings,
+    "ray": RaySettings,
     "git": GitSettings,
     "data": DataSettings,
     "export": ExportSettings,
@@ -259,7 +290,17 @@ def _script_tables(raw: dict[str, Any], text: str, path: Path | str) -> dict[str
 BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
     ("runner", "jobs"): (1, 1024, "a whole number from 1 to 1024"),
     ("experiments", "test_steps"): (1, 1_000_000, "a whole number from 1 to 1000000"),
+    ("ray", "num_cpus"): (0, 1024, "a number of CPUs from 0 to 1024, e.g. 1 or 0.5"),
+    ("ray", "num_gpus"): (0, 1024, "a number of GPUs from 0 to 1024, e.g. 1 or 0.5"),
+    ("ray", "retries"): (0, 100, "a whole number from 0 to 100"),
 }
+#: the ``[ray]`` sizes: (key, smallest); the largest is 1 TB
+_RAY_SIZES = (
+    ("memory", 0),
+    ("max_snapshot_size", 1),
+    ("max_data_size", 1),
+    ("max_output_size", 1),
+)
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -289,6 +330,16 @@ def _check_values(config: Config, text: str, path: Path | str) -> None:
                 _find_line(text, section, key),
             )
     _check_git_and_seed(config, text, path)
+    for key, smallest in _RAY_SIZES:
+        raw = getattr(config.ray, key)
+        size = parse_size(raw)
+        if size is None or not smallest <= size <= 10**12:
+            raise _error(
+                path,
+                f"ray.{key}: expected a size up to 1 TB such as 100000000 or "
+                f'"100 MB" (units B, kB, MB, GB, KiB, MiB, GiB), got {raw!r}',
+                _find_line(text, "ray", key),
+            )
     try:
         re.compile(config.experiments.id_pattern)
     except (re.error, RecursionError, OverflowError) as exc:

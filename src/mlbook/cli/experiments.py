@@ -259,6 +259,16 @@ class _Live:
 @click.option("--version", "-v", "versions", multiple=True, help="Only this version (repeat).")
 @click.option("--skip-version", "skip", multiple=True, help="Not this version (repeat).")
 @click.option("--jobs", "-j", type=int, help="Versions run at once (default: [runner] jobs).")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    help="Where versions run (default: [runner] backend); ray: one Ray task per version.",
+)
+@click.option(
+    "--address",
+    metavar="HOST:PORT",
+    help="The Ray cluster for --backend ray (default: [ray] address; none: a local head).",
+)
 @click.option("--resume", metavar="RUN_ID", help="Continue a run from its checkpoints.")
 @click.option(
     "--steps",
@@ -291,6 +301,8 @@ def run(
     versions: tuple[str, ...],
     skip: tuple[str, ...],
     jobs: int | None,
+    backend: str | None,
+    address: str | None,
     resume: str | None,
     steps: str | None,
     sets: tuple[str, ...],
@@ -310,6 +322,7 @@ def run(
     \b
         mlbook run E012 --mode test && mlbook run E012 --version small -j 2
         mlbook run E005 --set epochs=3 --grid lr=0.1,0.01
+        mlbook run E012 --backend ray --address 10.0.0.5:6379
     """
     from mlbook.errors import ExperimentError
     from mlbook.experiments.plain import split_values
@@ -349,6 +362,8 @@ def run(
             grid=grid,
             listener=live,
             strict_data=strict,
+            backend=backend if backend or address is None else "ray",
+            address=address,
         )
     counts: dict[str, int] = {}
     for info in result.runs:

@@ -4,8 +4,8 @@ A backend runs :class:`Job` s and streams their events back
 (:mod:`mlbook.experiments.contract`): :meth:`Backend.submit` starts one,
 :meth:`Backend.events` returns what arrived, :meth:`Backend.acknowledge` tells a
 child that its flush is committed, and every job ends with an
-:class:`~mlbook.experiments.contract.Exit` event. A Ray backend implements the
-same protocol.
+:class:`~mlbook.experiments.contract.Exit` event. The Ray backend
+(:mod:`mlbook.experiments.ray_backend`) implements the same protocol.
 
 The local backend reads at most :data:`READ_LIMIT` bytes per child per call to
 :meth:`LocalBackend.events`: the runner commits what it got before it reads
@@ -24,12 +24,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import msgspec
 
 from mlbook.experiments.contract import ACK, Event, Exit, FrameReader, RunSpec
 from mlbook.experiments.seeds import seed_env
+
+if TYPE_CHECKING:
+    from mlbook.project import Project
 
 __all__ = [
     "READ_LIMIT",
@@ -53,6 +56,8 @@ class Job:
     key: int
     spec: RunSpec
     log_path: Path
+    #: the run's before commit (set when the backend ships it: ``code_from_snapshot``)
+    commit: str | None = None
 
 
 class Backend(Protocol):
@@ -62,6 +67,9 @@ class Backend(Protocol):
     #: exist before :meth:`submit`); False when it runs the working tree, so the
     #: runner may take the before snapshot while the job starts up.
     code_from_snapshot: bool
+    #: True when the backend queues jobs until its cluster has room for them (Ray):
+    #: the runner then submits every version at once unless ``--jobs`` says otherwise
+    schedules: bool
 
     def submit(self, job: Job) -> int:
         """Start ``job``; returns the process ID (0 when there is none on this host)."""
@@ -83,6 +91,10 @@ class Backend(Protocol):
         """Stop a job now."""
         ...
 
+    def close(self) -> None:
+        """Release what the backend holds (a Ray head it started); jobs left are stopped."""
+        ...
+
 
 @dataclass
 class _Child:
@@ -100,6 +112,7 @@ class LocalBackend:
     """Each job is a child process of this one (``python -m mlbook.experiments._child``)."""
 
     code_from_snapshot = False
+    schedules = False
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
@@ -217,6 +230,9 @@ class LocalBackend:
             with contextlib.suppress(ProcessLookupError):
                 child.process.kill()
 
+    def close(self) -> None:
+        """Nothing to release: the runner waits for every child it started."""
+
 
 def leftover_processes(pgid: int) -> list[tuple[int, str]]:
     """Processes still in process group ``pgid`` (a finished child's), as ``(pid, command)``."""
@@ -253,12 +269,19 @@ def stop_process_group(pgid: int, grace: float = 2.0) -> list[tuple[int, str]]:
     return left
 
 
-def get_backend(name: str) -> Backend:
-    """The backend called ``name`` (``local``; ``ray`` comes later)."""
+def get_backend(name: str, project: Project | None = None, address: str | None = None) -> Backend:
+    """The backend called ``name``: ``local``, or ``ray`` (needs ``project``; ``address``
+    overrides ``[ray] address``).
+
+    Raises:
+        ExperimentError: an unknown name; Ray not installed or not reachable.
+    """
     from mlbook.errors import ExperimentError
 
     if name == "local":
         return LocalBackend()
-    raise ExperimentError(
-        f'runner backend {name!r} is not available yet; set [runner] backend = "local"'
-    )
+    if name == "ray" and project is not None:
+        from mlbook.experiments.ray_backend import RayBackend
+
+        return RayBackend(project, address)
+    raise ExperimentError(f'unknown runner backend {name!r}; use "local" or "ray"')

@@ -18,7 +18,8 @@ msgpack-encoded and length-prefixed on the wire (:class:`Channel`,
 Each event carries the child's sequence number (``seq``, from 1, per attempt);
 together with :attr:`RunSpec.attempt` it lets the store drop an event it has
 already written (a retried task, a resent batch). :class:`Exit` is made by the
-backend, not the child, and has no sequence number.
+backend, not the child, and has no sequence number; nor has :class:`Attempt`,
+which a backend that retries jobs on other hosts (Ray) sends when an attempt begins.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import msgspec
 __all__ = [
     "ACK",
     "Artifact",
+    "Attempt",
     "Channel",
     "End",
     "Event",
@@ -194,7 +196,23 @@ class Exit(msgspec.Struct, frozen=True, array_like=True, tag="exit"):
     reason: str | None = None
 
 
-Event = Metrics | Flush | Progress | Artifact | Params | Files | Warn | ViewUsed | End | Exit
+class Attempt(msgspec.Struct, frozen=True, array_like=True, tag="attempt"):
+    """Made by a backend that retries: attempt ``attempt`` of the job started on ``host``.
+
+    The events after it belong to that attempt (their ``seq`` starts again at 1);
+    a backend sends it before the first event of every attempt it runs remotely,
+    so the run records each attempt's host and process.
+    """
+
+    attempt: int
+    host: str
+    pid: int = 0
+    device: str = ""
+
+
+Event = (
+    Metrics | Flush | Progress | Artifact | Params | Files | Warn | ViewUsed | End | Exit | Attempt
+)
 
 #: An acknowledgement on the ack pipe: the sequence number, little-endian uint64.
 ACK = struct.Struct("<Q")

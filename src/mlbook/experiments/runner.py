@@ -35,10 +35,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from mlbook.errors import ExperimentError, MlbookWarning, StoreError
+from mlbook.errors import ExperimentError, MlbookError, MlbookWarning, StoreError
 from mlbook.experiments.backends import Backend, Job, get_backend, stop_process_group
 from mlbook.experiments.contract import (
     Artifact,
+    Attempt,
     End,
     Event,
     Exit,
@@ -295,7 +296,8 @@ def run_experiments(
     grid: Mapping[str, Sequence[Any]] | None = None,
     observers: Sequence[RunObserver] | None = None,
     listener: RunListener | None = None,
-    backend: Backend | None = None,
+    backend: Backend | str | None = None,
+    address: str | None = None,
     strict_data: bool = False,
 ) -> RunnerResult:
     """Run the selected versions of the selected experiments.
@@ -305,7 +307,8 @@ def run_experiments(
         versions: only these versions (default: all); ``skip_versions``: not these.
         mode: ``test`` (temporary outputs, nothing recorded, loops cut short),
             ``run`` or ``export``.
-        jobs: versions run at once (default: ``[runner] jobs``).
+        jobs: versions run at once (default: ``[runner] jobs``; with a backend that
+            queues jobs itself, such as Ray, all of them: the cluster decides).
         resume: a run ID to continue (its experiment, version and params; the new
             run can read the old one's checkpoints via ``run.load_checkpoint()``).
         test_steps: steps ``run.iterate`` yields in test mode (default: config); a
@@ -316,7 +319,10 @@ def run_experiments(
         grid: param -> values: each version is crossed with them (``--grid``).
         observers: run hooks (default: :func:`default_observers`).
         listener: live progress (default: none).
-        backend: where jobs run (default: ``[runner] backend``).
+        backend: where jobs run: a backend, or its name (``local``, ``ray``);
+            default ``[runner] backend``. A backend made here is closed at the end.
+        address: the Ray cluster for the ``ray`` backend (default ``[ray] address``;
+            none: a local Ray head for this call).
         strict_data: refuse to start when a run's dataset differs from what DVC
             recorded (``mlbook run --strict``).
 
@@ -327,11 +333,12 @@ def run_experiments(
     if mode not in MODES:
         raise ExperimentError(f"unknown mode {mode!r}; use one of: {', '.join(MODES)}")
     settings = project.config
-    jobs = jobs or settings.runner.jobs
-    if jobs < 1:
+    jobs = jobs or None  # 0: the default, as before
+    if jobs is not None and jobs < 1:
         raise ExperimentError(f"--jobs must be at least 1, got {jobs}")
     counts = _steps(test_steps, settings.experiments.test_steps)
     store = Store.for_project(project) if mode != "test" else None
+    owned: Backend | None = None
     try:
         if resume:
             if sets or grid:
@@ -348,6 +355,11 @@ def run_experiments(
         chosen = default_observers(project) if observers is None else list(observers)
         for observer in chosen:
             observer.preflight(mode)
+        if backend is None or isinstance(backend, str):
+            owned = backend = get_backend(backend or settings.runner.backend, project, address)
+        if jobs is None:  # a backend that queues jobs itself (Ray) gets them all at once
+            jobs = (len(planned) or 1) if getattr(backend, "schedules", False) else None
+        jobs = jobs or settings.runner.jobs
         runner = _Runner(
             project,
             store,
@@ -356,10 +368,12 @@ def run_experiments(
             counts,
             chosen,
             listener or _NullListener(),
-            backend or get_backend(settings.runner.backend),
+            backend,
         )
         return runner.run(planned)
     finally:
+        if owned is not None:
+            owned.close()
         if store is not None:
             store.close()
 
@@ -541,8 +555,10 @@ class _Runner:
             pk=pk,
             title=item.title,
         )
+        commit = None
         if self.backend.code_from_snapshot:  # the job ships the before commit: take it first
             self._before_run(info)
+            commit = self._before_commit(info)
         spec = RunSpec(
             script=str(item.script),
             models_dir=str(self.project.models_dir),
@@ -566,10 +582,13 @@ class _Runner:
             seed=item.seed,
             attempt=info.attempt,
         )
+        job = Job(key=key, spec=spec, log_path=out_dir / "output.log", commit=commit)
         try:
-            info.pid = self.backend.submit(Job(key=key, spec=spec, log_path=out_dir / "output.log"))
+            info.pid = self.backend.submit(job)
         except OSError as exc:
             info.status, info.error = "failed", f"could not start the child process: {exc}"
+        except MlbookError as exc:  # a backend's refusal (a snapshot over its limit)
+            info.status, info.error = "failed", str(exc)
         if self.store is not None and info.status == "running":
             try:
                 info.last_seq = self.store.start_attempt(
@@ -588,6 +607,17 @@ class _Runner:
         for observer in self.observers:
             _side_channel("before the run", partial(observer.before_run, info, self.store))
 
+    def _before_commit(self, info: RunInfo) -> str | None:
+        """The run's before commit as the store recorded it (None: none, or no store)."""
+        if self.store is None:
+            return None
+        from mlbook.experiments.query import get_run
+
+        try:
+            return get_run(self.store, info.run_id).commit_before
+        except MlbookError:
+            return None
+
     def _source_weights(self, item: _Planned) -> str | None:
         from mlbook.experiments.query import latest_weights
 
@@ -599,10 +629,13 @@ class _Runner:
 
         Returns True when the run has ended (its child exited).
         """
+        if events and isinstance(events[0], Attempt):  # a remote attempt began
+            self._attempt(key, info, events[0])
+            events = events[1:]
         fresh: list[Event] = []
         top = info.last_seq
         for event in events:  # drop what was applied already (a resent or retried event)
-            if isinstance(event, Exit):
+            if isinstance(event, Exit | Attempt):
                 fresh.append(event)
             elif event.seq > top:
                 fresh.append(event)
@@ -651,6 +684,22 @@ class _Runner:
                 self._exited(info, event)
                 return True
         return False
+
+    def _attempt(self, key: int, info: RunInfo, event: Attempt) -> None:
+        """Attempt ``event.attempt`` began on ``event.host``: record it; a later attempt
+        replaces the metrics of earlier ones, and its events count from 1 again."""
+        info.attempt = event.attempt
+        info.last_seq = 0
+        if self.store is None or info.run_id in self.store_failed:
+            return
+        shown = event.device not in ("", "cpu")
+        host = f"{event.host} ({event.device})" if shown else event.host
+        try:
+            info.last_seq = self.store.start_attempt(
+                info.pk, event.attempt, host=host, pid=event.pid
+            )
+        except StoreError as exc:
+            self._store_failed(key, info, exc)
 
     def _record(self, key: int, info: RunInfo, write: Callable[[], None]) -> None:
         if info.run_id in self.store_failed:
