@@ -131,6 +131,10 @@ def test_any_structure_validates_or_fails_cleanly(raw: dict[str, dict[str, objec
         ('[git]\nmax_file_size = "2 TB"\n', "mlbook.toml:2: git.max_file_size: expected a size"),
         ("[git]\nmax_file_size = 1.5\n", "mlbook.toml:2: git.max_file_size: expected int | str"),
         ("[git]\nmax_file_mb = 5\n", "mlbook.toml:2: [git] unknown key 'max_file_mb'; it was "),
+        (
+            '[runner]\nray_address = "h:1"\n',
+            "mlbook.toml:2: [runner] unknown key 'ray_address'; it moved to [ray] address",
+        ),
         ("[experiments]\nseed = -1\n", "mlbook.toml:2: experiments.seed: expected an int from 0"),
         ("[experiments]\nseed = 4294967296\n", "mlbook.toml:2: experiments.seed: expected an"),
         ('[experiments]\nseed = "x"\n', "mlbook.toml:2: experiments.seed: expected int | null"),

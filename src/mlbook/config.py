@@ -117,7 +117,6 @@ class RunnerSettings(_Section):
 
     backend: Literal["local", "ray"] = "local"
     jobs: int = 1
-    ray_address: str = ""
 
 
 class RaySettings(_Section):
@@ -206,6 +205,7 @@ _SECTIONS: dict[str, type[_Section]] = {
 
 #: keys that were replaced: what to write instead
 _RENAMED = {
+    ("runner", "ray_address"): "it moved to [ray] address (docs/ray.md)",
     ("git", "max_file_mb"): (
         'it was replaced by max_file_size (bytes or text such as "1 MB"); '
         "larger files are now kept as pointers, not left out"

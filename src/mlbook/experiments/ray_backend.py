@@ -130,8 +130,8 @@ class RayBackend:
 
     Args:
         project: the project whose runs these are (its root, git and ``[ray]``).
-        address: the cluster (``HOST:PORT``, ``auto``); default ``[ray] address``
-            (or ``[runner] ray_address``); empty: start a local head for this
+        address: the cluster (``HOST:PORT``, ``auto``); default ``[ray] address``;
+            empty: start a local head for this
             backend's life and stop it in :meth:`close`.
         settings: ``[ray]`` settings (default: the project's).
 
@@ -146,7 +146,7 @@ class RayBackend:
         self, project: Project, address: str | None = None, settings: RaySettings | None = None
     ) -> None:
         self.settings = settings or project.config.ray
-        chosen = address or self.settings.address or project.config.runner.ray_address
+        chosen = address or self.settings.address
         self.address = chosen or None
         _prepare_environment(self.address)
         try:
