@@ -2,8 +2,8 @@
 
 Run with the Python of a venv where Datumaro installed (it is not an mlbook dependency):
 
-    python -m venv /tmp/dm && /tmp/dm/bin/pip install datumaro
-    /tmp/dm/bin/python benchmarks/bench_index_datumaro.py --records 100000
+    bash benchmarks/setup_peers.sh      # makes benchmarks/.venv-datumaro among others
+    benchmarks/.venv-datumaro/bin/python benchmarks/bench_index_datumaro.py --records 100000
 
 Reads the first ``--records`` lines of ``<dir>/ds/records.jsonl`` (written by
 bench_index.py) into a Datumaro dataset in memory, then filters it with the XPath

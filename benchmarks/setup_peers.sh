@@ -17,3 +17,8 @@ if [ ! -x "$HERE/.venv-guild/bin/guild" ]; then
   "$HERE/.venv-guild/bin/pip" install -q --disable-pip-version-check "guildai==0.9.0" "setuptools<70" 2>&1 | grep -v "^WARNING" || true
 fi
 "$HERE/.venv-guild/bin/guild" --version
+if [ ! -x "$HERE/.venv-datumaro/bin/python" ]; then
+  python3 -m venv "$HERE/.venv-datumaro"
+  "$HERE/.venv-datumaro/bin/pip" install -q --disable-pip-version-check datumaro 2>&1 | grep -v "^WARNING" || true
+fi
+"$HERE/.venv-datumaro/bin/python" -c "import datumaro; print('datumaro', datumaro.__version__)"
