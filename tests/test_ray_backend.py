@@ -29,7 +29,7 @@ from support import gone, mlbook_cli, script, wait_for
 from mlbook.cli import cli
 from mlbook.config import parse_config
 from mlbook.errors import ConfigError
-from mlbook.experiments.query import get_run, metric_series
+from mlbook.experiments.query import get_run, metric_series, run_attempts
 from mlbook.experiments.ray_worker import pack_dir, unpack_zip
 from mlbook.experiments.runner import RunInfo, run_experiments
 from mlbook.project import Project
@@ -129,14 +129,8 @@ def _dataset(project: Project) -> None:
     (data / "records.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def _attempts(project: Project, run_id: str) -> list[tuple[int, str, int]]:
-    path = project.state_dir / "runs.sqlite"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
-        return db.execute(
-            "SELECT attempt, host, pid FROM attempts WHERE run = "
-            "(SELECT pk FROM runs WHERE id = ?) ORDER BY attempt",
-            (run_id,),
-        ).fetchall()
+def _attempts(project: Project, run_id: str) -> list[tuple[int, str, int | None]]:
+    return [(a.attempt, a.host, a.pid) for a in run_attempts(project, run_id)]
 
 
 def _rows(project: Project, run_id: str) -> dict[str, list[tuple[int, float]]]:
@@ -210,6 +204,11 @@ def test_a_lost_worker_is_retried_as_a_second_attempt_without_duplicates(
     assert attempts[0][2] != attempts[1][2]  # two worker processes
     steps = [step for step, _ in _rows(project, info.run_id)["loss"]]
     assert steps == list(range(50))  # the second attempt's points, once each
+    shown = CliRunner().invoke(cli, ["-C", str(project.root), "show", info.run_id])
+    assert shown.exit_code == 0, shown.output
+    host = socket.gethostname()
+    expected = f"attempts: 1 on {host} (pid {attempts[0][2]}), 2 on {host} (pid {attempts[1][2]})"
+    assert expected in shown.output
 
 
 @pytest.mark.slow

@@ -496,6 +496,7 @@ def show(run_id: str, output_format: str) -> None:
         get_run,
         metric_series,
         run_artifacts,
+        run_attempts,
         run_files,
         run_views,
     )
@@ -510,7 +511,12 @@ def show(run_id: str, output_format: str) -> None:
         artifacts = run_artifacts(store, record.id)
         files = run_files(store, record.id)
         views = run_views(store, record.id)
+        attempts = run_attempts(store, record.id)
     data = record.to_dict()
+    data["attempts"] = [
+        {"attempt": a.attempt, "host": a.host, "pid": a.pid, "started": a.started, "ended": a.ended}
+        for a in attempts
+    ]
     data["series"] = {k: [[p.step, p.value] for p in points] for k, points in series.items()}
     data["artifacts"] = [
         dict(zip(("path", "size", "sha256", "kind"), a, strict=True)) for a in artifacts
@@ -527,6 +533,14 @@ def show(run_id: str, output_format: str) -> None:
         f"{_status(record.status)}  started {_when(record.started)}  {_seconds(record.duration)}"
     )
     console.print(f"outputs: {record.outputs or '-'}   weights: {record.weights or '-'}")
+    where = [f"{a.host or '?'}" + (f" (pid {a.pid})" if a.pid else "") for a in attempts]
+    if len(where) > 1:
+        shown = ", ".join(f"{n} on {w}" for n, w in enumerate(where, start=1))
+        console.print(_escape(f"attempts: {shown}"))
+    elif where and where[0].split(" (")[0] != record.host:
+        console.print(_escape(f"ran on: {where[0]}  (runner on {record.host})"))
+    else:
+        console.print(_escape(f"host: {record.host}"))
     if record.resumed_from:
         console.print(f"resumed from: {record.resumed_from}")
     if record.commit_before or record.commit_after or record.commit_reason:

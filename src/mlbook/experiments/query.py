@@ -69,6 +69,7 @@ __all__ = [
     "parse_filter",
     "reading",
     "run_artifacts",
+    "run_attempts",
     "run_datasets",
     "run_files",
     "run_table",
@@ -521,6 +522,17 @@ def run_files(where: Project | Store | Path | str | None, run_id: str) -> list[U
             "SELECT path, size, sha256 FROM run_files WHERE run_id = ? ORDER BY path", (run_id,)
         ).fetchall()
     return [UsedFile(*row) for row in rows]
+
+
+def run_attempts(where: Project | Store | Path | str | None, run_id: str) -> list[StoredAttempt]:
+    """A run's attempts, first to last: each one's host and process (a remote backend retries)."""
+    with reading(where) as store:
+        rows = store.db.execute(
+            "SELECT a.attempt, a.host, a.pid, a.started, a.ended, a.last_seq FROM attempts a"
+            " JOIN runs r ON r.pk = a.run WHERE r.id = ? ORDER BY a.attempt",
+            (run_id,),
+        ).fetchall()
+    return [StoredAttempt(*row) for row in rows]
 
 
 def latest_weights(
