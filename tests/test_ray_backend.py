@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from io import BytesIO
@@ -377,6 +378,48 @@ def test_the_driver_killed_leaves_the_store_consistent_and_the_run_crashed(
     assert json.loads(listed.output)[0]["status"] == "crashed"
     # Ray ends the job's tasks when its driver is gone; the child dies with its worker
     wait_for(lambda: gone(worker) or _not_running(worker), 60)
+
+
+FLUSHED = """
+    import os
+    import mlbook
+
+    exp = mlbook.Experiment(versions={"a": {"marker": ""}})
+
+    @exp.train
+    def train(run):
+        for step in range(10_000_000):
+            run.log(step=step, loss=float(step))
+            if step % 500 == 499:
+                run.flush()  # returns once the driver has committed the points
+                with open(run.params.marker + ".tmp", "w") as f:
+                    f.write(str(step + 1))
+                os.replace(run.params.marker + ".tmp", run.params.marker)
+"""
+
+
+@pytest.mark.slow
+def test_a_flush_on_ray_is_committed_when_it_returns(
+    project: Project, ray_head: str, tmp_path: Path
+) -> None:
+    script(project, "E005_flushed.py", FLUSHED)
+    marker = tmp_path / "flushed"
+
+    def flushed() -> int:
+        try:
+            return int(marker.read_text())
+        except (OSError, ValueError):
+            return 0
+
+    proc = mlbook_cli(project, "run", "E005", "--address", ray_head, "--set", f"marker={marker}")
+    try:
+        wait_for(lambda: flushed() >= 3000, 90)
+        proc.kill()  # kill -9 of the driver right after a flush returned
+        proc.wait(10)
+    finally:
+        _stop(proc)
+    time.sleep(1)  # a flush the driver acknowledged just before dying may still be told
+    assert _points(project) >= flushed() >= 3000
 
 
 @pytest.mark.slow

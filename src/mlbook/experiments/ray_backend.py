@@ -53,7 +53,15 @@ from mlbook.experiments.contract import (
     Files,
     FrameReader,
 )
-from mlbook.experiments.ray_worker import Batch, TaskOptions, pack_dir, run_attempt, unpack_zip
+from mlbook.experiments.ray_worker import (
+    Batch,
+    FlushAcks,
+    TaskOptions,
+    ack_token,
+    pack_dir,
+    run_attempt,
+    unpack_zip,
+)
 
 if TYPE_CHECKING:
     from mlbook.config import RaySettings
@@ -184,6 +192,8 @@ class RayBackend:
                 ) from exc
             self._started_here = True
         self._remote = ray.remote(num_returns="streaming", max_retries=0)(run_attempt)
+        # committed flushes go back to the tasks through this actor (no CPU of its own)
+        self._acks = ray.remote(num_cpus=0)(FlushAcks).remote()
 
     # -- the backend protocol -------------------------------------------------------------
 
@@ -239,7 +249,11 @@ class RayBackend:
             resources["memory"] = memory
         remote = self._remote.options(**resources)
         task.generator = remote.remote(
-            msgspec.json.encode(spec), options, [code], [data] if data is not None else None
+            msgspec.json.encode(spec),
+            options,
+            [code],
+            [data] if data is not None else None,
+            self._acks,
         )
         thread = threading.Thread(
             target=self._drain,
@@ -394,7 +408,10 @@ class RayBackend:
         self.tasks.pop(task.job.key, None)
 
     def acknowledge(self, key: int, seq: int) -> None:
-        """Nothing to do: the task acknowledges a flush once Ray holds its batch."""
+        """Tell the task that flush ``seq`` of its current attempt is committed."""
+        task = self.tasks.get(key)
+        if task is not None:
+            self._acks.ack.remote(ack_token(task.job.spec.run_id, task.attempt), seq)
 
     def interrupt(self, key: int) -> None:
         """Cancel the task (``ray.cancel``: KeyboardInterrupt in the worker); no retry."""

@@ -14,7 +14,9 @@
    log forwarding), its environment seeded as the local backend seeds it;
 3. yields :class:`Batch` es of the child's events, each at most
    :data:`BATCH_SECONDS` old or :data:`BATCH_EVENTS` long, and acknowledges a
-   flush once the batch holding it was handed to Ray;
+   flush to the child once the driver has committed it: the driver writes the
+   flush's sequence number into a :class:`FlushAcks` actor after its commit,
+   and the task reads it back (so ``run.flush()`` means durable, as locally);
 4. at the end, yields the run's output directory as a zip (when it is within
    the size limit) with the child's :class:`~mlbook.experiments.contract.Exit`.
 
@@ -46,6 +48,7 @@ __all__ = [
     "BATCH_EVENTS",
     "BATCH_SECONDS",
     "Batch",
+    "FlushAcks",
     "TaskOptions",
     "pack_dir",
     "run_attempt",
@@ -57,6 +60,31 @@ BATCH_SECONDS = 0.5
 #: ...or when it holds this many events
 BATCH_EVENTS = 1000
 _POLL = 0.05
+
+
+class FlushAcks:
+    """The driver's acknowledgements of committed flushes, by run attempt (a Ray actor).
+
+    The driver calls :meth:`ack` once a batch's points are in SQLite; the task polls
+    :meth:`get` while its child waits in ``run.flush()``.
+    """
+
+    def __init__(self) -> None:
+        self.acked: dict[str, int] = {}
+
+    def ack(self, token: str, seq: int) -> None:
+        """Flushes of ``token`` up to ``seq`` are committed."""
+        if seq > self.acked.get(token, 0):
+            self.acked[token] = seq
+
+    def get(self, token: str) -> int:
+        """The highest committed flush of ``token`` (0: none)."""
+        return self.acked.get(token, 0)
+
+
+def ack_token(run_id: str, attempt: int) -> str:
+    """The key of one run attempt in :class:`FlushAcks`."""
+    return f"{run_id}/{attempt}"
 
 
 class TaskOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,6 +118,20 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     outputs: bytes | None = None
     #: the last batch: why the outputs stayed on the worker
     outputs_note: str = ""
+
+
+def _acknowledge_committed(backend: Any, acks: Any, token: str, waiting: list[int]) -> list[int]:
+    """Pass on to the child the flushes the driver has committed; returns those still waiting."""
+    import ray
+
+    try:
+        committed = int(ray.get(acks.get.remote(token), timeout=5))
+    except Exception:  # the driver (and its actor) is gone: the child keeps waiting, as locally
+        return waiting
+    for seq in waiting:
+        if seq <= committed:
+            backend.acknowledge(0, seq)
+    return [seq for seq in waiting if seq > committed]
 
 
 def _device() -> str:
@@ -192,12 +234,17 @@ def _moved(path: str | None, old: str, new: str) -> str | None:
 
 
 def run_attempt(
-    spec_json: bytes, options: TaskOptions, code: list[Any], data: list[Any] | None
+    spec_json: bytes,
+    options: TaskOptions,
+    code: list[Any],
+    data: list[Any] | None,
+    acks: Any,
 ) -> Iterator[bytes]:
     """Run one attempt at ``spec`` on this worker; yields encoded :class:`Batch` es.
 
     ``code`` and ``data`` hold one object reference each (wrapped in a list, so Ray
-    does not fetch them unless this node needs them).
+    does not fetch them unless this node needs them); ``acks`` is the driver's
+    :class:`FlushAcks` actor.
     """
     from mlbook.experiments.backends import Job, LocalBackend
 
@@ -234,6 +281,8 @@ def run_attempt(
     backend.submit(Job(key=0, spec=local, log_path=out_dir / "output.log"))
     yield encoder.encode(Batch(**header))  # the driver records the attempt's host now
     pending: list[Event] = []
+    waiting: list[int] = []  # flushes sent to the driver, not yet committed there
+    token = ack_token(spec.run_id, options.attempt)
     started = 0.0
     ended: Exit | None = None
     try:
@@ -252,10 +301,10 @@ def run_attempt(
             if ended is None and (urgent or old or len(pending) >= BATCH_EVENTS):
                 frames = b"".join(encode_event(e) for e in pending)
                 yield encoder.encode(Batch(frames=frames, **header))
-                for event in pending:
-                    if isinstance(event, Flush):
-                        backend.acknowledge(0, event.seq)
+                waiting.extend(e.seq for e in pending if isinstance(e, Flush))
                 pending = []
+            if waiting:
+                waiting = _acknowledge_committed(backend, acks, token, waiting)
     finally:
         if ended is None:
             backend.kill(0)
