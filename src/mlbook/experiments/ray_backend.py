@@ -193,7 +193,7 @@ class RayBackend:
             self._started_here = True
         self._remote = ray.remote(num_returns="streaming", max_retries=0)(run_attempt)
         # committed flushes go back to the tasks through this actor (no CPU of its own)
-        self._acks = ray.remote(num_cpus=0)(FlushAcks).remote()
+        self._acks: Any = ray.remote(num_cpus=0)(FlushAcks).remote()
 
     # -- the backend protocol -------------------------------------------------------------
 
