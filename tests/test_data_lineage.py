@@ -178,6 +178,7 @@ def _dvc_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
 
 
+@pytest.mark.slow
 def test_restoring_an_old_run_brings_back_its_file_count(
     steps_project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -228,6 +229,7 @@ def shutil_rmtree(path: Path) -> None:
     shutil.rmtree(path)
 
 
+@pytest.mark.slow
 def test_lineage_reads_a_dvc_yaml_stage_and_warns_about_missing_deps(
     steps_project: Project, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -303,6 +303,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Record]]:
     return root, records
 
 
+@pytest.mark.slow
 @settings(max_examples=150)
 @given(pair=queries)
 def test_random_queries_equal_a_brute_force_filter(
@@ -319,6 +320,7 @@ def test_random_queries_equal_a_brute_force_filter(
         assert index.ids(Query(root, query.text)) == expected
 
 
+@pytest.mark.slow
 @settings(max_examples=30)
 @given(box=combine(box_leaf()), record=queries)
 def test_box_filters_keep_exactly_the_matching_boxes(

@@ -159,6 +159,7 @@ def test_dos2unix_applies_per_text_block() -> None:
     assert file_md5("b.bin", "md5-dos2unix") == file_md5("b.bin", "md5")
 
 
+@pytest.mark.slow
 @needs_dvc
 def test_native_dir_hash_equals_dvcs_for_dvc3_and_dvc2(
     dvc_project: Project, tmp_path: Path
