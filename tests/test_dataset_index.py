@@ -436,6 +436,7 @@ build_index(Path(sys.argv[1]), reporter=Reporter())
 """
 
 
+@pytest.mark.slow
 def test_a_killed_build_leaves_no_index_that_is_trusted(tmp_path: Path) -> None:
     records = make_records(30_000, seed=2)
     root = write_dataset(tmp_path / "ds", records)

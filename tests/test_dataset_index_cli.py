@@ -98,6 +98,7 @@ def test_views_and_stats_from_the_cli(coco: tuple[Path, list[Record]]) -> None:
     assert code == 1 and err == f"error: {root}: no view 'bikes'; views: cars\n"
 
 
+@pytest.mark.slow
 def test_data_sql_with_duckdb(coco: tuple[Path, list[Record]]) -> None:
     pytest.importorskip("duckdb")
     root, records = coco

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlbook import __version__ as mlbook_version
 
 MLBOOK = str(Path(sys.executable).parent / "mlbook")
@@ -153,6 +155,7 @@ def train(run):
 """
 
 
+@pytest.mark.slow
 def test_a_runner_killed_mid_run_leaves_the_journal_step_crashed(tmp_path: Path) -> None:
     import signal
     import time

@@ -161,6 +161,7 @@ def test_concurrent_branch_snapshots_and_journal_writes_lose_nothing(project: Pr
         assert not [n for n in files_in(project.root, commit) if n.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_slow_post_commit_hook_is_stopped_and_the_commit_kept(repo: Path) -> None:
     pid_file = repo.parent / "hook.pid"
     hook(repo, "post-commit", f"echo $$ > {pid_file}\nexec sleep 600\n")
