@@ -82,7 +82,7 @@ def query(
         mlbook data query Datasets/coco 'has(dog)' --boxes 'label = dog and area < 1024'
         mlbook data query Datasets/coco --sql 'SELECT split, count(*) FROM records GROUP BY split'
     """
-    from mlbook.cli._render import RichReporter, console, print_json, print_table
+    from mlbook.cli._render import RichReporter, console, print_table
     from mlbook.datasets.index import DatasetIndex, Query, open_view
 
     reporter = RichReporter(quiet=quiet)
@@ -95,12 +95,7 @@ def query(
     with DatasetIndex.open(path, rebuild=not no_rebuild, reporter=reporter) as index:
         if sql is not None:
             result = index.sql(sql)
-            if output_format == "json":
-                print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
-            elif output_format == "csv":
-                _csv(result.columns, result.rows)
-            else:
-                print_table(result.columns, result.rows)
+            _print_result(result.columns, result.rows, output_format)
             return
         if count_only:
             click.echo(index.count(built))
@@ -143,6 +138,18 @@ def query(
     )
     more = f" (showing {offset + 1}-{offset + len(rows)})" if len(rows) < total else ""
     console.print(f"{total} record(s) match{more}")
+
+
+def _print_result(columns: list[str], rows: list[tuple[Any, ...]], output_format: str) -> None:
+    """SQL results as JSON objects, CSV, or a table."""
+    from mlbook.cli._render import print_json, print_table
+
+    if output_format == "json":
+        print_json([dict(zip(columns, row, strict=True)) for row in rows])
+    elif output_format == "csv":
+        _csv(columns, rows)
+    else:
+        print_table(columns, rows)
 
 
 def _csv(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -289,16 +296,10 @@ def sql_command(path: Path, statement: str, output_format: str) -> None:
     \b
         mlbook data sql Datasets/coco 'SELECT split, avg(nboxes) FROM records GROUP BY split'
     """
-    from mlbook.cli._render import print_json, print_table
     from mlbook.datasets.index.duck import duckdb_sql
 
     result = duckdb_sql(path, statement)
-    if output_format == "json":
-        print_json([dict(zip(result.columns, row, strict=True)) for row in result.rows])
-    elif output_format == "csv":
-        _csv(result.columns, result.rows)
-    else:
-        print_table(result.columns, result.rows)
+    _print_result(result.columns, result.rows, output_format)
 
 
 COMMANDS = (query, index, view, sql_command)

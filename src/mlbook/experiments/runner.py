@@ -358,8 +358,7 @@ def run_experiments(
         if backend is None or isinstance(backend, str):
             owned = backend = get_backend(backend or settings.runner.backend, project, address)
         if jobs is None:  # a backend that queues jobs itself (Ray) gets them all at once
-            jobs = (len(planned) or 1) if getattr(backend, "schedules", False) else None
-        jobs = jobs or settings.runner.jobs
+            jobs = (len(planned) or 1) if backend.schedules else settings.runner.jobs
         runner = _Runner(
             project,
             store,
