@@ -262,6 +262,7 @@ class ScriptedBackend:
     """A backend that replays events: the seam the runner's event handling is tested through."""
 
     code_from_snapshot = True
+    schedules = False
 
     def __init__(self, events: list[Event]) -> None:
         self.events_to_send = events
@@ -283,6 +284,9 @@ class ScriptedBackend:
         pass
 
     def kill(self, key: int) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
