@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import sys
@@ -188,19 +187,19 @@ class _Live:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.tty = _terminal(sys.stderr)
-        self.console: Any = None
-        if self.tty:  # rich only for a terminal: piped runs start faster without it
-            from mlbook.cli._render import err_console
-
-            self.console = err_console
         self.active: dict[str, RunInfo] = {}
         self.status: Any = None
         self.last = 0.0
 
+    @property
+    def console(self) -> Any:
+        """rich's console, imported once the first child is starting (rich takes 40 ms
+        to import: the child's start-up hides it) and only for a terminal."""
+        from mlbook.cli._render import err_console
+
+        return err_console
+
     def __enter__(self) -> _Live:
-        if self.tty and not self.quiet:
-            self.status = self.console.status("starting")
-            self.status.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -214,6 +213,9 @@ class _Live:
 
     def run_started(self, info: RunInfo) -> None:
         self.active[info.run_id] = info
+        if self.tty and not self.quiet and self.status is None:
+            self.status = self.console.status("starting")
+            self.status.start()
         if not self.quiet and not self.tty:
             click.echo(f"{'started':<11} {info.experiment}/{info.version} {info.run_id}", err=True)
         self._refresh(force=True)
@@ -444,6 +446,8 @@ def runs(
     if output_format == "csv":
         params = sorted({k for r in records for k in r["params"]})
         metrics = sorted({k for r in records for k in r["metrics"]})
+        import csv
+
         writer = csv.writer(sys.stdout, lineterminator="\n")
         base = ["id", "experiment", "version", "mode", "status", "created", "duration"]
         writer.writerow(base + [f"params.{k}" for k in params] + [f"metrics.{k}" for k in metrics])

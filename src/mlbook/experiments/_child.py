@@ -285,15 +285,49 @@ def _end_like_python() -> None:
     atexit._run_exitfuncs()
 
 
+def _wait_for_spec(fd: int) -> bytes:
+    """A spare child: load what every run needs, then read the spec from ``fd`` (empty:
+    the runner needed no child)."""
+    import mlbook.experiments.api
+    import mlbook.experiments.discovery
+    import mlbook.experiments.metrics
+    import mlbook.experiments.output
+    import mlbook.experiments.run
+    import mlbook.experiments.seeds  # noqa: F401
+
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _log_to(path: str) -> None:
+    """Make ``path`` (appended to) this process's stdout and stderr."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: ``python -m mlbook.experiments._child SPEC_JSON``."""
+    """Entry point: ``python -m mlbook.experiments._child SPEC_JSON``, or ``--wait FD``
+    for a spare child that reads its spec from descriptor FD."""
     import msgspec
 
     from mlbook.experiments.contract import RunSpec
 
     _die_with_parent()
     args = sys.argv[1:] if argv is None else argv
-    spec = msgspec.json.decode(args[0], type=RunSpec)
+    if args[0] == "--wait":
+        data = _wait_for_spec(int(args[1]))
+        if not data:
+            os._exit(0)
+        spec = msgspec.json.decode(data, type=RunSpec)
+    else:
+        spec = msgspec.json.decode(args[0], type=RunSpec)
+    if spec.log is not None:
+        _log_to(spec.log)
     sys.argv = [spec.script]
     code = run_child(spec)
     sys.stdout.flush()

@@ -7,6 +7,11 @@ child that its flush is committed, and every job ends with an
 :class:`~mlbook.experiments.contract.Exit` event. The Ray backend
 (:mod:`mlbook.experiments.ray_backend`) implements the same protocol.
 
+The local backend can start a child interpreter before its job is known
+(:meth:`LocalBackend.start_spare`, called by the runner before it plans): Python
+and mlbook's child modules load while the runner reads the scripts and opens the
+store, and the first job's spec then goes down a pipe to that waiting child.
+
 The local backend reads at most :data:`READ_LIMIT` bytes per child per call to
 :meth:`LocalBackend.events`: the runner commits what it got before it reads
 more, so a child that logs faster than the store writes fills its pipe and
@@ -47,6 +52,8 @@ __all__ = [
 #: Bytes read from one child per :meth:`LocalBackend.events` call (then the runner commits).
 READ_LIMIT = 4 << 20
 _PIPE_SIZE = 1 << 20
+# a spec up to this size is written to a spare child at once (a pipe holds 64 KiB)
+_SPEC_LIMIT = 60_000
 
 
 @dataclass
@@ -102,10 +109,23 @@ class _Child:
     process: subprocess.Popen[bytes]
     fd: int
     ack_fd: int
-    log: IO[bytes]
+    log: IO[bytes] | None
     reader: FrameReader = field(default_factory=FrameReader)
     open: bool = True
     broken: str | None = None
+
+
+@dataclass
+class _Spare:
+    """A child interpreter started before its job was known, waiting for its spec."""
+
+    process: subprocess.Popen[bytes]
+    seed: int | None  # the hash seed it started with (PYTHONHASHSEED is read at start)
+    spec_fd: int
+    events_read: int
+    ack_write: int
+    events_fd: int  # the child's ends, by their numbers in the child
+    ack_fd: int
 
 
 class LocalBackend:
@@ -118,19 +138,69 @@ class LocalBackend:
         self.python = python or sys.executable
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, _Child] = {}
+        self.spare: _Spare | None = None
+
+    def start_spare(self, seed: int | None = None) -> None:
+        """Start the next job's child now: it loads Python and mlbook's child modules,
+        then waits for its spec. Used by a job whose seed is ``seed`` (the hash seed is
+        fixed when the interpreter starts); a job with another seed starts its own."""
+        if self.spare is not None:
+            return
+        events_read, events_write, ack_read, ack_write = _pipes()
+        spec_read, spec_write = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [self.python, "-m", "mlbook.experiments._child", "--wait", str(spec_read)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # until it has its job: the spec names its log
+                stderr=subprocess.DEVNULL,
+                pass_fds=(events_write, ack_read, spec_read),
+                env=dict(os.environ, PYTHONUNBUFFERED="1", **seed_env(seed)),
+                process_group=0,
+            )
+        except OSError:  # no spare: the job starts its own child (and says why if it fails)
+            for fd in (events_read, ack_write, spec_write):
+                os.close(fd)
+            return
+        finally:
+            for fd in (events_write, ack_read, spec_read):
+                os.close(fd)
+        self.spare = _Spare(
+            process, seed, spec_write, events_read, ack_write, events_write, ack_read
+        )
+
+    def _take_spare(self, job: Job) -> _Child | None:
+        """Hand ``job`` to the spare child, if there is one that can run it."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        spec = msgspec.structs.replace(
+            job.spec, events_fd=spare.events_fd, ack_fd=spare.ack_fd, log=str(job.log_path)
+        )
+        data = msgspec.json.encode(spec)
+        if spare.seed == job.spec.seed and len(data) <= _SPEC_LIMIT:
+            try:
+                os.write(spare.spec_fd, data)  # fits the pipe: never blocks
+            except OSError:  # the spare is gone
+                pass
+            else:
+                os.close(spare.spec_fd)
+                return _Child(job, spare.process, spare.events_read, spare.ack_write, None)
+        _stop_spare(spare)
+        return None
 
     def submit(self, job: Job) -> int:
-        """Spawn the child in its own process group; its output goes to ``job.log_path``."""
-        events_read, events_write = os.pipe()
-        ack_read, ack_write = os.pipe()
-        os.set_blocking(events_read, False)
-        os.set_blocking(ack_write, False)
-        with contextlib.suppress(OSError, ImportError):  # a larger pipe: fewer waits
-            import fcntl
-
-            fcntl.fcntl(events_write, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
-        spec = msgspec.structs.replace(job.spec, events_fd=events_write, ack_fd=ack_read)
+        """Start the job's child in its own process group (the spare, when it fits);
+        its output goes to ``job.log_path``."""
         job.log_path.parent.mkdir(parents=True, exist_ok=True)
+        child = self._take_spare(job) or self._spawn(job)
+        self.children[job.key] = child
+        self.selector.register(child.fd, selectors.EVENT_READ, child)
+        return child.process.pid
+
+    def _spawn(self, job: Job) -> _Child:
+        events_read, events_write, ack_read, ack_write = _pipes()
+        spec = msgspec.structs.replace(job.spec, events_fd=events_write, ack_fd=ack_read)
         log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the child ends
         env = dict(os.environ, PYTHONUNBUFFERED="1", **seed_env(job.spec.seed))
         try:
@@ -151,10 +221,7 @@ class LocalBackend:
         finally:
             os.close(events_write)
             os.close(ack_read)
-        child = _Child(job=job, process=process, fd=events_read, ack_fd=ack_write, log=log)
-        self.children[job.key] = child
-        self.selector.register(events_read, selectors.EVENT_READ, child)
-        return process.pid
+        return _Child(job=job, process=process, fd=events_read, ack_fd=ack_write, log=log)
 
     def events(self, timeout: float) -> list[tuple[int, list[Event]]]:
         """Read what the children sent; report each child's exit once its pipe is drained."""
@@ -174,7 +241,8 @@ class LocalBackend:
                 code = child.process.wait()
                 name = signal.Signals(-code).name if code < 0 else None
                 out.setdefault(child.job.key, []).append(Exit(code, name, child.broken))
-                child.log.close()
+                if child.log is not None:
+                    child.log.close()
                 with contextlib.suppress(OSError):
                     os.close(child.ack_fd)
                 del self.children[child.job.key]
@@ -231,11 +299,44 @@ class LocalBackend:
                 child.process.kill()
 
     def close(self) -> None:
-        """Nothing to release: the runner waits for every child it started."""
+        """Stop the spare child, if no job took it (the runner waits for the others)."""
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            _stop_spare(spare)
+
+
+def _pipes() -> tuple[int, int, int, int]:
+    """The events pipe (runner reads, non-blocking; enlarged) and the ack pipe (runner
+    writes, non-blocking): ``events_read, events_write, ack_read, ack_write``."""
+    events_read, events_write = os.pipe()
+    ack_read, ack_write = os.pipe()
+    os.set_blocking(events_read, False)
+    os.set_blocking(ack_write, False)
+    with contextlib.suppress(OSError, ImportError):  # a larger pipe: fewer waits
+        import fcntl
+
+        fcntl.fcntl(events_write, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+    return events_read, events_write, ack_read, ack_write
+
+
+def _stop_spare(spare: _Spare) -> None:
+    """Stop a spare child that got no job (it has run no user code: a kill is safe)."""
+    for fd in (spare.spec_fd, spare.events_read, spare.ack_write):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(ProcessLookupError):
+        spare.process.kill()
+    spare.process.wait()
 
 
 def leftover_processes(pgid: int) -> list[tuple[int, str]]:
     """Processes still in process group ``pgid`` (a finished child's), as ``(pid, command)``."""
+    try:
+        os.killpg(pgid, 0)  # one call answers the common case: the group is empty
+    except ProcessLookupError:
+        return []
+    except OSError:  # another user's process is in it: look
+        pass
     found: list[tuple[int, str]] = []
     with contextlib.suppress(OSError):
         for entry in os.scandir("/proc"):

@@ -62,7 +62,6 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     models_dir: str
     project_root: str
     run_id: str
-    run_pk: int
     experiment: str
     version: str
     mode: str
@@ -95,6 +94,9 @@ class RunSpec(msgspec.Struct, frozen=True, kw_only=True):
     events_fd: int | None = None
     #: file descriptor the child reads flush acknowledgements from; None: no acks
     ack_fd: int | None = None
+    #: the file the child makes its stdout and stderr (a child started before its job
+    #: was known); None: the backend gave it them
+    log: str | None = None
 
 
 class Series(msgspec.Struct, frozen=True, array_like=True):

@@ -36,7 +36,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mlbook.errors import ExperimentError, MlbookError, MlbookWarning, StoreError
-from mlbook.experiments.backends import Backend, Job, get_backend, stop_process_group
+from mlbook.experiments.backends import (
+    Backend,
+    Job,
+    LocalBackend,
+    get_backend,
+    stop_process_group,
+)
 from mlbook.experiments.contract import (
     Artifact,
     Attempt,
@@ -337,9 +343,14 @@ def run_experiments(
     if jobs is not None and jobs < 1:
         raise ExperimentError(f"--jobs must be at least 1, got {jobs}")
     counts = _steps(test_steps, settings.experiments.test_steps)
-    store = Store.for_project(project) if mode != "test" else None
     owned: Backend | None = None
+    if (backend or settings.runner.backend) == "local":
+        # made first: its first child starts up (Python, mlbook) while the runner plans
+        owned = backend = LocalBackend()
+        backend.start_spare(settings.experiments.seed)
+    store: Store | None = None
     try:
+        store = Store.for_project(project) if mode != "test" else None
         if resume:
             if sets or grid:
                 raise ExperimentError("--resume runs with the old run's params; drop --set/--grid")
@@ -563,7 +574,6 @@ class _Runner:
             models_dir=str(self.project.models_dir),
             project_root=str(self.project.root),
             run_id=run_id,
-            run_pk=pk,
             experiment=item.ident,
             version=item.version,
             mode=self.mode,

@@ -27,7 +27,6 @@ import errno
 import math
 import os
 import platform
-import secrets
 import socket
 import sqlite3
 import time
@@ -85,7 +84,7 @@ PROVENANCE_COLUMNS = frozenset(
 
 def new_run_id() -> str:
     """A new run ID: UTC time plus 6 random hex digits (``20261125-110000-3fa2c1``)."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
 
 
 def _json(value: Any) -> str:

@@ -24,7 +24,6 @@ import ast
 import contextlib
 import functools
 import os
-import platform
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ from mlbook._fs import atomic_write_bytes, sha256_file
 __all__ = [
     "ImportStatement",
     "UsedFile",
-    "environment",
     "file_imports",
     "import_closure",
     "import_statements",
@@ -384,13 +382,3 @@ def _installed_module(top: str) -> bool:
     origin = (spec.origin if spec else None) or ""
     locations = list(spec.submodule_search_locations or []) if spec else []
     return any("site-packages" in p or "dist-packages" in p for p in [origin, *locations])
-
-
-def environment() -> dict[str, str]:
-    """Python version and implementation, platform and host of this process."""
-    return {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "host": platform.node(),
-    }

@@ -58,7 +58,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -443,11 +442,13 @@ def _build_tree_once(
     gone: Sequence[str] = (),
 ) -> tuple[str, tuple[str, ...]]:
     info, cwd = git.info, git.cwd
-    large = _large_files(git, max_file_size, data_dir)
+    changed, large = _split_by_size(cwd, _changed_files(git, data_dir), max_file_size, deleted=True)
     forced, too_big = _split_by_size(cwd, _included_files(cwd, include), max_file_size)
     metadata, big_metadata = _split_by_size(cwd, _dataset_metadata(cwd, data_dir), max_file_size)
     left_out = {*gone}
     big = sorted({*large, *too_big, *big_metadata} - left_out)
+    # the files to stage are known: one update-index, no second walk of the tree
+    small = sorted({*changed, *forced, *metadata} - left_out)
     with tempfile.TemporaryDirectory(prefix="mlbook-index-") as tmp:
         index = Path(tmp) / "index"
         user_index = info.git_dir / "index"
@@ -458,12 +459,10 @@ def _build_tree_once(
         except FileNotFoundError:
             if info.head:
                 git.run(["read-tree", info.head], env=env)
-        _add_all(git, env, _pathspec((*big, *gone), data_dir))
-        small = [name for name in (*forced, *metadata) if name not in left_out]
         if small:
-            spec = "\0".join(f":(literal){name}" for name in small)
-            args = ["add", "-f", "--pathspec-from-file=-", "--pathspec-file-nul"]
-            git.run(args, env=env, stdin=spec.encode("utf-8", "surrogateescape"))
+            # --remove: a deleted file leaves the tree; one that vanished since is skipped
+            args = ["update-index", "--add", "--remove", "-z", "--stdin"]
+            git.run(args, env=env, stdin="\0".join(small).encode("utf-8", "surrogateescape"))
         pointed = _add_pointers(git, env, big, Path(tmp))
         tree = _out(git.run(["write-tree"], env=env))
     return tree, pointed
@@ -503,15 +502,18 @@ def _add_pointers(
 
 
 def _split_by_size(
-    cwd: Path, names: Sequence[str], max_file_size: int | None
+    cwd: Path, names: Sequence[str], max_file_size: int | None, *, deleted: bool = False
 ) -> tuple[list[str], list[str]]:
-    """``names`` (relative to ``cwd``): (within the limit, over it); a vanished file is dropped."""
+    """``names`` (relative to ``cwd``): (within the limit, over it); a vanished file is
+    dropped, or kept with the small ones when ``deleted`` (its deletion is recorded)."""
     small: list[str] = []
     big: list[str] = []
     for name in names:
         try:
             size = (cwd / name).lstat().st_size
         except OSError:
+            if deleted:
+                small.append(name)
             continue
         (big if max_file_size is not None and size > max_file_size else small).append(name)
     return small, big
@@ -582,14 +584,8 @@ def _large_files(
     if max_file_size is None:
         return ()
     limit = max_file_size
-    args = ["ls-files", "-z", "-m", "-o", "--exclude-standard", "--", ".", *_EXCLUDED]
-    if data_dir is not None:
-        args.append(_exclude_dir(data_dir))
-    done = git.run(args)
     big: set[str] = set()
-    for name in done.stdout.decode("utf-8", "surrogateescape").split("\0"):
-        if not name:
-            continue
+    for name in _changed_files(git, data_dir):
         try:
             size = (git.cwd / name).lstat().st_size
         except OSError:
@@ -597,6 +593,18 @@ def _large_files(
         if size > limit:
             big.add(name)
     return tuple(sorted(big))
+
+
+def _changed_files(git: _Git, data_dir: str | None = None) -> list[str]:
+    """Modified, deleted and untracked (not ignored) files under the directory, relative
+    to it; mlbook's state, temporary files and untracked data left out."""
+    args = ["ls-files", "-z", "-m", "-o", "--exclude-standard", "--", ".", *_EXCLUDED]
+    if data_dir is not None:
+        args.append(_exclude_dir(data_dir))
+    done = git.run(args)
+    names = done.stdout.decode("utf-8", "surrogateescape").split("\0")
+    # a nested repository is listed as its directory ("vendor/"): staged as its commit
+    return sorted({name.removesuffix("/") for name in names if name})
 
 
 def _exclude_file(name: str) -> str:
@@ -887,6 +895,8 @@ def checkout(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.checkout-", dir=target.parent))
     try:
+        import tarfile
+
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(staging, filter="data")
         done = restore_pointers(staging, cwd)

@@ -21,6 +21,7 @@ For each ``run``-mode run it:
 from __future__ import annotations
 
 import math
+import platform
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mlbook.errors import MlbookError, MlbookWarning, ProvenanceError
 from mlbook.project import Project
-from mlbook.provenance.files import environment
 from mlbook.provenance.git import (
     Snapshot,
     git_info,
@@ -81,9 +81,6 @@ def settle_journal(project: Project) -> int:
     marks such runs ``crashed`` when it next opens, and this brings the journal in
     line. Returns how many steps changed.
     """
-    from mlbook.errors import MlbookError
-    from mlbook.experiments.query import get_run
-
     path = project.journal_path
     if not path.is_file() or not (project.state_dir / "runs.sqlite").is_file():
         return 0
@@ -92,6 +89,8 @@ def settle_journal(project: Project) -> int:
         for step in entry.steps:
             if step.status != "running":
                 continue
+            from mlbook.experiments.query import get_run  # only then: a run's start-up path
+
             try:
                 record = get_run(project, step.run_id)
             except MlbookError:
@@ -266,7 +265,7 @@ class ProvenanceObserver:
         fields: dict[str, Any] = {
             "commit_before": shot.commit,
             "commit_reason": shot.reason or None,
-            "python": environment()["python"],
+            "python": platform.python_version(),
         }
         fields.update(self._datasets(info, store))
         store.set_provenance(info.run_id, **fields)

@@ -1,0 +1,117 @@
+"""The local backend's spare child: started before the runner plans, it takes the first job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from support import gone, script
+
+from mlbook.errors import ExperimentError
+from mlbook.experiments.backends import LocalBackend
+from mlbook.experiments.query import get_run
+from mlbook.experiments.runner import run_experiments
+from mlbook.experiments.store import Store
+from mlbook.project import Project
+
+PRINTS = """
+    import mlbook
+
+    exp = mlbook.Experiment(versions={"only": {}}, SEED)
+
+    @exp.train
+    def train(run):
+        print("hello from the child")
+        run.log(step=1, loss=0.5)
+        return {"acc": 1.0}
+"""
+
+
+def _write(project: Project, seed: int | None = None) -> None:
+    text = PRINTS.replace("SEED", f"seed={seed}" if seed is not None else "")
+    script(project, "E001_prints.py", text.replace(", )", ")"))
+
+
+def _spare_children() -> list[int]:
+    """This process's children that are spare children still waiting for a job."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+            cmdline = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(") ", 1)[1].split()[1])
+        if ppid == os.getpid() and b"--wait" in cmdline and not gone(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_first_run_takes_the_spare_child(project: Project) -> None:
+    _write(project)
+    backend = LocalBackend()
+    backend.start_spare(None)
+    assert backend.spare is not None
+    spare = backend.spare.process.pid
+    try:
+        result = run_experiments(project, ["E001"], backend=backend)
+    finally:
+        backend.close()
+    [info] = result.runs
+    assert info.status == "completed", info.error
+    assert info.pid == spare
+    # the spare made the run's log its stdout once it knew the run
+    assert "hello from the child" in (info.dir / "output.log").read_text()
+    with Store.for_project(project) as store:
+        assert get_run(store, info.run_id).metrics == {"acc": 1.0}
+
+
+def test_a_run_of_another_seed_starts_its_own_child(project: Project) -> None:
+    _write(project, seed=7)
+    backend = LocalBackend()
+    backend.start_spare(None)  # no hash seed: the run needs PYTHONHASHSEED=7
+    assert backend.spare is not None
+    spare = backend.spare.process.pid
+    try:
+        result = run_experiments(project, ["E001"], backend=backend)
+    finally:
+        backend.close()
+    [info] = result.runs
+    assert info.status == "completed", info.error
+    assert info.pid != spare
+    assert gone(spare)
+    assert json.loads((info.dir / "seed.json").read_text())["python_hash_seed"] == "7"
+
+
+def test_a_dead_spare_is_replaced(project: Project) -> None:
+    _write(project)
+    backend = LocalBackend()
+    backend.start_spare(None)
+    assert backend.spare is not None
+    backend.spare.process.send_signal(signal.SIGKILL)
+    backend.spare.process.wait()
+    try:
+        result = run_experiments(project, ["E001"], backend=backend)
+    finally:
+        backend.close()
+    [info] = result.runs
+    assert info.status == "completed", info.error
+    assert "hello from the child" in (info.dir / "output.log").read_text()
+
+
+def test_a_spare_no_run_took_is_stopped(project: Project) -> None:
+    _write(project)
+    with pytest.raises(ExperimentError, match="E404"):
+        run_experiments(project, ["E404"])  # the runner made a backend and a spare
+    assert _spare_children() == []
+    backend = LocalBackend()
+    backend.start_spare(None)
+    assert backend.spare is not None
+    pid = backend.spare.process.pid
+    backend.close()
+    assert gone(pid) and backend.spare is None
