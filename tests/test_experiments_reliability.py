@@ -35,8 +35,8 @@ from mlbook.experiments.contract import (
     Series,
     encode_event,
 )
-from mlbook.experiments.query import metric_series, metric_summaries, runs
-from mlbook.experiments.runner import run_experiments
+from mlbook.experiments.query import get_run, metric_series, metric_summaries, runs
+from mlbook.experiments.runner import RunInfo, RunObserver, run_experiments
 from mlbook.experiments.series import chunk_of, decode_points, pack_series
 from mlbook.experiments.store import Store
 from mlbook.project import Project
@@ -264,8 +264,8 @@ class ScriptedBackend:
     code_from_snapshot = True
     schedules = False
 
-    def __init__(self, events: list[Event]) -> None:
-        self.events_to_send = events
+    def __init__(self, events: list[Event], *later: list[Event]) -> None:
+        self.batches = [events, *later]  # one per call of events()
         self.acks: list[int] = []
         self.key = -1
 
@@ -274,7 +274,7 @@ class ScriptedBackend:
         return 0
 
     def events(self, timeout: float) -> list[tuple[int, list[Event]]]:
-        batch, self.events_to_send = self.events_to_send, []
+        batch = self.batches.pop(0) if self.batches else []
         return [(self.key, batch)] if batch else []
 
     def acknowledge(self, key: int, seq: int) -> None:
@@ -333,6 +333,49 @@ def test_a_repeated_event_is_written_once_and_flushes_are_acknowledged(project: 
     with Store.for_project(project) as store:
         (last_seq,) = store.db.execute("SELECT last_seq FROM attempts").fetchone()
     assert last_seq == 5  # the whole batch was applied in one transaction
+
+
+class EndsSeen(RunObserver):
+    """Records the end each ``after_run`` saw."""
+
+    def __init__(self) -> None:
+        self.ends: list[str] = []
+
+    def after_run(self, info: RunInfo, store: Store | None) -> None:
+        self.ends.append(info.status)
+
+
+def test_a_run_is_finished_at_its_end_report_and_again_when_its_exit_changes_it(
+    project: Project,
+) -> None:
+    script(
+        project,
+        "E009_scripted.py",
+        """
+        import mlbook
+        exp = mlbook.Experiment(versions={"a": {}})
+
+        @exp.train
+        def train(run):
+            pass
+        """,
+    )
+    seen = EndsSeen()
+    end = End(1, "completed", {"acc": 1.0}, None)
+    result = run_experiments(
+        project, ["E009"], observers=[seen], backend=ScriptedBackend([end], [Exit(0)])
+    )
+    assert result.runs[0].status == "completed"
+    assert seen.ends == ["completed"]  # finished at the end report, once
+    broken = Exit(0, None, "the child sent a malformed event (junk); it was stopped")
+    result = run_experiments(
+        project, ["E009"], observers=[seen], backend=ScriptedBackend([end], [broken])
+    )
+    assert seen.ends == ["completed", "completed", "failed"]
+    (info,) = result.runs
+    assert info.status == "failed" and info.error is not None and "malformed" in info.error
+    with Store.for_project(project) as store:
+        assert get_run(store, info.run_id).status == "failed"
 
 
 def test_a_child_that_sends_garbage_is_stopped_and_failed(project: Project) -> None:

@@ -470,6 +470,9 @@ class _Runner:
         self.temp_root: Path | None = None
         self.store_failed: dict[str, str] = {}
         self.kill_at: dict[int, float] = {}
+        self.waiting = 0  # versions not started yet
+        # runs finished when their child reported its end, with the end they had then
+        self.finished_at_end: dict[str, tuple[str, str | None]] = {}
 
     def run(self, planned: list[_Planned]) -> RunnerResult:
         done: list[RunInfo] = []
@@ -480,6 +483,7 @@ class _Runner:
             while (pending and not self.stopping) or self.active or ended:
                 while pending and len(self.active) < self.jobs and not self.stopping:
                     key, item = pending.pop(0)
+                    self.waiting = len(pending)
                     info = self._start(key, item)
                     if info.status == "running":
                         self.active[key] = info
@@ -689,6 +693,7 @@ class _Runner:
             elif isinstance(event, End):
                 if info.status == "running":  # the child's own account comes first
                     info.status, info.metrics, info.error = event.status, event.metrics, event.error
+                    self._finish_at_end(info)
             elif isinstance(event, Exit):
                 self._exited(info, event)
                 return True
@@ -802,7 +807,21 @@ class _Runner:
                     stacklevel=2,
                 )
 
+    def _finish_at_end(self, info: RunInfo) -> None:
+        """Finish the run as its child reported it while the child's process exits (a
+        child that loaded torch takes 10-20 ms to leave), when no other version waits to
+        start (then its start-up hides the finish). The exit may still change the end:
+        the run is then finished again (:meth:`_finish`)."""
+        if self.waiting or self.stopping or info.run_id in self.store_failed:
+            return
+        self._finish(info)
+
     def _finish(self, info: RunInfo) -> RunInfo:
+        """Record the run's end and call the observers' ``after_run``; a run finished at
+        its child's end report is finished again only when its exit changed that end."""
+        if self.finished_at_end.get(info.run_id) == (info.status, info.error):
+            return info
+        self.finished_at_end[info.run_id] = (info.status, info.error)
         info.ended = time.time()
         if self.store is not None:
             try:

@@ -298,7 +298,7 @@ class ProvenanceObserver:
             message = f"{tag} results: {shown}"
         else:
             message = f"{tag} after run {info.version} ({info.status})"
-        before = self._before.pop(info.run_id, None)
+        before = self._before.get(info.run_id)  # kept: a run may be finished twice
         before_commit = before.commit if before else None
         status = _step_status(info.status)
         journal_ok = self._journal_step(info, status, before_commit, None)  # the snapshot holds it
