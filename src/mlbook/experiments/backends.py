@@ -8,9 +8,9 @@ child that its flush is committed, and every job ends with an
 (:mod:`mlbook.experiments.ray_backend`) implements the same protocol.
 
 The local backend can start a child interpreter before its job is known
-(:meth:`LocalBackend.start_spare`, called by the runner before it plans): Python
-and mlbook's child modules load while the runner reads the scripts and opens the
-store, and the first job's spec then goes down a pipe to that waiting child.
+(:meth:`LocalBackend.start_spare`, called by the runner once it has planned): Python
+and mlbook's child modules load while the runner asks its observers and creates
+the run, and the first job's spec then goes down a pipe to that waiting child.
 
 The local backend reads at most :data:`READ_LIMIT` bytes per child per call to
 :meth:`LocalBackend.events`: the runner commits what it got before it reads

@@ -344,10 +344,6 @@ def run_experiments(
         raise ExperimentError(f"--jobs must be at least 1, got {jobs}")
     counts = _steps(test_steps, settings.experiments.test_steps)
     owned: Backend | None = None
-    if (backend or settings.runner.backend) == "local":
-        # made first: its first child starts up (Python, mlbook) while the runner plans
-        owned = backend = LocalBackend()
-        backend.start_spare(settings.experiments.seed)
     store: Store | None = None
     try:
         store = Store.for_project(project) if mode != "test" else None
@@ -357,6 +353,12 @@ def run_experiments(
             planned = [_plan_resume(project, store, resume)]
         else:
             planned = plan(project, ids, versions, skip_versions, mode=mode, sets=sets, grid=grid)
+        if planned and (backend or settings.runner.backend) == "local":
+            # its first child starts up (Python, mlbook) while the runner checks the
+            # data, asks the observers and creates the run (the plan, read statically,
+            # is cheap and gives the first version's seed: the child's hash seed)
+            owned = backend = LocalBackend()
+            backend.start_spare(planned[0].seed)
         if strict_data:
             from mlbook.provenance.datasets import refuse_dirty_datasets
 
