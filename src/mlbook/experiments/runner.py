@@ -23,9 +23,9 @@ Provenance and the journal plug in through :class:`RunObserver`: observers get
 
 from __future__ import annotations
 
+import platform
 import shutil
 import signal
-import socket
 import tempfile
 import time
 import warnings
@@ -607,7 +607,7 @@ class _Runner:
         if self.store is not None and info.status == "running":
             try:
                 info.last_seq = self.store.start_attempt(
-                    pk, info.attempt, host=socket.gethostname(), pid=info.pid
+                    pk, info.attempt, host=platform.node(), pid=info.pid
                 )
             except StoreError as exc:
                 self._store_failed(key, info, exc)

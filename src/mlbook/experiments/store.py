@@ -27,7 +27,6 @@ import errno
 import math
 import os
 import platform
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -339,7 +338,7 @@ class Store:
                 mode,
                 now,
                 now,
-                socket.gethostname(),
+                platform.node(),
                 os.getpid(),
                 _json(params),
                 outputs,
@@ -492,7 +491,7 @@ class Store:
         with self._errors("reading running runs"):
             rows = self.db.execute(
                 "SELECT id, runner_pid FROM runs WHERE status = 'running' AND host = ?",
-                (socket.gethostname(),),
+                (platform.node(),),
             ).fetchall()
         crashed = {run_id: pid for run_id, pid in rows if pid is None or not runner_alive(pid)}
         for run_id, pid in crashed.items():
@@ -763,7 +762,7 @@ def start_data_step(
                 commit_reason,
                 _json(list(params)),
                 time.time(),
-                socket.gethostname(),
+                platform.node(),
             ),
         )
         db.executemany(
