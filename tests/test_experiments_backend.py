@@ -13,7 +13,7 @@ from support import gone, script
 from mlbook.errors import ExperimentError
 from mlbook.experiments.backends import LocalBackend
 from mlbook.experiments.query import get_run
-from mlbook.experiments.runner import run_experiments
+from mlbook.experiments.runner import RunInfo, run_experiments
 from mlbook.experiments.store import Store
 from mlbook.project import Project
 
@@ -52,18 +52,28 @@ def _spare_children() -> list[int]:
     return found
 
 
-def test_the_first_run_takes_the_spare_child(project: Project) -> None:
-    _write(project)
+def _run_with_spare(project: Project, *, kill_it: bool = False) -> tuple[RunInfo, int]:
+    """Run E001 on a backend with a spare child (hash seed: none); the run and the
+    spare's pid."""
     backend = LocalBackend()
     backend.start_spare(None)
     assert backend.spare is not None
-    spare = backend.spare.process.pid
+    spare = backend.spare.process
+    if kill_it:
+        spare.send_signal(signal.SIGKILL)
+        spare.wait()
     try:
         result = run_experiments(project, ["E001"], backend=backend)
     finally:
         backend.close()
     [info] = result.runs
     assert info.status == "completed", info.error
+    return info, spare.pid
+
+
+def test_the_first_run_takes_the_spare_child(project: Project) -> None:
+    _write(project)
+    info, spare = _run_with_spare(project)
     assert info.pid == spare
     # the spare made the run's log its stdout once it knew the run
     assert "hello from the child" in (info.dir / "output.log").read_text()
@@ -73,16 +83,7 @@ def test_the_first_run_takes_the_spare_child(project: Project) -> None:
 
 def test_a_run_of_another_seed_starts_its_own_child(project: Project) -> None:
     _write(project, seed=7)
-    backend = LocalBackend()
-    backend.start_spare(None)  # no hash seed: the run needs PYTHONHASHSEED=7
-    assert backend.spare is not None
-    spare = backend.spare.process.pid
-    try:
-        result = run_experiments(project, ["E001"], backend=backend)
-    finally:
-        backend.close()
-    [info] = result.runs
-    assert info.status == "completed", info.error
+    info, spare = _run_with_spare(project)  # no hash seed: the run needs PYTHONHASHSEED=7
     assert info.pid != spare
     assert gone(spare)
     assert json.loads((info.dir / "seed.json").read_text())["python_hash_seed"] == "7"
@@ -90,17 +91,8 @@ def test_a_run_of_another_seed_starts_its_own_child(project: Project) -> None:
 
 def test_a_dead_spare_is_replaced(project: Project) -> None:
     _write(project)
-    backend = LocalBackend()
-    backend.start_spare(None)
-    assert backend.spare is not None
-    backend.spare.process.send_signal(signal.SIGKILL)
-    backend.spare.process.wait()
-    try:
-        result = run_experiments(project, ["E001"], backend=backend)
-    finally:
-        backend.close()
-    [info] = result.runs
-    assert info.status == "completed", info.error
+    info, spare = _run_with_spare(project, kill_it=True)
+    assert info.pid != spare
     assert "hello from the child" in (info.dir / "output.log").read_text()
 
 
