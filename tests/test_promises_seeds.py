@@ -253,3 +253,29 @@ def test_initial_weights_built_in_the_model_hook_are_the_same(project: Project) 
     assert "torch" in seeded["seeded"]  # (torch imports NumPy: seeded too)
     assert seeded["deterministic"] == "warn_only" and seeded["threads"] >= 1
     assert "torch" in (record.packages or {})
+
+
+DETERMINISTIC = """
+import sys
+from mlbook.experiments.seeds import apply_seed
+
+apply_seed(0)
+import torch
+
+eager = (torch.are_deterministic_algorithms_enabled(),
+         torch.is_deterministic_algorithms_warn_only_enabled())
+loaded = "torch._inductor.config" in sys.modules
+import torch._inductor.config as inductor
+
+print(eager, loaded, inductor.deterministic)
+"""
+
+
+def test_seeding_torch_makes_it_deterministic_without_loading_inductor() -> None:
+    """Inductor's settings (over a second to import) load only when the script loads them,
+    and are then deterministic too, as `torch.use_deterministic_algorithms` leaves them."""
+    pytest.importorskip("torch")
+    done = subprocess.run(
+        [sys.executable, "-c", DETERMINISTIC], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split("\n")[0] == "(True, True) False True"

@@ -58,8 +58,10 @@ __all__ = [
 MAX_SEED = 2**32 - 1
 #: What the child applied, in the run's directory.
 SEED_FILE = "seed.json"
-#: Generators seeded when their module is (or gets) imported.
-_LIBRARIES = ("numpy", "torch")
+#: Torch Inductor's settings, told to be deterministic when the script loads them.
+_INDUCTOR_CONFIG = "torch._inductor.config"
+#: Generators seeded when their module is (or gets) imported (Inductor's settings too).
+_LIBRARIES = ("numpy", "torch", _INDUCTOR_CONFIG)
 _applied: list[int] = []  # the seed apply_seed used in this process, if any
 
 
@@ -154,15 +156,32 @@ def _seed_library(name: str, module: ModuleType, seed: int, state: dict[str, Any
     elif name == "torch":
         module.manual_seed(seed)  # CPU and every CUDA device
         with contextlib.suppress(AttributeError, RuntimeError):
-            module.use_deterministic_algorithms(True, warn_only=True)
+            _deterministic(module)
             state["deterministic"] = "warn_only"
         with contextlib.suppress(AttributeError):
             module.backends.cudnn.deterministic = True
             module.backends.cudnn.benchmark = False
         with contextlib.suppress(AttributeError, RuntimeError):
             state["threads"] = int(module.get_num_threads())
+    elif name == _INDUCTOR_CONFIG:
+        cast("Any", module).deterministic = True  # what use_deterministic_algorithms sets
+        return
     if name not in state["seeded"]:
         state["seeded"].append(name)
+
+
+def _deterministic(torch: ModuleType) -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)`` without its import of
+    ``torch._inductor.config`` (1.1-1.4 s on this machine's torch 2.13): the eager flag
+    now, Inductor's own flag when (if ever) the script loads Inductor."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # another torch: the public call, whatever it imports
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return
+    setter(True, warn_only=True)
+    config = sys.modules.get(_INDUCTOR_CONFIG)
+    if config is not None:
+        cast("Any", config).deterministic = True
 
 
 def _write(record: Path | None, state: dict[str, Any]) -> None:
