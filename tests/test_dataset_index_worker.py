@@ -17,7 +17,7 @@ import pytest
 from test_dataset_index import LABELS, count_of, make_records, write_dataset
 
 from mlbook.datasets import Record
-from mlbook.datasets.index import Query, build_index, index_path, index_state
+from mlbook.datasets.index import Query, _rows, build_index, index_path, index_state
 from mlbook.errors import DatasetError, RecordError
 
 WORKER = b"mlbook.datasets.index._worker"
@@ -153,6 +153,37 @@ def test_two_processes_build_what_one_process_builds(
     ]
 
 
+def test_labels_met_late_by_either_process_are_mapped_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # blocks of 4 KB: the builder's first block (what it tells the worker) has car and
+    # person only; it meets "late" later, while the worker meets "new" and then "late"
+    monkeypatch.setattr(_rows, "_BLOCK", 4 << 10)
+    records = [Record(id=f"a{i}", labels=["car", "person"][: 1 + i % 2]) for i in range(400)]
+    records += [Record(id=f"b{i}", labels=["late"], split="train") for i in range(100)]
+    records += [Record(id=f"c{i}", labels=["new", "car"]) for i in range(300)]
+    records += [Record(id=f"d{i}", labels=["late", "new"], counts={"late": 3}) for i in range(300)]
+    root = write_dataset(tmp_path / "ds", records)
+    one = build_index(root, tmp_path / "one.sqlite", processes=1)
+    reporter = Reporter()
+    two = build_index(root, tmp_path / "two.sqlite", reporter=reporter, processes=2)
+    assert reporter.workers and len(reporter.steps) > 5
+    split = int((root / "records.jsonl").stat().st_size * 0.48)
+    assert b'"late"' in (root / "records.jsonl").read_bytes()[4 << 10 : split]
+    labels = "SELECT name, records, boxes FROM labels ORDER BY name"
+    assert (
+        rows(two.path, labels)
+        == rows(one.path, labels)
+        == [
+            ("car", 700, 0),
+            ("late", 400, 0),
+            ("new", 600, 0),
+            ("person", 200, 0),
+        ]
+    )
+    assert label_counts(two.path) == label_counts(one.path)
+
+
 def test_a_small_file_stays_in_one_process_unless_told(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "ds", make_records(300, seed=32))
     reporter = Reporter()
@@ -182,7 +213,7 @@ def _error(root: Path, processes: int) -> str:
 @pytest.mark.parametrize(
     ("bad", "line"),
     [
-        ({2_500: b'{"id": "x", "width": "wide"}'}, 2_500),  # the worker's part
+        ({4_500: b'{"id": "x", "width": "wide"}'}, 4_500),  # the worker's part
         ({5_999: b'{"id": "y", "boxes": [{"name": "car", "x1": 1}'}, 5_999),  # bad JSON
         ({700: b'{"id": 3, "split": 7}', 4_000: b"[1, 2]"}, 700),  # both parts: the first
     ],
@@ -192,6 +223,8 @@ def test_a_bad_record_in_the_workers_part_reads_as_in_one_process(
 ) -> None:
     root = write_dataset(tmp_path / "ds", make_records(6_000, seed=33))
     _with_bad_lines(root, bad)
+    split = int((root / "records.jsonl").stat().st_size * 0.48)
+    assert (root / "records.jsonl").read_bytes()[:split].count(b"\n") < max(bad)  # worker's
     one = _error(root, 1)
     assert f"records.jsonl:{line}: " in one
     assert _error(root, 2) == one
