@@ -2,8 +2,10 @@
 
 Measures, beside a plain Python loop over the same records:
 
-1. the build of the index from ``records.jsonl`` (a fresh process; wall time and its
-   peak memory, ``ru_maxrss``) -- target <= 30 s and <= 1 GB;
+1. the build of the index from ``records.jsonl`` (a fresh process each time; median
+   wall time of ``--builds`` builds, and peak memory, ``ru_maxrss``, of the builder
+   and of its worker process, summed) -- target <= 30 s and <= 1 GB; then the same
+   for a one-process build (``processes=1``), for comparison;
 2. the README's example query ``split = train and count(car) >= 2 and not has(person)
    and min_box_side < 32``: its count and its ids -- target <= 0.1 s; the first page
    (50 rows, what ``mlbook data query`` shows) -- target <= 20 ms;
@@ -15,15 +17,15 @@ Medians of ``--repeat`` runs (the machine is shared and noisy). Datumaro's filte
 (XPath over an XML element built per item) is measured by
 ``benchmarks/bench_index_datumaro.py`` when Datumaro installs in its own venv.
 
-Usage: python benchmarks/bench_index.py [--records N] [--dir DIR] [--repeat N]
+Usage: python benchmarks/bench_index.py [--records N] [--dir DIR] [--repeat N] [--builds N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -41,12 +43,16 @@ LABELS = ["car", "person", "bike", "truck", "bus", "dog", "cat", "traffic light"
 WEIGHTS = [20, 20, 6, 5, 4, 3, 3, 3] + [0.5] * 72
 
 BUILD = """
-import sys, time
+import resource, sys, time
 from pathlib import Path
 from mlbook.datasets.index import build_index
+processes = None if sys.argv[2] == "auto" else int(sys.argv[2])
 start = time.perf_counter()
-build_index(Path(sys.argv[1]))
-print(time.perf_counter() - start)
+build_index(Path(sys.argv[1]), processes=processes)
+took = time.perf_counter() - start
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the reaped worker
+print(took, me, worker)
 """
 
 
@@ -105,6 +111,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/mlbook-bench-index"))
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--builds", type=int, default=3, help="builds timed (median)")
     args = parser.parse_args()
     root = args.dir / "ds"
     marker = root / "count"
@@ -119,18 +126,30 @@ def main() -> None:
     size = (root / "records.jsonl").stat().st_size
     print(f"dataset: {records_n:,} records, {boxes:,} boxes, records.jsonl {size / 1e6:.0f} MB")
 
-    index_path(root).unlink(missing_ok=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", BUILD, str(root)], check=True, capture_output=True, text=True
-    ).stdout
-    wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(
-        f"build: {float(out):.1f} s (process {wall:.1f} s), peak memory "
-        f"{max(peak, before) / 1024:.0f} MB, index {index_path(root).stat().st_size / 1e6:.0f} MB"
-    )
+    print(f"load average before the builds: {os.getloadavg()[0]:.2f}")
+    for processes in ("1", "auto"):  # the queries below run on the last one built
+        times, walls, builders, workers = [], [], [], []
+        for _ in range(args.builds):
+            index_path(root).unlink(missing_ok=True)
+            start = time.perf_counter()
+            out = subprocess.run(
+                [sys.executable, "-c", BUILD, str(root), processes],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            walls.append(time.perf_counter() - start)
+            times.append(float(out[0]))
+            builders.append(int(out[1]) / 1024)
+            workers.append(int(out[2]) / 1024)
+        name = "build" if processes == "auto" else "one-process build (processes=1)"
+        both = max(b + w for b, w in zip(builders, workers, strict=True))
+        print(
+            f"{name}: median {median(times):.1f} s of {args.builds} "
+            f"({', '.join(f'{t:.1f}' for t in times)}; process {median(walls):.1f} s), "
+            f"peak memory {both:.0f} MB (builder {max(builders):.0f} MB + worker "
+            f"{max(workers):.0f} MB), index {index_path(root).stat().st_size / 1e6:.0f} MB"
+        )
 
     staleness = median(time_call(lambda: index_state(root), args.repeat * 3))
     print(f"staleness check: {staleness * 1000:.2f} ms")

@@ -9,13 +9,15 @@ Reads the first ``--records`` lines of ``<dir>/ds/records.jsonl`` (written by
 bench_index.py) into a Datumaro dataset in memory, then filters it with the XPath
 expression equivalent to the README's example query (Datumaro builds an XML element per
 item and evaluates the XPath on it). Prints the load time, the filter time and the
-number of matches (compare with ``mlbook data query ... --count`` on the same records).
+number of matches (compare with ``mlbook data query ... --count`` on the same records),
+and the process's peak memory (``ru_maxrss``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 from pathlib import Path
 
@@ -68,9 +70,10 @@ def main() -> None:
     start = time.perf_counter()
     matches = len(dataset.filter(XPATH))
     filtered = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"datumaro {args.records:,} records: load {loaded:.1f} s, "
-        f"XPath filter {filtered:.2f} s, {matches:,} matches"
+        f"XPath filter {filtered:.2f} s, {matches:,} matches, peak memory {peak:.0f} MB"
     )
 
 

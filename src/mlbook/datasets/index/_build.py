@@ -6,6 +6,12 @@ is written last, the file is synced, then renamed into place. An index without t
 marker, of another schema, that SQLite cannot read, or whose records hash differs from
 ``records.jsonl``'s is never used: :func:`ensure_index` rebuilds it.
 
+A file of :data:`PARALLEL_MIN` bytes or more is indexed by two processes when there
+are two CPUs: this one indexes the first part while a worker (:mod:`._worker`)
+indexes the rest into a scratch file, whose rows are then copied in (ids shifted,
+labels mapped by name). The summary columns are chosen from the first block before
+the worker starts, so both parts use the same ones.
+
 Freshness costs one ``stat`` while ``records.jsonl`` keeps its size, mtime and inode;
 otherwise the file is hashed (sha256) and compared with the hash the index was built
 from, so a touched but unchanged file does not rebuild.
@@ -16,22 +22,30 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import msgspec
-
-from mlbook.datasets.metadata import Record, decode_record, no_gc, records_path
-from mlbook.errors import DatasetError, QueryError
-from mlbook.progress import NullReporter, Reporter
+from mlbook.datasets.index._parallel import Failed, Start, Worker, merge
+from mlbook.datasets.index._rows import (
+    INDEX_SCHEMA,
+    INDEXES,
+    SUMMARY_COLUMNS,
+    Loader,
+    blocks,
+    decode_block,
+    label_count,
+    open_build,
+)
+from mlbook.datasets.metadata import no_gc, records_path
+from mlbook.errors import DatasetError, QueryError, RecordError
+from mlbook.progress import NullReporter, ProgressTask, Reporter
 
 __all__ = [
     "INDEX_SCHEMA",
+    "PARALLEL_MIN",
     "SUMMARY_COLUMNS",
     "IndexState",
     "build_index",
@@ -41,62 +55,13 @@ __all__ = [
     "label_count",
     "records_hash",
 ]
-
-#: bump when the tables change: an index of another schema is rebuilt
-INDEX_SCHEMA = 3
-#: per-record count columns (c0, c1...) for the most common labels of the first records
-SUMMARY_COLUMNS = 16
-_BLOCK = 8 << 20
-_SAMPLE = 20_000
-
-_TABLES = f"""
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE labels (
-    lid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, col INTEGER,
-    records INTEGER NOT NULL DEFAULT 0, boxes INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE records (
-    rid INTEGER PRIMARY KEY, id TEXT NOT NULL, split TEXT, width INTEGER, height INTEGER,
-    nboxes INTEGER NOT NULL, nlabels INTEGER NOT NULL, min_side REAL, max_side REAL,
-    {", ".join(f"c{i} INTEGER NOT NULL DEFAULT 0" for i in range(SUMMARY_COLUMNS))}
-);
-CREATE TABLE record_info (
-    rid INTEGER PRIMARY KEY, file TEXT, attrs TEXT, offset INTEGER NOT NULL,
-    length INTEGER NOT NULL, box0 INTEGER, counts TEXT
-);
-CREATE TABLE boxes (
-    bid INTEGER PRIMARY KEY, rid INTEGER NOT NULL, lid INTEGER NOT NULL,
-    x REAL NOT NULL, y REAL NOT NULL, w REAL NOT NULL, h REAL NOT NULL,
-    crowd INTEGER NOT NULL, attrs TEXT
-);
-CREATE TABLE record_labels (lid INTEGER NOT NULL, n INTEGER NOT NULL, rid INTEGER NOT NULL);
-"""
-
-# created after the bulk load, in the same transaction. Boxes need no index: a record's
-# boxes are the rows box0 .. box0 + nboxes - 1; a box condition scans them.
-_INDEXES = """
-CREATE INDEX record_labels_lid ON record_labels (lid, n, rid);
-"""
-
-
-def label_count(record: Record, name: str) -> int:
-    """How many ``name`` a record has: the most of its boxes of that class, its
-    ``counts`` entry, and 1 when it is among its ``labels``."""
-    boxes = sum(1 for box in record.boxes if box.name == name)
-    return max(boxes, record.counts.get(name, 0), 1 if name in record.labels else 0)
-
-
-def _label_counts(record: _Rec | Record) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for box in record.boxes:
-        counts[box.name] = counts.get(box.name, 0) + 1
-    for name, n in record.counts.items():
-        if n > counts.get(name, 0):
-            counts[name] = n
-    for name in record.labels:
-        if name not in counts:
-            counts[name] = 1
-    return {name: n for name, n in counts.items() if n > 0}
+#: records files of at least this many bytes are indexed by two processes (see
+#: :func:`build_index`); below it, starting a second process costs more than it saves
+PARALLEL_MIN = 32 << 20
+#: the builder's share of the file in a two-process build: it also hashes the whole
+#: file and copies the worker's rows in
+_SHARE = 0.48
+_CHUNK = 8 << 20
 
 
 def index_path(dataset: Path) -> Path:
@@ -215,246 +180,6 @@ def ensure_index(
     return build_index(dataset, state.path, reporter=reporter)
 
 
-class _Box(msgspec.Struct, kw_only=True, gc=False):
-    """The fields of a box the index keeps (others, like segmentation, are skipped)."""
-
-    name: str
-    x1: float
-    y1: float
-    x2: float
-    y2: float
-    iscrowd: bool = False
-    attributes: dict[str, Any] = {}
-
-
-class _Rec(msgspec.Struct, kw_only=True, gc=False):
-    """The fields of a canonical record the index keeps; loose forms fail this type and
-    are read by :func:`decode_record` instead."""
-
-    id: str
-    file: str | None = None
-    width: int | None = None
-    height: int | None = None
-    labels: list[str] = []
-    counts: dict[str, int] = {}
-    boxes: list[_Box] = []
-    split: str | None = None
-    attributes: dict[str, Any] = {}
-
-
-_LINES = msgspec.json.Decoder(_Rec)
-_NEWLINE = re.compile(b"\n")
-_ENCODE = msgspec.json.encode
-
-
-def _blocks(handle: BinaryIO, sha: Any) -> Iterator[tuple[int, int, bytes]]:
-    """(first line number, offset, block of whole lines) read from ``handle``, every
-    byte fed to ``sha`` on the way (memory: one block)."""
-    offset = 0
-    line = 1
-    rest = b""
-    while True:
-        chunk = handle.read(_BLOCK)
-        if chunk:
-            sha.update(chunk)
-        data = rest + chunk
-        if not chunk:
-            if data:
-                yield line, offset, data
-            return
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            rest = data
-            continue
-        block, rest = data[:cut], data[cut:]
-        yield line, offset, block
-        line += block.count(b"\n")
-        offset += cut
-
-
-def _decode_block(
-    first_line: int, offset: int, block: bytes, path: Path
-) -> tuple[list[_Rec | Record], list[tuple[int, int]]]:
-    """The records of a block of lines and the (offset, length) of each."""
-    if b"\r" not in block and b"\n\n" not in block and not block.startswith(b"\n"):
-        ends = [m.start() for m in _NEWLINE.finditer(block)]
-        if not block.endswith(b"\n"):
-            ends.append(len(block))
-        starts = [0, *(end + 1 for end in ends[:-1])]
-        fast = [(offset + start, end - start) for start, end in zip(starts, ends, strict=True)]
-        try:
-            decoded_fast: list[_Rec | Record] = list(_LINES.decode_lines(block))
-            if len(decoded_fast) == len(fast):
-                return decoded_fast, fast
-        except (msgspec.DecodeError, RecursionError):
-            pass
-    spans: list[tuple[int, int]] = []
-    lines: list[tuple[int, bytes]] = []
-    position = offset
-    for number, raw in enumerate(block.split(b"\n"), start=first_line):
-        text = raw.rstrip(b"\r")
-        if text.strip():
-            spans.append((position, len(text)))
-            lines.append((number, text))
-        position += len(raw) + 1
-    try:
-        decoded: list[_Rec | Record] = list(_LINES.decode_lines(block))
-        if len(decoded) == len(spans):
-            return decoded, spans
-    except (msgspec.DecodeError, RecursionError):
-        pass
-    return [decode_record(text, path, number) for number, text in lines], spans
-
-
-class _Loader:
-    """Turns records into rows; label ids and summary columns are assigned as met."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self.lids: dict[str, int] = {}
-        self.cols: dict[str, int] = {}
-        self.label_records: dict[int, int] = {}
-        self.label_boxes: dict[int, int] = {}
-        self.rid = 0
-        self.bid = 0
-
-    def lid(self, name: str) -> int:
-        found = self.lids.get(name)
-        if found is None:
-            found = self.lids[name] = len(self.lids)
-            self.label_records[found] = 0
-            self.label_boxes[found] = 0
-        return found
-
-    def choose_columns(self, sample: list[_Rec | Record]) -> None:
-        """Summary columns for the most common labels of the first records."""
-        seen: dict[str, int] = {}
-        for record in sample:
-            for name in _label_counts(record):
-                seen[name] = seen.get(name, 0) + 1
-        ranked = sorted(seen, key=lambda n: (-seen[n], n))[:SUMMARY_COLUMNS]
-        for col, name in enumerate(ranked):
-            self.lid(name)
-            self.cols[name] = col
-
-    def load(self, records: list[_Rec | Record], spans: list[tuple[int, int]]) -> None:
-        record_rows: list[tuple[Any, ...]] = []
-        info_rows: list[tuple[Any, ...]] = []
-        box_rows: list[tuple[Any, ...]] = []
-        label_rows: list[tuple[int, int, int]] = []
-        cols = self.cols
-        lids = self.lids
-        label_records = self.label_records
-        label_boxes = self.label_boxes
-        encode = _ENCODE
-        rid = self.rid
-        bid = self.bid
-        zeros = [0] * SUMMARY_COLUMNS
-        for record, (offset, length) in zip(records, spans, strict=True):
-            boxes = record.boxes
-            counts: dict[str, int] = {}
-            low = high = box0 = None
-            if boxes:
-                box0 = bid
-                for box in boxes:
-                    name = box.name
-                    counts[name] = counts.get(name, 0) + 1
-                    x1 = box.x1
-                    y1 = box.y1
-                    w = box.x2 - x1
-                    h = box.y2 - y1
-                    if w < h:
-                        if low is None or w < low:
-                            low = w
-                        if high is None or h > high:
-                            high = h
-                    else:
-                        if low is None or h < low:
-                            low = h
-                        if high is None or w > high:
-                            high = w
-                    lid = lids.get(name)
-                    if lid is None:
-                        lid = self.lid(name)
-                    label_boxes[lid] += 1
-                    attributes = box.attributes
-                    box_rows.append(
-                        (
-                            bid,
-                            rid,
-                            lid,
-                            x1,
-                            y1,
-                            w,
-                            h,
-                            1 if box.iscrowd else 0,
-                            encode(attributes) if attributes else None,
-                        )
-                    )
-                    bid += 1
-            if record.counts:
-                for name, n in record.counts.items():
-                    if n > counts.get(name, 0):
-                        counts[name] = n
-                counts = {name: n for name, n in counts.items() if n > 0}
-            for name in record.labels:
-                if name not in counts:
-                    counts[name] = 1
-            summary = zeros.copy()
-            for name, n in counts.items():
-                lid = lids.get(name)
-                if lid is None:
-                    lid = self.lid(name)
-                label_records[lid] += 1
-                col = cols.get(name)
-                if col is None:
-                    label_rows.append((lid, n, rid))
-                else:
-                    summary[col] = n
-            record_rows.append(
-                (
-                    rid,
-                    record.id,
-                    record.split,
-                    record.width,
-                    record.height,
-                    len(boxes),
-                    len(counts),
-                    low,
-                    high,
-                    *summary,
-                )
-            )
-            attrs = record.attributes
-            info_rows.append(
-                (
-                    rid,
-                    record.file,
-                    encode(attrs) if attrs else None,
-                    offset,
-                    length,
-                    box0,
-                    encode(counts) if counts else None,
-                )
-            )
-            rid += 1
-        self.rid, self.bid = rid, bid
-        marks = ", ".join("?" * (9 + SUMMARY_COLUMNS))
-        self.db.executemany(f"INSERT INTO records VALUES ({marks})", record_rows)
-        self.db.executemany("INSERT INTO record_info VALUES (?, ?, ?, ?, ?, ?, ?)", info_rows)
-        self.db.executemany("INSERT INTO boxes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", box_rows)
-        self.db.executemany("INSERT INTO record_labels VALUES (?, ?, ?)", label_rows)
-
-    def finish(self) -> None:
-        self.db.executemany(
-            "INSERT INTO labels (lid, name, col, records, boxes) VALUES (?, ?, ?, ?, ?)",
-            [
-                (lid, name, self.cols.get(name), self.label_records[lid], self.label_boxes[lid])
-                for name, lid in self.lids.items()
-            ],
-        )
-
-
 def _remove_leftovers(path: Path) -> None:
     """Delete the temporary files of builds whose process is gone (killed mid-build)."""
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):
@@ -470,14 +195,29 @@ def _remove_leftovers(path: Path) -> None:
 
 
 def build_index(
-    dataset: Path, path: Path | None = None, *, reporter: Reporter | None = None
+    dataset: Path,
+    path: Path | None = None,
+    *,
+    reporter: Reporter | None = None,
+    processes: int | None = None,
 ) -> IndexState:
     """Build the index of ``dataset`` (into a temporary file, then renamed into place).
 
+    Args:
+        dataset: the dataset directory.
+        path: where the index goes (default: :func:`index_path`).
+        reporter: shows the progress (bytes of ``records.jsonl`` indexed).
+        processes: 1 (this process only) or 2 (a worker process indexes the second
+            half of the file); ``None`` picks 2 when the file has at least
+            :data:`PARALLEL_MIN` bytes and there are two CPUs.
+
     Raises:
-        DatasetError: the records cannot be read, the index cannot be written;
+        DatasetError: the records cannot be read, the index cannot be written, the
+            worker process stopped;
         RecordError: a bad record (file, line, field).
     """
+    if processes not in (None, 1, 2):
+        raise ValueError(f"processes must be 1, 2 or None, not {processes!r}")
     reporter = reporter or NullReporter()
     records = records_path(dataset)
     path = path or index_path(dataset)
@@ -497,7 +237,7 @@ def build_index(
         raise DatasetError(f"{path.parent}: cannot write the index: {exc.strerror}") from exc
     temp = Path(temp_name)
     try:
-        digest = _fill(temp, records, reporter)
+        digest = _fill(temp, records, reporter, processes)
         with temp.open("rb+") as synced:
             os.fsync(synced.fileno())
         os.replace(temp, path)
@@ -509,7 +249,20 @@ def build_index(
     return IndexState("fresh", path, records, digest)
 
 
-def _fill(temp: Path, records: Path, reporter: Reporter) -> str:
+def _split(handle: BinaryIO, size: int, processes: int | None) -> int | None:
+    """Where the worker's part begins (a line's start), or None for a one-process
+    build."""
+    if processes is None:
+        processes = 2 if size >= PARALLEL_MIN and (os.cpu_count() or 1) >= 2 else 1
+    if processes == 1 or size < 2:
+        return None
+    handle.seek(max(int(size * _SHARE) - 1, 0))
+    handle.readline()
+    split = handle.tell()
+    return split if 0 < split < size else None
+
+
+def _fill(temp: Path, records: Path, reporter: Reporter, processes: int | None) -> str:
     """Fill the new index at ``temp``; returns the hash of the records it read."""
     try:
         handle = records.open("rb")
@@ -517,26 +270,40 @@ def _fill(temp: Path, records: Path, reporter: Reporter) -> str:
     except OSError as exc:
         raise DatasetError(f"{records}: cannot read the records: {exc.strerror}") from exc
     sha = hashlib.sha256()
-    db = sqlite3.connect(temp, isolation_level=None)
+    worker: Worker | None = None
+    scratch: Path | None = None
+    db: sqlite3.Connection | None = None
     try:
-        db.execute("PRAGMA journal_mode = OFF")
-        db.execute("PRAGMA synchronous = OFF")
-        db.execute("PRAGMA cache_size = -65536")
-        db.execute("BEGIN")
-        for statement in _TABLES.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        loader = _Loader(db)
+        split = _split(handle, stat.st_size, processes)
+        db = open_build(temp)
+        loader = Loader(db)
         with no_gc(), reporter.task(f"indexing {records.name}", total=stat.st_size) as task:
-            for first_line, offset, block in _blocks(handle, sha):
-                decoded, spans = _decode_block(first_line, offset, block, records)
-                if loader.rid == 0:
-                    loader.choose_columns(decoded[:_SAMPLE])
+            if split is not None:
+                scratch = _scratch(temp)
+                worker = Worker(records)  # it starts while the first block is read
+            first = True
+            for first_line, offset, block in blocks(handle, sha, 0, split):
+                decoded, spans = decode_block(first_line, offset, block, records)
+                if first:
+                    loader.choose_columns(decoded)
                 loader.load(decoded, spans)
-                task.advance(len(block))
+                if first and worker is not None and scratch is not None and split is not None:
+                    columns = sorted(loader.cols, key=loader.cols.__getitem__)
+                    start = Start(
+                        str(records), str(scratch), split, stat.st_size, columns, list(loader.lids)
+                    )
+                    worker.begin(start)
+                first = False
+                task.advance(len(block) + (worker.poll() if worker is not None else 0))
+            if worker is not None and scratch is not None and split is not None:
+                _hash_rest(handle, sha, split, stat.st_size, worker, task)
+                answer = worker.wait(task)
+                if isinstance(answer, Failed):
+                    raise _worker_error(answer, records, handle, split)
+                merge(db, loader, scratch, answer)
         loader.finish()
         digest = sha.hexdigest()
-        for statement in _INDEXES.split(";"):
+        for statement in INDEXES.split(";"):
             if statement.strip():
                 db.execute(statement)
         db.execute("PRAGMA analysis_limit = 1000")
@@ -551,9 +318,63 @@ def _fill(temp: Path, records: Path, reporter: Reporter) -> str:
         db.execute(f"PRAGMA user_version = {INDEX_SCHEMA}")
         db.execute("INSERT INTO meta VALUES ('complete', '1')")  # the completion marker, last
         db.execute("COMMIT")
+    except BaseException:
+        if worker is not None:
+            worker.kill()
+        raise
     finally:
-        db.close()
+        if db is not None:
+            db.close()
+        if worker is not None:
+            worker.stop()
+        if scratch is not None:
+            scratch.unlink(missing_ok=True)
         handle.close()
     if _signature(records.stat()) != _signature(stat):
         raise DatasetError(f"{records}: changed while it was being indexed; run the query again")
     return digest
+
+
+def _scratch(temp: Path) -> Path:
+    """A new empty scratch file for the worker, named like ``temp`` (so a killed build's
+    leftovers are removed by the next build)."""
+    handle, name = tempfile.mkstemp(
+        prefix=temp.name.removesuffix(".tmp") + ".", suffix=".worker.tmp", dir=temp.parent
+    )
+    os.close(handle)
+    return Path(name)
+
+
+def _hash_rest(
+    handle: BinaryIO, sha: Any, start: int, end: int, worker: Worker, task: ProgressTask
+) -> None:
+    """Feed bytes ``[start, end)`` (the worker's part) to ``sha``."""
+    handle.seek(start)
+    left = end - start
+    while left > 0:
+        chunk = handle.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        sha.update(chunk)
+        left -= len(chunk)
+        task.advance(worker.poll())
+
+
+def _worker_error(answer: Failed, records: Path, handle: BinaryIO, split: int) -> Exception:
+    """The error the worker's failure is in this process: a bad record's line counted
+    from the start of the file, as a one-process build says it."""
+    if answer.bug:
+        return RuntimeError(f"the index worker failed: {answer.message}")
+    if not answer.record:
+        return DatasetError(answer.message)
+    line = answer.line
+    if line is not None:
+        handle.seek(0)
+        left = split
+        while left > 0:
+            chunk = handle.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            line += chunk.count(b"\n")
+            left -= len(chunk)
+    return RecordError(records, line, answer.field, answer.problem)
