@@ -27,10 +27,12 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
+
+from mlbook import _frames
+from mlbook._frames import Frames
 
 __all__ = [
     "ACK",
@@ -219,20 +221,17 @@ Event = (
 #: An acknowledgement on the ack pipe: the sequence number, little-endian uint64.
 ACK = struct.Struct("<Q")
 
-_HEADER = struct.Struct("<I")
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Event)
+_FRAMES: Frames[Event] = Frames(Event)
 
 
 def encode_event(event: Event) -> bytes:
-    """One event as a length-prefixed msgpack frame."""
-    payload = _encoder.encode(event)
-    return _HEADER.pack(len(payload)) + payload
+    """One event as a length-prefixed msgpack frame (:mod:`mlbook._frames`)."""
+    return _FRAMES.encode(event)
 
 
 def decode_event(payload: bytes | memoryview) -> Event:
     """Decode one frame's payload (without its length prefix)."""
-    return _decoder.decode(payload)
+    return _FRAMES.decode(payload)
 
 
 class Channel:
@@ -289,35 +288,8 @@ class Channel:
                 setattr(self, name, None)
 
 
-class FrameReader:
+class FrameReader(_frames.FrameReader[Event]):
     """The runner's end: split a byte stream into decoded events."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> Iterator[Event]:
-        """Add bytes; yield every complete event they finish.
-
-        Raises:
-            msgspec.DecodeError: a frame is not a valid event (the child is broken).
-        """
-        self._buffer += data
-        buffer = self._buffer
-        start = 0
-        view = memoryview(buffer)
-        try:
-            while len(buffer) - start >= 4:
-                (size,) = _HEADER.unpack_from(buffer, start)
-                end = start + 4 + size
-                if end > len(buffer):
-                    break
-                yield _decoder.decode(view[start + 4 : end])
-                start = end
-        finally:
-            view.release()
-            del buffer[:start]
-
-    @property
-    def pending(self) -> int:
-        """Bytes received that do not yet make a whole frame."""
-        return len(self._buffer)
+        super().__init__(_FRAMES)

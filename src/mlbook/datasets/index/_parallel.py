@@ -29,13 +29,13 @@ import os
 import select
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import msgspec
 
+from mlbook._frames import HEADER, FrameReader, Frames
 from mlbook.datasets.index._rows import SUMMARY_COLUMNS, Loader
 from mlbook.errors import DatasetError
 from mlbook.progress import ProgressTask
@@ -100,20 +100,17 @@ class Failed(msgspec.Struct, tag=True):
 
 Message = Start | Progress | Done | Failed
 
-HEADER = struct.Struct("<I")
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Message)
+_FRAMES: Frames[Message] = Frames(Message)
 
 
 def frame(message: Message) -> bytes:
-    """One message as a length-prefixed msgpack frame."""
-    payload = _encoder.encode(message)
-    return HEADER.pack(len(payload)) + payload
+    """One message as a length-prefixed msgpack frame (:mod:`mlbook._frames`)."""
+    return _FRAMES.encode(message)
 
 
 def decode(payload: bytes) -> Message:
     """One frame's payload (without its length prefix) as a message."""
-    return _decoder.decode(payload)
+    return _FRAMES.decode(payload)
 
 
 class Worker:
@@ -138,7 +135,7 @@ class Worker:
         assert self.process.stdout is not None
         self._fd = self.process.stdout.fileno()
         os.set_blocking(self._fd, False)
-        self._buffer = bytearray()
+        self._reader = FrameReader(_FRAMES)
         self._done = 0
         self._reported = 0
         self.answer: Done | Failed | None = None
@@ -205,21 +202,11 @@ class Worker:
         return step
 
     def _feed(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        while len(buffer) - start >= HEADER.size:
-            (size,) = HEADER.unpack_from(buffer, start)
-            end = start + HEADER.size + size
-            if end > len(buffer):
-                break
-            message = decode(bytes(buffer[start + HEADER.size : end]))
-            start = end
+        for message in self._reader.feed(data):
             if isinstance(message, Progress):
                 self._done = message.done
             elif isinstance(message, Done | Failed):
                 self.answer = message
-        del buffer[:start]
 
     def _gone(self) -> DatasetError:
         code = self.process.wait()
