@@ -1,4 +1,5 @@
-"""The local backend's spare child: started before the runner plans, it takes the first job."""
+"""The local backend's spare child: started before the runner plans (or, by `mlbook run`,
+before the CLI loads), it takes the first job."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import signal
 from pathlib import Path
 
 import pytest
-from support import gone, script
+from support import gone, mlbook_cli, script
 
 from mlbook.errors import ExperimentError
+from mlbook.experiments import _spare
 from mlbook.experiments.backends import LocalBackend
-from mlbook.experiments.query import get_run
+from mlbook.experiments.query import get_run, runs
 from mlbook.experiments.runner import RunInfo, run_experiments
 from mlbook.experiments.store import Store
 from mlbook.project import Project
@@ -107,3 +109,73 @@ def test_a_spare_no_run_took_is_stopped(project: Project) -> None:
     pid = backend.spare.process.pid
     backend.close()
     assert gone(pid) and backend.spare is None
+
+
+def _hash_seed(info: RunInfo) -> str | None:
+    return json.loads((info.dir / "seed.json").read_text())["python_hash_seed"]
+
+
+def test_a_prestarted_spare_of_the_remembered_seed_takes_the_run(project: Project) -> None:
+    _write(project, seed=7)
+    _spare.remember(project.root, 7)
+    _spare.prestart(project.root)
+    backend = LocalBackend()
+    try:
+        backend.start_spare(7)
+        assert backend.spare is not None
+        early = backend.spare.process.pid  # the prestarted one: taken, not replaced
+        assert _spare.take() is None
+        result = run_experiments(project, ["E001"], backend=backend)
+    finally:
+        backend.close()
+    [info] = result.runs
+    assert info.status == "completed", info.error
+    assert info.pid == early and _hash_seed(info) == "7"
+
+
+def test_a_prestarted_spare_of_another_seed_is_replaced(project: Project) -> None:
+    _write(project, seed=7)
+    _spare.remember(project.root, None)  # the last run was not seeded
+    _spare.prestart(project.root)
+    early = _spare._prestarted[0].process.pid
+    backend = LocalBackend()
+    try:
+        backend.start_spare(7)
+        assert backend.spare is not None and backend.spare.process.pid != early
+        assert gone(early)
+        result = run_experiments(project, ["E001"], backend=backend)
+    finally:
+        backend.close()
+    assert _hash_seed(result.runs[0]) == "7"
+    assert (project.root / _spare.SEED_FILE).read_text() == ""  # only the runner writes it
+
+
+def test_a_prestarted_spare_no_backend_took_is_stopped(project: Project) -> None:
+    _write(project)
+    _spare.prestart(project.root)
+    early = _spare._prestarted[0].process.pid
+    backend = LocalBackend()  # the caller's backend: the runner starts no spare of its own
+    try:
+        run_experiments(project, ["E001"], backend=backend)
+    finally:
+        backend.close()
+    assert gone(early) and _spare.take() is None
+
+
+def test_mlbook_run_remembers_the_seed_and_each_run_gets_its_hash_seed(project: Project) -> None:
+    """`mlbook run` prestarts a child with the last run's seed; a new seed replaces it."""
+    _write(project, seed=7)
+    for seed in (7, 7, 8, None):
+        if seed != 7:
+            _write(project, seed=seed)
+        cli = mlbook_cli(project, "run", "E001", "-q")
+        _, err = cli.communicate(timeout=120)
+        assert cli.returncode == 0, err.decode()
+        assert (project.root / _spare.SEED_FILE).read_text() == ("" if seed is None else str(seed))
+    seeds = []
+    for record in reversed(list(runs(project))):  # oldest first
+        seed_file = project.root / record.outputs / "seed.json"
+        seeds.append(
+            json.loads(seed_file.read_text())["python_hash_seed"] if seed_file.exists() else None
+        )
+    assert seeds == ["7", "7", "8", None]

@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 
 import msgspec
 
+from mlbook.experiments import _spare
 from mlbook.experiments.contract import ACK, Event, Exit, FrameReader, RunSpec
 from mlbook.experiments.seeds import seed_env
 
@@ -51,7 +52,6 @@ __all__ = [
 
 #: Bytes read from one child per :meth:`LocalBackend.events` call (then the runner commits).
 READ_LIMIT = 4 << 20
-_PIPE_SIZE = 1 << 20
 # a spec up to this size is written to a spare child at once (a pipe holds 64 KiB)
 _SPEC_LIMIT = 60_000
 
@@ -115,19 +115,6 @@ class _Child:
     broken: str | None = None
 
 
-@dataclass
-class _Spare:
-    """A child interpreter started before its job was known, waiting for its spec."""
-
-    process: subprocess.Popen[bytes]
-    seed: int | None  # the hash seed it started with (PYTHONHASHSEED is read at start)
-    spec_fd: int
-    events_read: int
-    ack_write: int
-    events_fd: int  # the child's ends, by their numbers in the child
-    ack_fd: int
-
-
 class LocalBackend:
     """Each job is a child process of this one (``python -m mlbook.experiments._child``)."""
 
@@ -138,36 +125,23 @@ class LocalBackend:
         self.python = python or sys.executable
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, _Child] = {}
-        self.spare: _Spare | None = None
+        self.spare: _spare.Spare | None = None
 
     def start_spare(self, seed: int | None = None) -> None:
         """Start the next job's child now: it loads Python and mlbook's child modules,
         then waits for its spec. Used by a job whose seed is ``seed`` (the hash seed is
-        fixed when the interpreter starts); a job with another seed starts its own."""
+        fixed when the interpreter starts); a job with another seed starts its own.
+        A spare :func:`~mlbook.experiments._spare.prestart` started is taken when its
+        seed and interpreter fit, else stopped."""
         if self.spare is not None:
             return
-        events_read, events_write, ack_read, ack_write = _pipes()
-        spec_read, spec_write = os.pipe()
-        try:
-            process = subprocess.Popen(
-                [self.python, "-m", "mlbook.experiments._child", "--wait", str(spec_read)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,  # until it has its job: the spec names its log
-                stderr=subprocess.DEVNULL,
-                pass_fds=(events_write, ack_read, spec_read),
-                env=dict(os.environ, PYTHONUNBUFFERED="1", **seed_env(seed)),
-                process_group=0,
-            )
-        except OSError:  # no spare: the job starts its own child (and says why if it fails)
-            for fd in (events_read, ack_write, spec_write):
-                os.close(fd)
-            return
-        finally:
-            for fd in (events_write, ack_read, spec_read):
-                os.close(fd)
-        self.spare = _Spare(
-            process, seed, spec_write, events_read, ack_write, events_write, ack_read
-        )
+        early = _spare.take()
+        if early is not None:
+            if early.seed == seed and early.python == self.python:
+                self.spare = early
+                return
+            _spare.stop(early)
+        self.spare = _spare.spawn(self.python, seed)
 
     def _take_spare(self, job: Job) -> _Child | None:
         """Hand ``job`` to the spare child, if there is one that can run it."""
@@ -186,7 +160,7 @@ class LocalBackend:
             else:
                 os.close(spare.spec_fd)
                 return _Child(job, spare.process, spare.events_read, spare.ack_write, None)
-        _stop_spare(spare)
+        _spare.stop(spare)
         return None
 
     def submit(self, job: Job) -> int:
@@ -199,7 +173,7 @@ class LocalBackend:
         return child.process.pid
 
     def _spawn(self, job: Job) -> _Child:
-        events_read, events_write, ack_read, ack_write = _pipes()
+        events_read, events_write, ack_read, ack_write = _spare.pipes()
         spec = msgspec.structs.replace(job.spec, events_fd=events_write, ack_fd=ack_read)
         log = open(job.log_path, "ab")  # noqa: SIM115 - closed when the child ends
         env = dict(os.environ, PYTHONUNBUFFERED="1", **seed_env(job.spec.seed))
@@ -302,31 +276,7 @@ class LocalBackend:
         """Stop the spare child, if no job took it (the runner waits for the others)."""
         spare, self.spare = self.spare, None
         if spare is not None:
-            _stop_spare(spare)
-
-
-def _pipes() -> tuple[int, int, int, int]:
-    """The events pipe (runner reads, non-blocking; enlarged) and the ack pipe (runner
-    writes, non-blocking): ``events_read, events_write, ack_read, ack_write``."""
-    events_read, events_write = os.pipe()
-    ack_read, ack_write = os.pipe()
-    os.set_blocking(events_read, False)
-    os.set_blocking(ack_write, False)
-    with contextlib.suppress(OSError, ImportError):  # a larger pipe: fewer waits
-        import fcntl
-
-        fcntl.fcntl(events_write, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
-    return events_read, events_write, ack_read, ack_write
-
-
-def _stop_spare(spare: _Spare) -> None:
-    """Stop a spare child that got no job (it has run no user code: a kill is safe)."""
-    for fd in (spare.spec_fd, spare.events_read, spare.ack_write):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    with contextlib.suppress(ProcessLookupError):
-        spare.process.kill()
-    spare.process.wait()
+            _spare.stop(spare)
 
 
 def leftover_processes(pgid: int) -> list[tuple[int, str]]:

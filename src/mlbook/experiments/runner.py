@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from mlbook.errors import ExperimentError, MlbookError, MlbookWarning, StoreError
+from mlbook.experiments import _spare
 from mlbook.experiments.backends import (
     Backend,
     Job,
@@ -359,6 +360,9 @@ def run_experiments(
             # is cheap and gives the first version's seed: the child's hash seed)
             owned = backend = LocalBackend()
             backend.start_spare(planned[0].seed)
+            _spare.remember(project.root, planned[0].seed)  # the next prestart's guess
+        else:
+            _spare.discard()  # `mlbook run` started one for nothing
         if strict_data:
             from mlbook.provenance.datasets import refuse_dirty_datasets
 
