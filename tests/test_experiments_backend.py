@@ -117,8 +117,8 @@ def _hash_seed(info: RunInfo) -> str | None:
 
 def test_a_prestarted_spare_of_the_remembered_seed_takes_the_run(project: Project) -> None:
     _write(project, seed=7)
-    _spare.remember(project.root, 7)
-    _spare.prestart(project.root)
+    _spare.remember(project.root, ["E001"], 7)
+    _spare.prestart(["E001"], project.root)
     backend = LocalBackend()
     try:
         backend.start_spare(7)
@@ -135,8 +135,8 @@ def test_a_prestarted_spare_of_the_remembered_seed_takes_the_run(project: Projec
 
 def test_a_prestarted_spare_of_another_seed_is_replaced(project: Project) -> None:
     _write(project, seed=7)
-    _spare.remember(project.root, None)  # the last run was not seeded
-    _spare.prestart(project.root)
+    _spare.remember(project.root, ["E001"], None)  # the last run was not seeded
+    _spare.prestart(["E001"], project.root)
     early = _spare._prestarted[0].process.pid
     backend = LocalBackend()
     try:
@@ -147,12 +147,12 @@ def test_a_prestarted_spare_of_another_seed_is_replaced(project: Project) -> Non
     finally:
         backend.close()
     assert _hash_seed(result.runs[0]) == "7"
-    assert (project.root / _spare.SEED_FILE).read_text() == ""  # only the runner writes it
+    assert _spare._remembered(project.root) == {"E001": 7}  # the runner remembers the plan
 
 
 def test_a_prestarted_spare_no_backend_took_is_stopped(project: Project) -> None:
     _write(project)
-    _spare.prestart(project.root)
+    _spare.prestart(["E001"], project.root)
     early = _spare._prestarted[0].process.pid
     backend = LocalBackend()  # the caller's backend: the runner starts no spare of its own
     try:
@@ -171,7 +171,7 @@ def test_mlbook_run_remembers_the_seed_and_each_run_gets_its_hash_seed(project: 
         cli = mlbook_cli(project, "run", "E001", "-q")
         _, err = cli.communicate(timeout=120)
         assert cli.returncode == 0, err.decode()
-        assert (project.root / _spare.SEED_FILE).read_text() == ("" if seed is None else str(seed))
+        assert _spare._remembered(project.root) == {"E001": seed}
     seeds = []
     for record in reversed(list(runs(project))):  # oldest first
         seed_file = project.root / record.outputs / "seed.json"

@@ -9,7 +9,7 @@ def main() -> None:
     if sys.argv[1:2] == ["run"] and not {"-h", "--help"} & set(sys.argv[2:]):
         from mlbook.experiments._spare import prestart
 
-        prestart()
+        prestart(sys.argv[2:])
     from mlbook.cli import main as cli_main
 
     cli_main()

@@ -8,9 +8,9 @@ killed (:func:`stop`: it has run no user code).
 
 ``mlbook run`` goes one step earlier (:func:`prestart`, called by the console
 script before it imports the CLI): the hash seed a child starts with cannot
-change later, so it guesses it from the last run's plan, kept in
-``.mlbook/spare-seed`` (:func:`remember`). When the plan disagrees, the runner
-replaces that spare with one of the right seed.
+change later, so it guesses it from what the last run of the same first
+experiment ID planned, kept in ``.mlbook/spare-seed`` (:func:`remember`). When
+the plan disagrees, the runner replaces that spare with one of the right seed.
 
 This module imports only the standard library and :mod:`mlbook.experiments.seeds`.
 """
@@ -21,6 +21,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlbook.experiments.seeds import seed_env
@@ -31,6 +32,7 @@ __all__ = ["Spare", "discard", "pipes", "prestart", "remember", "spawn", "stop",
 PIPE_SIZE = 1 << 20
 #: where the runner keeps the first planned version's seed (its hash seed)
 SEED_FILE = Path(".mlbook") / "spare-seed"
+_KEEP = 64
 
 _prestarted: list[Spare] = []
 
@@ -119,10 +121,11 @@ def stop(spare: Spare) -> None:
     spare.process.wait()
 
 
-def prestart(start: Path | None = None) -> None:
-    """Start a spare for this process's first run now, in the project at or above
-    ``start`` (default: the current directory), with the remembered hash seed.
-    Nothing happens outside a project, or when a spare is already waiting."""
+def prestart(argv: list[str], start: Path | None = None) -> None:
+    """Start a spare for the first run of ``mlbook run ARGV`` now, in the project at
+    or above ``start`` (default: the current directory), with the hash seed
+    remembered for ARGV's first experiment ID. Nothing happens outside a project,
+    or when a spare is already waiting."""
     if _prestarted:
         return
     here = (start or Path.cwd()).resolve()
@@ -131,13 +134,21 @@ def prestart(start: Path | None = None) -> None:
             break
     else:
         return
-    seed: int | None = None
-    with contextlib.suppress(OSError, ValueError):
-        text = (directory / SEED_FILE).read_text().strip()
-        seed = int(text) if text else None
-    spare = spawn(sys.executable, seed)
+    key = next((arg for arg in argv if not arg.startswith("-")), "")
+    spare = spawn(sys.executable, _remembered(directory).get(key))
     if spare is not None:
         _prestarted.append(spare)
+
+
+def _remembered(root: Path) -> dict[str, int | None]:
+    """The seeds :func:`remember` kept: a line ``ID SEED`` each (``-``: no seed)."""
+    seeds: dict[str, int | None] = {}
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in (root / SEED_FILE).read_text().splitlines():
+            key, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                seeds[key] = None if value == "-" else int(value)
+    return seeds
 
 
 def take() -> Spare | None:
@@ -152,14 +163,17 @@ def discard() -> None:
         stop(spare)
 
 
-def remember(root: Path, seed: int | None) -> None:
-    """Keep ``seed`` as the next :func:`prestart`'s guess (written only when it changes)."""
-    path = root / SEED_FILE
-    text = "" if seed is None else str(seed)
-    with contextlib.suppress(OSError):
-        if path.read_text() == text:
-            return
+def remember(root: Path, ids: Sequence[str], seed: int | None) -> None:
+    """Keep ``seed`` as the guess of the next :func:`prestart` of a run whose first
+    experiment ID is ``ids[0]`` (written only when it changes; the last 64 IDs)."""
+    key = ids[0] if ids else ""
+    seeds = _remembered(root)
+    if key in seeds and seeds[key] == seed:
+        return
+    seeds.pop(key, None)
+    seeds[key] = seed
+    lines = [f"{k} {'-' if v is None else v}" for k, v in list(seeds.items())[-_KEEP:]]
     with contextlib.suppress(OSError):  # a guess: losing it costs one child start
         from mlbook._fs import atomic_write_text
 
-        atomic_write_text(path, text)
+        atomic_write_text(root / SEED_FILE, "\n".join(lines) + "\n")

@@ -360,9 +360,10 @@ def run_experiments(
             # is cheap and gives the first version's seed: the child's hash seed)
             owned = backend = LocalBackend()
             backend.start_spare(planned[0].seed)
-            _spare.remember(project.root, planned[0].seed)  # the next prestart's guess
         else:
             _spare.discard()  # `mlbook run` started one for nothing
+        if planned:
+            _spare.remember(project.root, ids, planned[0].seed)  # the next prestart's guess
         if strict_data:
             from mlbook.provenance.datasets import refuse_dirty_datasets
 
