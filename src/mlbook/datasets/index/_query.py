@@ -81,6 +81,10 @@ class SqlResult:
     rows: list[tuple[Any, ...]]
 
 
+#: the most of an index a connection maps (SQLite caps it at its own maximum)
+_MMAP_SIZE = 1 << 31
+
+
 class DatasetIndex:
     """The index of one dataset, open read-only (``PRAGMA query_only``).
 
@@ -95,6 +99,10 @@ class DatasetIndex:
             self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
             self.db.execute("PRAGMA query_only = ON")
             self.db.execute("PRAGMA cache_size = -65536")
+            # pages read straight from the OS's cache: a new connection (each CLI command)
+            # scans as fast as a warm one (count 76 ms against 127-142 ms at 1M records).
+            # Safe here: an index is replaced by a rename, never rewritten in place
+            self.db.execute(f"PRAGMA mmap_size = {_MMAP_SIZE}")
             rows = self.db.execute("SELECT name, lid, col FROM labels").fetchall()
         except sqlite3.Error as exc:
             raise QueryError(f"{state.path}: the index cannot be read ({exc}); delete it") from exc
