@@ -179,3 +179,36 @@ def test_mlbook_run_remembers_the_seed_and_each_run_gets_its_hash_seed(project: 
             json.loads(seed_file.read_text())["python_hash_seed"] if seed_file.exists() else None
         )
     assert seeds == ["7", "7", "8", None]
+
+
+def test_a_remembered_seed_out_of_range_is_not_used(project: Project) -> None:
+    (project.root / _spare.SEED_FILE).parent.mkdir(exist_ok=True)
+    (project.root / _spare.SEED_FILE).write_text("E001 -5\nE002 99999999999\nE003 x\nE004 3\n")
+    assert _spare._remembered(project.root) == {"E004": 3}
+
+
+@pytest.mark.parametrize(
+    ("argv", "prestarted"),
+    [
+        (["run", "E001", "-q"], (["E001", "-q"], None)),
+        (["-C", "proj", "run", "E002"], (["E002"], Path("proj"))),
+        (["run", "--help"], None),
+        (["ls"], None),
+        (["-C", "proj", "ls"], None),
+    ],
+)
+def test_the_mlbook_command_prestarts_only_for_run(
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    prestarted: tuple[list[str], Path | None] | None,
+) -> None:
+    """`mlbook [-C DIR] run ...` starts the child before the CLI; no other command does."""
+    import mlbook.__main__
+    import mlbook.cli
+
+    calls: list[tuple[list[str], Path | None]] = []
+    monkeypatch.setattr(_spare, "prestart", lambda args, start=None: calls.append((args, start)))
+    monkeypatch.setattr(mlbook.cli, "main", lambda: None)  # the dispatch only, not the CLI
+    monkeypatch.setattr("sys.argv", ["mlbook", *argv])
+    mlbook.__main__.main()
+    assert calls == ([prestarted] if prestarted else [])

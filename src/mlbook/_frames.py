@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 import msgspec
 
@@ -37,6 +37,21 @@ class Frames(Generic[T]):
 
     def decode(self, payload: bytes | memoryview) -> T:
         """One frame's payload (without its length prefix) as a message."""
+        return self.decoder.decode(payload)
+
+    def read(self, stream: IO[bytes]) -> T | None:
+        """The next message of a blocking ``stream`` (``None`` at its end).
+
+        Raises:
+            msgspec.DecodeError: the frame is not a valid message.
+        """
+        header = stream.read(HEADER.size)
+        if len(header) < HEADER.size:
+            return None
+        (size,) = HEADER.unpack(header)
+        payload = stream.read(size)
+        if len(payload) < size:
+            return None
         return self.decoder.decode(payload)
 
 

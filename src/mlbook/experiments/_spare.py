@@ -24,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlbook.experiments.seeds import seed_env
+from mlbook.experiments.seeds import MAX_SEED, seed_env
 
 __all__ = ["Spare", "discard", "pipes", "prestart", "remember", "spawn", "stop", "take"]
 
@@ -146,8 +146,10 @@ def _remembered(root: Path) -> dict[str, int | None]:
     with contextlib.suppress(OSError, UnicodeDecodeError):
         for line in (root / SEED_FILE).read_text().splitlines():
             key, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                seeds[key] = None if value == "-" else int(value)
+            if value == "-":
+                seeds[key] = None
+            elif value.isdigit() and int(value) <= MAX_SEED:  # else Python would not start
+                seeds[key] = int(value)
     return seeds
 
 

@@ -32,25 +32,25 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import msgspec
 
-from mlbook._frames import HEADER, FrameReader, Frames
+from mlbook._frames import FrameReader, Frames
 from mlbook.datasets.index._rows import SUMMARY_COLUMNS, Loader
 from mlbook.errors import DatasetError
 from mlbook.progress import ProgressTask
 
 __all__ = [
-    "HEADER",
     "Done",
     "Failed",
     "Message",
     "Progress",
     "Start",
     "Worker",
-    "decode",
     "frame",
     "merge",
+    "read",
 ]
 
 
@@ -108,9 +108,9 @@ def frame(message: Message) -> bytes:
     return _FRAMES.encode(message)
 
 
-def decode(payload: bytes) -> Message:
-    """One frame's payload (without its length prefix) as a message."""
-    return _FRAMES.decode(payload)
+def read(stream: IO[bytes]) -> Message | None:
+    """The next message on a blocking ``stream`` (``None`` at its end)."""
+    return _FRAMES.read(stream)
 
 
 class Worker:

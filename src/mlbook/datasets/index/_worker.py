@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import IO
 
 from mlbook.datasets.index._parallel import (
-    HEADER,
     Done,
     Failed,
     Message,
     Progress,
     Start,
-    decode,
     frame,
+    read,
 )
 from mlbook.datasets.index._rows import Loader, blocks, decode_block, open_build
 from mlbook.datasets.metadata import no_gc
@@ -37,11 +36,7 @@ __all__ = ["main"]
 
 
 def _read_start(stream: IO[bytes]) -> Start | None:
-    header = stream.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return None
-    (size,) = HEADER.unpack(header)
-    message = decode(stream.read(size))
+    message = read(stream)
     return message if isinstance(message, Start) else None
 
 
