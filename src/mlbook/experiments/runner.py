@@ -494,6 +494,8 @@ class _Runner:
                     info = self._start(key, item)
                     if info.status == "running":
                         self.active[key] = info
+                        if self.stopping:  # the stop signal came while it was starting
+                            self.backend.interrupt(key)
                     else:
                         ended.append(info)
                 # runs that ended are finished (after snapshot, journal) once the next
